@@ -1,0 +1,42 @@
+# The course's commands. `make lab` and `make test` are the two the README starts with;
+# both set everything up first (tools/setup.sh is idempotent).
+VENV ?= .venv
+BIN := $(VENV)/bin
+FIRST_NOTEBOOK ?= chapters/01_background/01_what_makes_a_model_large.ipynb
+LAB_ARGS ?=
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: setup lab test lint unit nbval book notebooks learner bench clean help
+
+help:
+	@echo "make lab        set up, then open the course in JupyterLab"
+	@echo "make test       set up, then run every check CI runs (lint, tests, notebooks, book)"
+	@echo "make unit|nbval|lint|book   one stage of the checks"
+	@echo "make notebooks  re-run the solution notebooks in learner mode and regenerate chapters/"
+	@echo "make bench      print the benchmark figures for this machine"
+
+setup:
+	@bash tools/setup.sh
+
+lab: setup
+	$(BIN)/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) $(FIRST_NOTEBOOK)
+
+test: setup
+	@bash tools/run_checks.sh all
+
+lint unit nbval book: setup
+	@bash tools/run_checks.sh $@
+
+notebooks: setup
+	$(BIN)/python -m course_lib.classroom build
+
+learner: setup
+	$(BIN)/python -m course_lib.classroom generate
+
+bench: setup
+	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/python benchmarks/bench_trainer.py
+	$(BIN)/python benchmarks/bench_bpe.py
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache

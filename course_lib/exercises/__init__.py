@@ -1,0 +1,116 @@
+"""Self-checks for the exercises: run a learner's function against course_lib's on several cases.
+
+A check prints one friendly line when every case passes and raises :class:`ExerciseFailure` with
+the failing case, what was expected and what came back otherwise. It never shows the reference code.
+Chapter modules (``course_lib.exercises.ch01`` ...) define the cases of each exercise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class ExerciseFailure(AssertionError):
+    """An exercise's self-check did not pass; the message says which case and why."""
+
+
+@dataclass
+class Case:
+    """One input to try: positional ``args``, keyword ``kwargs`` and a short human ``label``."""
+
+    label: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+def _summary(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        body = np.array2string(x.detach().cpu().numpy(), precision=4, threshold=12, edgeitems=2)
+        return f"tensor of shape {tuple(x.shape)}, dtype {x.dtype}: {body}"
+    if isinstance(x, np.ndarray):
+        return f"array of shape {x.shape}: {np.array2string(x, precision=4, threshold=12, edgeitems=2)}"
+    text = repr(x)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _compare(expected: Any, got: Any, atol: float, rtol: float) -> str | None:
+    """None when equal within tolerance, else the reason they differ."""
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            return f"expected a sequence of {len(expected)} items"
+        for i, (e, g) in enumerate(zip(expected, got)):
+            why = _compare(e, g, atol, rtol)
+            if why:
+                return f"item {i}: {why}"
+        return None
+    if isinstance(expected, (torch.Tensor, np.ndarray)):
+        e = torch.as_tensor(np.asarray(expected)) if isinstance(expected, np.ndarray) else expected
+        try:
+            g = torch.as_tensor(got.detach() if isinstance(got, torch.Tensor) else np.asarray(got))
+        except (TypeError, ValueError, RuntimeError):
+            return f"expected a tensor, got {type(got).__name__}"
+        if tuple(g.shape) != tuple(e.shape):
+            return f"shape {tuple(g.shape)} instead of {tuple(e.shape)}"
+        if e.dtype == torch.bool or g.dtype == torch.bool:
+            return None if torch.equal(e.bool(), g.bool()) else "some entries differ"
+        e, g = e.detach().double().cpu(), g.double().cpu()
+        if not torch.allclose(g, e, atol=atol, rtol=rtol, equal_nan=True):
+            worst = (g - e).abs().nan_to_num(float("inf")).max().item()
+            return f"values differ (largest difference {worst:.3g}, allowed {atol:g} + {rtol:g} x |expected|)"
+        return None
+    if isinstance(expected, float):
+        return None if abs(float(got) - expected) <= atol + rtol * abs(expected) else "the numbers differ"
+    return None if got == expected else "the values differ"
+
+
+def check_function(
+    name: str,
+    learner: Callable,
+    reference: Callable,
+    cases: Sequence[Case],
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    hint: str = "",
+) -> bool:
+    """Run ``learner`` and ``reference`` on every case; print a success line or raise ExerciseFailure."""
+    for i, case in enumerate(cases, start=1):
+        where = f"{name}, case {i} of {len(cases)} ({case.label})"
+        try:
+            got = learner(*_clone(case.args), **_clone(case.kwargs))
+        except NotImplementedError:
+            raise ExerciseFailure(
+                f"{name} is not written yet: replace `raise NotImplementedError()` with your code, "
+                f"then run this check again.{' Hint: ' + hint if hint else ''}"
+            ) from None
+        except Exception as err:  # the learner's code raised: show it as feedback, not a crash
+            raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
+        expected = reference(*_clone(case.args), **_clone(case.kwargs))
+        why = _compare(expected, got, atol, rtol)
+        if why:
+            raise ExerciseFailure(
+                f"{where}: {why}.\n  expected: {_summary(expected)}\n  got:      {_summary(got)}"
+                + (f"\n  hint: {hint}" if hint else "")
+            )
+    print(f"✓ {name}: all {len(cases)} cases pass")
+    return True
+
+
+def _clone(x: Any) -> Any:
+    """Fresh copies of tensor inputs, so a learner's in-place edit cannot change the reference's input."""
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, tuple):
+        return tuple(_clone(v) for v in x)
+    if isinstance(x, list):
+        return [_clone(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _clone(v) for k, v in x.items()}
+    return x
+
+
+__all__ = ["Case", "ExerciseFailure", "check_function"]

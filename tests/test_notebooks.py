@@ -1,0 +1,140 @@
+"""The course's notebooks: paired scripts in sync, learner versions current, all in the book, exercises checkable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+from course_lib import classroom
+from course_lib.exercises import ExerciseFailure
+
+ROOT = classroom.ROOT
+NOTEBOOKS = sorted(
+    p
+    for d in ("chapters", "solutions")
+    for p in (ROOT / d).rglob("*.ipynb")
+    if ".ipynb_checkpoints" not in p.parts
+)
+SOLUTIONS = classroom.solution_notebooks()
+
+
+def _rel(p: Path) -> str:
+    return str(p.relative_to(ROOT))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks in chapters/ or solutions/"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=_rel)
+def test_paired_script_is_in_sync(nb_path):
+    script = nb_path.with_suffix(".py")
+    assert script.exists(), f"{_rel(nb_path)} has no paired script: run `jupytext --sync {_rel(nb_path)}`"
+    expected = jupytext.writes(jupytext.read(nb_path), fmt="py:percent", config=classroom._jupytext_config())
+    assert script.read_text(encoding="utf-8") == expected, (
+        f"{_rel(script)} and its notebook differ: run `jupytext --sync {_rel(nb_path)}` (or `make notebooks`)"
+    )
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=_rel)
+def test_notebook_metadata_lets_the_book_highlight_code(nb_path):
+    nb = jupytext.read(nb_path)
+    assert nb.metadata.get("kernelspec", {}).get("name"), (
+        "no kernelspec: the book warns 'No source code lexer'"
+    )
+    assert nb.metadata.get("language_info", {}).get("name") == "python", (
+        "no language_info: store executed outputs"
+    )
+
+
+@pytest.mark.parametrize("nb_path", SOLUTIONS, ids=_rel)
+def test_solution_notebook_has_checked_outputs_stored(nb_path):
+    nb = jupytext.read(nb_path)
+    checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked, (
+        "mark the cells whose output is the point (shapes, counts, checks) with # NBVAL_CHECK_OUTPUT"
+    )
+    assert all(c.outputs for c in checked), (
+        "a # NBVAL_CHECK_OUTPUT cell has no stored output: run `make notebooks`"
+    )
+
+
+def test_learner_notebooks_are_generated_from_the_current_solutions():
+    stale = classroom.stale_learner_notebooks()
+    assert not stale, f"stale learner notebooks {[_rel(p) for p in stale]}: run `make learner` and commit"
+
+
+def test_every_solution_has_a_learner_version_and_no_learner_notebook_is_orphaned():
+    learners = {p for p in NOTEBOOKS if p.is_relative_to(ROOT / "chapters")}
+    assert learners == {classroom.learner_path(p) for p in SOLUTIONS}
+
+
+def test_learner_notebooks_contain_no_solution_code():
+    for nb_path in (p for p in NOTEBOOKS if p.is_relative_to(ROOT / "chapters")):
+        for text in (
+            nb_path.read_text(encoding="utf-8"),
+            nb_path.with_suffix(".py").read_text(encoding="utf-8"),
+        ):
+            assert classroom.BEGIN not in text and classroom.END not in text, (
+                f"solution left in {_rel(nb_path)}"
+            )
+
+
+def _toc_files(entries) -> list[str]:
+    files = []
+    for entry in entries:
+        if "file" in entry:
+            files.append(entry["file"])
+        for key in ("chapters", "sections", "parts"):
+            files += _toc_files(entry.get(key, []))
+    return files
+
+
+def test_toc_lists_every_chapter_notebook_and_nothing_missing():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    listed = [toc["root"], *_toc_files(toc.get("parts", []) + toc.get("chapters", []))]
+    for f in listed:
+        assert any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb")), (
+            f"_toc.yml names missing {f}"
+        )
+    chapter_nbs = {
+        str(p.relative_to(ROOT).with_suffix("")) for p in NOTEBOOKS if p.is_relative_to(ROOT / "chapters")
+    }
+    assert chapter_nbs <= set(listed), f"not in _toc.yml: {sorted(chapter_nbs - set(listed))}"
+
+
+def _exercise_cells(nb):
+    """(imports source, [(exercise source, check source)]) of a notebook."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    imports = "\n".join(c.source for c in code if "imports" in c.metadata.get("tags", []))
+    pairs = []
+    for i, cell in enumerate(code):
+        if "exercise" in cell.metadata.get("tags", []):
+            check = code[i + 1]
+            assert "check" in check.metadata.get("tags", []), (
+                "an exercise cell must be followed by its check cell"
+            )
+            pairs.append((cell.source, check.source))
+    return imports, pairs
+
+
+EXERCISES = [
+    (nb_path, k) for nb_path in SOLUTIONS for k in range(len(_exercise_cells(jupytext.read(nb_path))[1]))
+]
+
+
+@pytest.mark.parametrize("nb_path, k", EXERCISES, ids=[f"{_rel(p)}-{k}" for p, k in EXERCISES])
+def test_solutions_pass_their_checks_and_blank_exercises_fail_with_a_helpful_message(nb_path, k, capsys):
+    imports, pairs = _exercise_cells(jupytext.read(nb_path))
+    solved, check = pairs[k]
+    namespace: dict = {}
+    exec(compile(imports + "\n" + solved + "\n" + check, f"{nb_path.name}-solution-{k}", "exec"), namespace)
+    assert "✓" in capsys.readouterr().out
+
+    blank = classroom.strip_solutions(solved)
+    namespace = {}
+    with pytest.raises(ExerciseFailure, match="not written yet"):
+        exec(compile(imports + "\n" + blank + "\n" + check, f"{nb_path.name}-learner-{k}", "exec"), namespace)

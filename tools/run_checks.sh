@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every check CI runs, in stages, each timed: lint, unit tests, notebooks (nbval, fast mode), book.
+# Usage: tools/run_checks.sh [all|lint|unit|nbval|book]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${VENV:-.venv}/bin
+export PATH="$PWD/$BIN:$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+what=${1:-all}
+failed=()
+declare -A took
+
+# pytest exits 5 when it collected nothing: here that is a failure (a check that checks nothing).
+run_pytest() {
+    python -m pytest "$@"
+    local rc=$?
+    if [ $rc -eq 5 ]; then echo "pytest collected no tests for: $*" >&2; return 1; fi
+    return $rc
+}
+
+stage() {
+    local name=$1; shift
+    [ "$what" = all ] || [ "$what" = "$name" ] || return 0
+    echo "::: stage $name"
+    local t0=$SECONDS
+    if "$@"; then echo "::: stage $name passed"; else echo "::: stage $name FAILED"; failed+=("$name"); fi
+    took[$name]=$((SECONDS - t0))
+    echo "::: stage $name took ${took[$name]} s"
+}
+
+notebooks() { find chapters solutions -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort; }
+
+lint() { ruff check course_lib tests benchmarks tools chapters solutions && ruff format --check course_lib tests benchmarks tools; }
+unit() { run_pytest tests -q -p no:cacheprovider; }
+nbval() {
+    mapfile -t nbs < <(notebooks)
+    [ ${#nbs[@]} -gt 0 ] || { echo "no notebooks found in chapters/ or solutions/" >&2; return 1; }
+    COURSE_FAST=1 run_pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+        --nbval-cell-timeout=900 -p no:cacheprovider -q "${nbs[@]}"
+}
+book() { rm -rf _build/html && jupyter-book build . -W -n --keep-going --path-output . ; }
+
+stage lint lint
+stage unit unit
+stage nbval nbval
+stage book book
+
+echo "::: stage times (s):"
+for k in lint unit nbval book; do [ -n "${took[$k]:-}" ] && echo ":::   $k ${took[$k]}"; done
+if [ ${#failed[@]} -gt 0 ]; then echo "::: FAILED stages: ${failed[*]}"; exit 1; fi
+echo "::: all stages passed"
