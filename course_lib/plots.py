@@ -37,7 +37,7 @@ def use_course_style() -> None:
 
 
 def pipeline_diagram(stages: Sequence[tuple[str, str]] = PIPELINE_STAGES, loop_back: bool = True) -> Figure:
-    """The development pipeline, data to deployment, as boxes and arrows (with the evaluate-and-iterate loop)."""
+    """The development pipeline from data to deployment, with the evaluate-and-iterate loop."""
     fig, ax = plt.subplots(figsize=(11, 2.8))
     ax.set_xlim(0, len(stages) * 2)
     ax.set_ylim(-1.4, 1.05)

@@ -1,4 +1,4 @@
-"""The course's notebooks: paired scripts in sync, learner versions current, all in the book, exercises checkable."""
+"""The notebooks: paired scripts in sync, learner versions current, all in the book, exercises checkable."""
 
 from __future__ import annotations
 
