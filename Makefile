@@ -19,7 +19,7 @@ setup:
 	@bash tools/setup.sh
 
 lab: setup
-	$(BIN)/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) $(FIRST_NOTEBOOK)
+	$(BIN)/jupyter lab $(ROOT_FLAG) --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/$(FIRST_NOTEBOOK) $(LAB_ARGS)
 
 test: setup
 	@bash tools/run_checks.sh all

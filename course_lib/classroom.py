@@ -106,7 +106,9 @@ def generate(solution_ipynb: Path, write: bool = True) -> tuple[Path, str]:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(text, encoding="utf-8")
         config = _jupytext_config()
-        jupytext.write(learner, dst.with_suffix(".py"), fmt="py:percent", config=config)
+        # write the script from the notebook as stored, so metadata comes out in the same order
+        stored = jupytext.reads(text, fmt="ipynb")
+        jupytext.write(stored, dst.with_suffix(".py"), fmt="py:percent", config=config)
     return dst, text
 
 

@@ -15,7 +15,7 @@ def reference(x):
 
 
 def test_a_correct_answer_passes(capsys):
-    assert check_function("softmax", lambda x: x.exp() / x.exp().sum(-1, keepdim=True), reference, CASES)
+    check_function("softmax", lambda x: x.exp() / x.exp().sum(-1, keepdim=True), reference, CASES)
     assert "all 2 cases pass" in capsys.readouterr().out
 
 

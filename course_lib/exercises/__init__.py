@@ -76,7 +76,7 @@ def check_function(
     atol: float = 1e-5,
     rtol: float = 1e-4,
     hint: str = "",
-) -> bool:
+) -> None:
     """Run ``learner`` and ``reference`` on every case; print a success line or raise ExerciseFailure."""
     for i, case in enumerate(cases, start=1):
         where = f"{name}, case {i} of {len(cases)} ({case.label})"
@@ -97,7 +97,6 @@ def check_function(
                 + (f"\n  hint: {hint}" if hint else "")
             )
     print(f"✓ {name}: all {len(cases)} cases pass")
-    return True
 
 
 def _clone(x: Any) -> Any:
