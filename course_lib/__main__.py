@@ -1,0 +1,5 @@
+"""``python -m course_lib pretrain|finetune|generate ...``: see :mod:`course_lib.cli`."""
+
+from course_lib.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Classification and language-model metrics, written out from their definitions.
+
+Every function takes plain lists, NumPy arrays or torch tensors of integer class labels and agrees
+with scikit-learn (tests check it), including the corner cases: a class that is never predicted has
+precision 0, a class that never occurs has recall 0 -- scikit-learn's ``zero_division=0``.
+
+    precision_c = TP_c / (TP_c + FP_c)      of everything predicted as c, how much was c
+    recall_c    = TP_c / (TP_c + FN_c)      of everything that was c, how much was found
+    F1_c        = 2 TP_c / (2 TP_c + FP_c + FN_c)   the harmonic mean of the two
+    perplexity  = exp(mean negative log-likelihood per token)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+AVERAGES = (None, "macro", "weighted", "micro")
+
+
+def _as_labels(y: Any, name: str) -> np.ndarray:
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D sequence of class labels, got shape {arr.shape}; "
+            "for logits take argmax(-1) first, and flatten batches"
+        )
+    return arr
+
+
+def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    t, p = _as_labels(y_true, "y_true"), _as_labels(y_pred, "y_pred")
+    if len(t) != len(p):
+        raise ValueError(f"y_true has {len(t)} labels but y_pred has {len(p)}; they must pair up one to one")
+    if len(t) == 0:
+        raise ValueError("no labels given; metrics of an empty set are undefined")
+    return t, p
+
+
+def _resolve_labels(t: np.ndarray, p: np.ndarray, labels: Sequence[Any] | None) -> np.ndarray:
+    """The classes to report: those given, else every label seen in y_true or y_pred, sorted."""
+    if labels is None:
+        return np.unique(np.concatenate([t, p]))
+    labels = np.asarray(labels)
+    if len(labels) == 0 or len(np.unique(labels)) != len(labels):
+        raise ValueError(f"labels must be a non-empty list without repeats, got {labels.tolist()}")
+    return labels
+
+
+def accuracy(y_true: Any, y_pred: Any) -> float:
+    """The fraction of predictions equal to the true label."""
+    t, p = _pair(y_true, y_pred)
+    return float(np.mean(t == p))
+
+
+def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = None) -> np.ndarray:
+    """Counts ``C[i, j]`` of samples whose true class is ``labels[i]`` and predicted class ``labels[j]``."""
+    t, p = _pair(y_true, y_pred)
+    labels = _resolve_labels(t, p, labels)
+    is_true = (t[None, :] == labels[:, None]).astype(np.int64)  # (C, N) one-hot of the true class
+    is_pred = (p[None, :] == labels[:, None]).astype(np.int64)  # (C, N) one-hot of the prediction
+    return is_true @ is_pred.T  # (C, C); samples outside the chosen labels count nowhere
+
+
+def _safe_divide(num: np.ndarray, den: np.ndarray, zero_division: float) -> np.ndarray:
+    out = np.full(num.shape, float(zero_division))
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def precision_recall_f1(
+    y_true: Any,
+    y_pred: Any,
+    labels: Sequence[Any] | None = None,
+    average: str | None = None,
+    zero_division: float = 0.0,
+) -> dict[str, Any]:
+    """Precision, recall, F1 and support, per class (``average=None``) or averaged.
+
+    ``"macro"``: the plain mean over classes; ``"weighted"``: weighted by each class's support;
+    ``"micro"``: from the pooled counts (equal to accuracy when every class is included).
+    A 0/0 ratio is ``zero_division`` (0.0, scikit-learn's ``zero_division=0``).
+    """
+    if average not in AVERAGES:
+        raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+    t, p = _pair(y_true, y_pred)
+    labels = _resolve_labels(t, p, labels)
+    is_true = t[None, :] == labels[:, None]  # (C, N): sample n belongs to class c
+    is_pred = p[None, :] == labels[:, None]  # (C, N): sample n was predicted as class c
+    tp = (is_true & is_pred).sum(axis=1).astype(np.float64)
+    fp = is_pred.sum(axis=1) - tp  # predicted as c, but were something else
+    fn = is_true.sum(axis=1) - tp  # were c, but predicted as something else
+    support = is_true.sum(axis=1)
+    if average == "micro":
+        tp, fp, fn = tp.sum(keepdims=True), fp.sum(keepdims=True), fn.sum(keepdims=True)
+    precision = _safe_divide(tp, tp + fp, zero_division)
+    recall = _safe_divide(tp, tp + fn, zero_division)
+    f1 = _safe_divide(2 * tp, 2 * tp + fp + fn, zero_division)
+    if average is None:
+        return {"labels": labels, "precision": precision, "recall": recall, "f1": f1, "support": support}
+    if average == "micro":  # one value each, from the pooled counts
+        values = [precision[0], recall[0], f1[0]]
+    elif average == "macro":  # every class counts the same
+        values = [np.mean(precision), np.mean(recall), np.mean(f1)]
+    elif support.sum() > 0:  # weighted by how often each class occurs
+        values = [np.average(v, weights=support) for v in (precision, recall, f1)]
+    else:  # weighted, but none of the chosen classes occurs at all
+        values = [0.0, 0.0, 0.0]
+    p_avg, r_avg, f_avg = (float(v) for v in values)
+    return {"precision": p_avg, "recall": r_avg, "f1": f_avg, "support": int(support.sum())}
+
+
+def classification_report(
+    y_true: Any,
+    y_pred: Any,
+    labels: Sequence[Any] | None = None,
+    target_names: Sequence[str] | None = None,
+    digits: int = 2,
+    output_dict: bool = False,
+    zero_division: float = 0.0,
+) -> str | dict[str, Any]:
+    """A per-class table plus accuracy, macro and weighted averages, laid out like scikit-learn's.
+
+    With ``output_dict=True`` the same numbers come back as a dict with scikit-learn's keys
+    (``"precision"``, ``"recall"``, ``"f1-score"``, ``"support"``; ``"accuracy"``, ``"macro avg"``,
+    ``"weighted avg"``; ``"micro avg"`` replaces accuracy when ``labels`` leaves some classes out).
+    """
+    t, p = _pair(y_true, y_pred)
+    labels = _resolve_labels(t, p, labels)
+    names = [str(x) for x in labels] if target_names is None else list(target_names)
+    if len(names) != len(labels):
+        raise ValueError(f"{len(names)} target_names for {len(labels)} classes; give one name per class")
+
+    def row(r: dict[str, Any], i: int | None = None) -> dict[str, Any]:
+        pick = (lambda v: v[i]) if i is not None else (lambda v: v)
+        keys = (("precision", "precision"), ("recall", "recall"), ("f1-score", "f1"))
+        return {**{out: float(pick(r[k])) for out, k in keys}, "support": int(pick(r["support"]))}
+
+    per = precision_recall_f1(t, p, labels, None, zero_division)
+    rows: dict[str, Any] = {name: row(per, i) for i, name in enumerate(names)}
+    # accuracy when the labels cover every class present, else the micro average (scikit-learn's rule)
+    covers_all = set(np.unique(np.concatenate([t, p])).tolist()) <= set(labels.tolist())
+    if covers_all:
+        rows["accuracy"] = accuracy(t, p)
+    else:
+        rows["micro avg"] = row(precision_recall_f1(t, p, labels, "micro", zero_division))
+    for avg in ("macro", "weighted"):
+        rows[f"{avg} avg"] = row(precision_recall_f1(t, p, labels, avg, zero_division))
+    if output_dict:
+        return rows
+    return _format_report(rows, digits, total=len(t))
+
+
+def _format_report(rows: dict[str, Any], digits: int, total: int) -> str:
+    """The text table: one row per class, a blank line, then accuracy and the averages."""
+    width = max(len("weighted avg"), digits, *(len(k) for k in rows))
+    lines = [f"{'':>{width}}  {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
+    summary = [k for k in rows if k == "accuracy" or k.endswith(" avg")]
+    for name, r in rows.items():
+        if name == summary[0]:
+            lines.append("")
+        if name == "accuracy":
+            lines.append(f"{name:>{width}}  {'':>9} {'':>9} {r:>9.{digits}f} {total:>9}")
+        else:
+            lines.append(
+                f"{name:>{width}}  {r['precision']:>9.{digits}f} {r['recall']:>9.{digits}f} "
+                f"{r['f1-score']:>9.{digits}f} {r['support']:>9}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def perplexity(mean_nll: float | torch.Tensor) -> float:
+    """exp(mean negative log-likelihood in nats): the effective number of equally likely next tokens."""
+    value = float(mean_nll.detach().float().mean()) if isinstance(mean_nll, torch.Tensor) else float(mean_nll)
+    if math.isnan(value) or value < 0:
+        raise ValueError(
+            f"mean_nll must be a non-negative number (a cross-entropy in nats), got {value}; "
+            "pass the mean loss, not log-probabilities"
+        )
+    return math.exp(value) if value < 709.0 else math.inf  # exp overflows a float above ~709.78
+
+
+__all__ = [
+    "accuracy",
+    "classification_report",
+    "confusion_matrix",
+    "perplexity",
+    "precision_recall_f1",
+]

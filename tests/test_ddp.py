@@ -1,0 +1,74 @@
+"""Data parallelism: two CPU processes under torchrun (gloo) match one process with the same global batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from trainer_helpers import ddp_trainer, params_of
+
+from course_lib.distributed import DistInfo, all_gather_objects, all_reduce_mean, init_distributed
+
+HELPERS = Path(__file__).with_name("trainer_helpers.py")
+DDP_TOL = 1e-5  # absolute: the gradient mean is summed in another order (per-rank means, then all-reduce)
+TORCHRUN_TIMEOUT = 150  # seconds for the two-process run, start-up included
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    info = init_distributed("cpu")
+    assert info == DistInfo() and not info.enabled and info.is_main
+    t = torch.tensor([1.0, 3.0])
+    assert all_reduce_mean(t, info) is t and all_gather_objects("x", info) == ["x"]
+
+
+def test_half_set_torchrun_environment_is_an_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(RuntimeError, match="start the script with torchrun"):
+        init_distributed("cpu")
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    global_batch, steps = 16, 6
+    # one process: batch 16, no accumulation
+    single = ddp_trainer(tmp_path / "single", global_batch, steps, accum=1, world_size=1)
+    single.fit()
+
+    # two processes x 2 micro-batches of 4: exercises DistributedSampler sharding, no_sync and the all-reduce
+    result = tmp_path / "ddp.pt"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        str(HELPERS), "ddp", str(tmp_path / "ddp"), str(global_batch), str(steps), "2", str(result),
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(HELPERS.parent))
+    proc = subprocess.run(cmd, env=env, timeout=TORCHRUN_TIMEOUT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp_params = torch.load(result, weights_only=True)
+
+    for k, v in params_of(single.model).items():
+        torch.testing.assert_close(ddp_params[k], v, atol=DDP_TOL, rtol=0, msg=k)
+    # rank 0 logged the loss averaged over both ranks: the same numbers the single process saw
+    from course_lib.checkpoint import load_checkpoint
+
+    ddp_history = load_checkpoint(tmp_path / "ddp" / "last.pt")["history"]
+    for a, b in zip(ddp_history, single.history, strict=True):
+        assert a["step"] == b["step"]
+        for key in ("train_loss", "val_loss"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], abs=DDP_TOL)
+    assert ddp_history[1]["samples_per_s"] > 0

@@ -1,0 +1,117 @@
+"""course_lib.metrics against scikit-learn on random labels, including classes never predicted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+from course_lib.metrics import (
+    accuracy,
+    classification_report,
+    confusion_matrix,
+    perplexity,
+    precision_recall_f1,
+)
+
+TOL = 1e-12  # both sides divide the same integer counts in float64
+SEEDS = range(6)
+
+
+def _labels(seed: int, n: int = 60, k: int = 5, missing_in_pred: bool = False):
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, k, n)
+    y_pred = np.where(rng.random(n) < 0.5, y_true, rng.integers(0, k, n))
+    if missing_in_pred:  # a class the model never predicts -> precision 0/0 for it
+        y_pred = np.where(y_pred == 1, 2, y_pred)
+    return y_true, y_pred
+
+
+CASES = [(s, m) for s in SEEDS for m in (False, True)]
+
+
+@pytest.mark.parametrize("seed, missing", CASES)
+def test_accuracy_and_confusion_matrix(seed, missing):
+    t, p = _labels(seed, missing_in_pred=missing)
+    assert accuracy(t, p) == pytest.approx(skm.accuracy_score(t, p), abs=TOL)
+    np.testing.assert_array_equal(confusion_matrix(t, p), skm.confusion_matrix(t, p))
+    np.testing.assert_array_equal(
+        confusion_matrix(t, p, labels=[3, 0]), skm.confusion_matrix(t, p, labels=[3, 0])
+    )
+
+
+@pytest.mark.parametrize("seed, missing", CASES)
+@pytest.mark.parametrize("average", [None, "macro", "weighted", "micro"])
+def test_precision_recall_f1_match_sklearn_with_zero_division_0(seed, missing, average):
+    t, p = _labels(seed, missing_in_pred=missing)
+    ours = precision_recall_f1(t, p, average=average)
+    ref = skm.precision_recall_fscore_support(t, p, average=average, zero_division=0)
+    for key, value in zip(("precision", "recall", "f1"), ref[:3]):
+        np.testing.assert_allclose(ours[key], value, atol=TOL, rtol=0, err_msg=key)
+    if average is None:
+        np.testing.assert_array_equal(ours["support"], ref[3])
+
+
+def test_a_class_only_in_the_labels_list_gets_zeros_not_nans():
+    t, p = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    ours = precision_recall_f1(t, p, labels=[0, 1, 7])
+    ref = skm.precision_recall_fscore_support(t, p, labels=[0, 1, 7], zero_division=0)
+    for key, value in zip(("precision", "recall", "f1"), ref[:3]):
+        np.testing.assert_allclose(ours[key], value, atol=TOL, rtol=0)
+    assert ours["precision"][2] == ours["recall"][2] == ours["f1"][2] == 0.0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("labels", [None, [0, 2, 4]])
+def test_classification_report_dict_and_text_match_sklearn(seed, labels):
+    t, p = _labels(seed, missing_in_pred=seed % 2 == 0)
+    ours = classification_report(t, p, labels=labels, output_dict=True)
+    ref = skm.classification_report(t, p, labels=labels, output_dict=True, zero_division=0)
+    assert list(ours) == list(ref)  # same rows, same order ("micro avg" when labels leave classes out)
+    for row, values in ref.items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                assert ours[row][k] == pytest.approx(v, abs=TOL), (row, k)
+        else:
+            assert ours[row] == pytest.approx(values, abs=TOL)
+    assert classification_report(t, p, labels=labels, digits=3) == skm.classification_report(
+        t, p, labels=labels, digits=3, zero_division=0
+    )
+
+
+def test_target_names_and_torch_inputs():
+    t, p = torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 0, 2])
+    ours = classification_report(t, p, target_names=["a", "b", "c"], output_dict=True)
+    ref = skm.classification_report(t.numpy(), p.numpy(), target_names=["a", "b", "c"], output_dict=True)
+    assert ours["b"]["recall"] == ref["b"]["recall"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: accuracy([0, 1], [0]), "must pair up"),
+        (lambda: accuracy([[0, 1]], [[0, 1]]), "1-D sequence"),
+        (lambda: accuracy([], []), "empty"),
+        (lambda: precision_recall_f1([0], [0], average="samples"), "average must be one of"),
+        (lambda: classification_report([0, 1], [0, 1], target_names=["a"]), "one name per class"),
+        (lambda: perplexity(-0.5), "non-negative"),
+    ],
+)
+def test_bad_input_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_perplexity_is_exp_of_the_mean_nll():
+    # uniform guessing over V tokens has cross-entropy log V and perplexity exactly V
+    for vocab in (2, 50, 50257):
+        assert perplexity(math.log(vocab)) == pytest.approx(vocab, rel=1e-12)
+    logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([1, 2, 3, 4])
+    nll = torch.nn.functional.cross_entropy(logits, targets)
+    probs = logits.softmax(-1)[torch.arange(4), targets].double()
+    assert perplexity(nll) == pytest.approx(float(probs.prod() ** (-1 / 4)), rel=1e-6)  # geometric mean
+    assert perplexity(0.0) == 1.0 and perplexity(1e4) == math.inf
