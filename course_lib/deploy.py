@@ -1,0 +1,428 @@
+"""Getting a trained model out of the notebook: a saved bundle, exported graphs, throughput, a CLI predictor.
+
+Read top to bottom:
+
+1. The bundle -- :func:`save_for_inference` writes a folder with ``model.pt`` (the state dict, loaded
+   back with ``weights_only=True`` so opening it never runs code), ``config.json`` (which architecture,
+   its arguments, the class labels) and optionally the tokenizer; :func:`load_for_inference` rebuilds
+   the model from that config. Architectures are found by name in :data:`ARCHITECTURES`.
+2. Exported graphs -- :func:`export_torch` (``torch.export``, a ``.pt2`` file that runs without the
+   Python class) and :func:`export_onnx` (needs the optional ``onnx`` and ``onnxscript`` packages).
+3. :func:`batched_throughput` -- items per second at several batch sizes.
+4. :func:`predict_main` -- ``python -m course_lib predict MODEL_DIR "some text"``: labels + probabilities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import pickle
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from course_lib.env import get_device
+
+BUNDLE_FORMAT = "course_lib.deploy/1"
+WEIGHTS_FILE = "model.pt"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_MAX_LENGTH = 256  # tokens per text when the config does not say
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Architectures and the bundle
+
+
+def _build_mlp(kw: dict[str, Any]) -> nn.Module:
+    from course_lib.classic import MLP
+
+    return MLP(**kw)
+
+
+def _build_digit_cnn(kw: dict[str, Any]) -> nn.Module:
+    from course_lib.classic import DigitCNN
+
+    return DigitCNN(**kw)
+
+
+def _build_gpt(kw: dict[str, Any]) -> nn.Module:
+    from course_lib.gpt import GPT, GPTConfig
+
+    return GPT(GPTConfig.from_dict(kw))
+
+
+def _build_gpt_classifier(kw: dict[str, Any]) -> nn.Module:
+    from course_lib.gpt import GPT, GPTConfig
+    from course_lib.heads import GPTClassifier
+
+    kw = dict(kw)
+    return GPTClassifier(GPT(GPTConfig.from_dict(kw.pop("gpt"))), **kw)
+
+
+def _build_encoder_classifier(kw: dict[str, Any]) -> nn.Module:
+    from course_lib.encoder import Encoder, EncoderConfig
+    from course_lib.heads import EncoderClassifier
+
+    kw = dict(kw)
+    return EncoderClassifier(Encoder(EncoderConfig(**kw.pop("encoder"))), **kw)
+
+
+ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
+    "MLP": _build_mlp,  # kwargs: sizes, activation, dropout
+    "DigitCNN": _build_digit_cnn,  # kwargs: image_size, n_classes, channels, batchnorm, dropout
+    "GPT": _build_gpt,  # kwargs: the GPTConfig fields
+    "GPTClassifier": _build_gpt_classifier,  # kwargs: gpt (GPTConfig fields), n_classes, dropout
+    "EncoderClassifier": _build_encoder_classifier,  # kwargs: encoder (EncoderConfig fields), n_classes
+}
+TEXT_ARCHITECTURES = ("GPTClassifier", "EncoderClassifier")  # take token ids, so they need a tokenizer
+
+
+def register_architecture(name: str, builder: Callable[[dict[str, Any]], nn.Module]) -> None:
+    """Make ``config["architecture"] == name`` build a model with ``builder(config["kwargs"])``."""
+    ARCHITECTURES[name] = builder
+
+
+def build_model(config: Mapping[str, Any]) -> nn.Module:
+    """The untrained model a bundle config describes: ``ARCHITECTURES[config["architecture"]](kwargs)``."""
+    if "architecture" not in config:
+        raise KeyError(
+            'the config needs an "architecture" key naming the model, e.g. {"architecture": "MLP", '
+            f'"kwargs": {{"sizes": [64, 128, 10]}}}}; known: {sorted(ARCHITECTURES)}'
+        )
+    name = config["architecture"]
+    if name not in ARCHITECTURES:
+        raise KeyError(
+            f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}. Add yours with "
+            "course_lib.deploy.register_architecture(name, builder)"
+        )
+    kwargs = dict(config.get("kwargs", {}))
+    try:
+        return ARCHITECTURES[name](kwargs)
+    except TypeError as err:
+        raise ValueError(f"config kwargs do not fit {name}: {err}; fix config['kwargs']") from err
+
+
+@dataclass
+class InferenceBundle:
+    """A loaded bundle: the model (eval mode), its config, the tokenizer (or None) and the labels."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    tokenizer: Any = None
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(iter(self.model.parameters()), None)
+        return p.device if p is not None else torch.device("cpu")
+
+
+def _check_state_fits(model: nn.Module, config: Mapping[str, Any]) -> None:
+    """Build the model from ``config`` and compare its state-dict keys and shapes with ``model``'s."""
+    from course_lib.checkpoint import CheckpointError, load_model_state
+
+    try:
+        load_model_state(build_model(config), {k: v.cpu() for k, v in model.state_dict().items()})
+    except CheckpointError as err:
+        raise ValueError(
+            f"the config does not describe this model, so the bundle could not be loaded back: {err}"
+        ) from err
+
+
+def save_for_inference(
+    model: nn.Module,
+    path: str | Path,
+    config: Mapping[str, Any],
+    tokenizer_path: str | Path | None = None,
+) -> Path:
+    """Write ``model`` to the folder ``path``: ``model.pt`` (weights), ``config.json`` and the tokenizer.
+
+    ``config`` = ``{"architecture": "MLP", "kwargs": {...}}`` plus anything to keep with it, such as
+    ``"labels": ["business", ...]`` (names of the output classes) or ``"max_length": 128``. The config is
+    checked by building the model from it, so a bundle that would not load back is never written.
+    ``tokenizer_path`` is copied in: a course tokenizer JSON (``BPETokenizer.save``) or a Hugging Face
+    ``tokenizer.json`` (WordPiece, as MiniLM ships).
+    """
+    config = dict(config)
+    if "format" in config or "tokenizer" in config:
+        raise ValueError("config keys 'format' and 'tokenizer' are written by save_for_inference; drop them")
+    json.dumps(config)  # fail early (TypeError) on anything JSON cannot hold
+    _check_state_fits(model, config)
+    if config["architecture"] in TEXT_ARCHITECTURES and tokenizer_path is None:
+        raise ValueError(
+            f"a {config['architecture']} reads token ids: pass tokenizer_path=... to save it too"
+        )
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, path / WEIGHTS_FILE)
+    sidecar = {"format": BUNDLE_FORMAT, **config}
+    if tokenizer_path is not None:
+        tokenizer_path = Path(tokenizer_path)
+        if not tokenizer_path.is_file():
+            raise FileNotFoundError(f"no tokenizer file at {tokenizer_path}; pass the tokenizer's JSON file")
+        shutil.copyfile(tokenizer_path, path / TOKENIZER_FILE)
+        sidecar["tokenizer"] = TOKENIZER_FILE
+    (path / CONFIG_FILE).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_tokenizer_file(path: str | Path, max_length: int = DEFAULT_MAX_LENGTH) -> Any:
+    """A course tokenizer (``format`` course_lib.char / course_lib.bpe) or a WordPiece ``tokenizer.json``."""
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and str(data.get("format", "")).startswith("course_lib."):
+        from course_lib.tokenizers import load_tokenizer
+
+        return load_tokenizer(path)
+    from course_lib.encoder import WordPieceTokenizer
+
+    return WordPieceTokenizer(path, max_length=max_length)
+
+
+def load_for_inference(path: str | Path, device: torch.device | str | None = None) -> InferenceBundle:
+    """Rebuild the model a :func:`save_for_inference` folder holds, in eval mode on ``device``
+    (default: :func:`course_lib.env.get_device`).
+
+    The weights are read with ``torch.load(weights_only=True)``: a file holding anything but tensors
+    and plain containers is refused rather than run.
+    """
+    from course_lib.checkpoint import load_model_state
+
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} is not an inference bundle (it needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
+            "write one with save_for_inference(model, path, config)"
+        )
+    config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    if config.get("format") != BUNDLE_FORMAT:
+        raise ValueError(
+            f"{path / CONFIG_FILE} has format {config.get('format')!r}, expected {BUNDLE_FORMAT!r}; "
+            "re-save the model with save_for_inference"
+        )
+    try:
+        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path / WEIGHTS_FILE} holds more than tensors, so it is not loaded (weights_only=True); "
+            f"save only model.state_dict() with save_for_inference. Details: {str(err).splitlines()[0]}"
+        ) from err
+    model = build_model(config)
+    load_model_state(model, state)  # raises naming missing / unexpected / mis-shaped keys
+    device = get_device() if device is None else torch.device(device)
+    tokenizer = None
+    if config.get("tokenizer"):
+        tokenizer = load_tokenizer_file(
+            path / config["tokenizer"], config.get("max_length", DEFAULT_MAX_LENGTH)
+        )
+    return InferenceBundle(model.to(device).eval(), config, tokenizer, list(config.get("labels", [])))
+
+
+def encode_texts(bundle: InferenceBundle, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Texts -> right-padded ``input_ids`` and ``attention_mask`` (B, T) with the bundle's tokenizer."""
+    if bundle.tokenizer is None:
+        raise ValueError("this bundle has no tokenizer, so it cannot read text; save it with tokenizer_path=")
+    max_len = int(bundle.config.get("max_length", DEFAULT_MAX_LENGTH))
+    tok = bundle.tokenizer
+    if hasattr(tok, "pad_id"):  # WordPiece: adds [CLS]/[SEP], truncates and pads itself
+        return tok.encode_batch(list(texts), max_length=max_len)
+    ids = [tok.encode(t)[:max_len] or [0] for t in texts]  # course tokenizers: plain ids
+    T = max(len(x) for x in ids)
+    input_ids = torch.zeros(len(ids), T, dtype=torch.long)  # (B, T) padded with id 0 (masked out)
+    mask = torch.zeros(len(ids), T, dtype=torch.long)  # (B, T) 1 = real token
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = torch.tensor(x)
+        mask[i, : len(x)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask}
+
+
+@torch.inference_mode()
+def predict_proba(bundle: InferenceBundle, inputs: Sequence[str] | torch.Tensor) -> torch.Tensor:
+    """Class probabilities (N, C): texts go through the tokenizer, tensors straight into the model."""
+    if isinstance(inputs, torch.Tensor):
+        out = bundle.model(inputs.to(bundle.device))
+    else:
+        batch = {k: v.to(bundle.device) for k, v in encode_texts(bundle, inputs).items()}
+        out = bundle.model(batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits = out[0] if isinstance(out, (tuple, list)) else out  # classifiers return (logits, loss)
+    if logits.dim() != 2:
+        raise ValueError(
+            f"expected class logits (N, C), got shape {tuple(logits.shape)}; is this a classifier?"
+        )
+    return F.softmax(logits.float(), dim=-1).cpu()
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Exported graphs
+
+
+def _as_args(example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return example if isinstance(example, tuple) else (example,)
+
+
+def export_torch(
+    model: nn.Module,
+    example: torch.Tensor | tuple[torch.Tensor, ...],
+    path: str | Path,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Trace ``model`` with ``torch.export`` and save the graph to ``path`` (``.pt2``).
+
+    The file holds the operations and the weights, so :func:`load_exported` runs it without the model's
+    Python class. With ``dynamic_batch`` the first dimension of every input may change; give an example
+    batch of at least 2 (a size of 1 is treated as a constant by the tracer).
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ValueError(f"torch.export files end in .pt2, got {path.name!r}")
+    args = _as_args(example)
+    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in args) if dynamic_batch else None
+    was_training = model.training
+    program = torch.export.export(model.eval(), args, dynamic_shapes=dynamic)
+    model.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, path)
+    return path
+
+
+def load_exported(path: str | Path) -> nn.Module:
+    """The callable module inside a ``.pt2`` file written by :func:`export_torch`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported program at {path}; write one with export_torch(model, x, path)")
+    return torch.export.load(path).module()
+
+
+def onnx_available() -> bool:
+    """True when the optional packages ``onnx`` and ``onnxscript`` (torch's ONNX exporter) are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript"))
+
+
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor | tuple[torch.Tensor, ...],
+    path: str | Path,
+    dynamic_batch: bool = True,
+    external_data: bool = False,
+) -> Path:
+    """Export to an ONNX file (for ONNX Runtime, browsers, other languages); checked with ``onnx.checker``.
+
+    Needs ``pip install onnx onnxscript`` (``onnxruntime`` to run the file); the inputs are named
+    ``input_0, input_1, ...`` and the output ``output``. The weights go inside the one file unless
+    ``external_data=True`` puts them in ``<path>.data`` beside it (needed above ONNX's 2 GB limit).
+    """
+    if not onnx_available():
+        raise ModuleNotFoundError(
+            "ONNX export needs the optional packages onnx and onnxscript: pip install onnx onnxscript"
+        )
+    import onnx
+
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"ONNX files end in .onnx, got {path.name!r}")
+    args = _as_args(example)
+    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in args) if dynamic_batch else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    torch.onnx.export(
+        model.eval(),
+        args,
+        str(path),
+        dynamo=True,
+        dynamic_shapes=dynamic,
+        input_names=[f"input_{i}" for i in range(len(args))],
+        output_names=["output"],
+        external_data=external_data,
+        verbose=False,
+    )
+    model.train(was_training)
+    onnx.checker.check_model(str(path))  # the path form also works for files with external data
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. Throughput
+
+
+def batched_throughput(
+    model: nn.Module,
+    inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    batch_sizes: Sequence[int] = (1, 8, 32, 128),
+    repeats: int = 10,
+    warmup: int = 2,
+) -> list[dict[str, float]]:
+    """Items per second at each batch size: one row ``{"batch_size", "latency_ms", "items_per_s"}`` each.
+
+    ``inputs`` holds at least ``max(batch_sizes)`` items along dim 0 (a tuple of tensors is sliced
+    together). Latency is the median of ``repeats`` calls (:func:`course_lib.compress.measure_latency`).
+    """
+    from course_lib.compress import measure_latency
+
+    args = _as_args(inputs)
+    n = args[0].shape[0]
+    if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > n:
+        raise ValueError(
+            f"batch sizes must lie in [1, {n}] (the number of items given), got {list(batch_sizes)}; "
+            "pass more inputs or smaller batch sizes"
+        )
+    rows = []
+    for bs in batch_sizes:
+        batch = tuple(a[:bs] for a in args)
+        seconds = measure_latency(model, batch, repeats=repeats, warmup=warmup)
+        rows.append({"batch_size": bs, "latency_ms": seconds * 1e3, "items_per_s": bs / seconds})
+    return rows
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], floatfmt: str = ".3g") -> str:
+    """Rows of equal keys -> a Markdown table (numbers formatted with ``floatfmt``)."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    cell = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. Command line
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """``predict MODEL_DIR TEXT [TEXT ...] [--top K] [--device D]``: label and probabilities per text.
+
+    For each text it prints the text, then the ``--top`` most likely labels with their probabilities,
+    best first. Returns 0 (the exit code).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib predict", description="classify texts with a saved model bundle"
+    )
+    parser.add_argument("model_dir", help="a folder written by course_lib.deploy.save_for_inference")
+    parser.add_argument("texts", nargs="+", help="one or more texts (quote each one)")
+    parser.add_argument("--top", type=int, default=3, help="how many labels to show per text (default 3)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best one found)")
+    args = parser.parse_args(argv)
+    bundle = load_for_inference(args.model_dir, device=args.device)
+    probs = predict_proba(bundle, args.texts)  # (N, C)
+    labels = bundle.labels or [str(i) for i in range(probs.shape[1])]
+    if len(labels) != probs.shape[1]:
+        raise ValueError(
+            f"the config lists {len(labels)} labels but the model outputs {probs.shape[1]} classes; "
+            "fix config['labels'] and save the bundle again"
+        )
+    top = max(1, min(args.top, probs.shape[1]))
+    for text, p in zip(args.texts, probs):
+        short = text if len(text) <= 70 else text[:67] + "..."
+        print(short)
+        values, idx = torch.topk(p, top)
+        for v, i in zip(values.tolist(), idx.tolist()):
+            print(f"  {labels[i]:<16} {v:.4f}")
+    return 0

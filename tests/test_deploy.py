@@ -1,0 +1,230 @@
+"""Deployment: bundles that load back to the same outputs, torch.export / ONNX graphs that compute what the
+model computes, throughput rows, and the command-line predictor."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the MiniLM tokenizer comes from its package folder
+
+from course_lib.checkpoint import CheckpointError  # noqa: E402
+from course_lib.classic import MLP, DigitCNN  # noqa: E402
+from course_lib.deploy import (  # noqa: E402
+    ARCHITECTURES,
+    batched_throughput,
+    build_model,
+    encode_texts,
+    export_onnx,
+    export_torch,
+    format_table,
+    load_exported,
+    load_for_inference,
+    onnx_available,
+    predict_main,
+    predict_proba,
+    save_for_inference,
+)
+
+SAME_ATOL = 1e-6  # the same weights through the same kernels: equal but for reduction order
+EXPORT_ATOL = 1e-5  # an exported graph may fuse or reorder fp32 ops
+PRINT_ATOL = 5e-5 + 1e-7  # the CLI prints probabilities with 4 decimals
+LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def bpe_path(tmp_path_factory):
+    from course_lib.tokenizers import BPETokenizer
+
+    text = ["Shares in the bank rose after profits beat forecasts.", "The band released a new album."] * 5
+    return BPETokenizer.train(text, vocab_size=280, show_progress=False).save(
+        tmp_path_factory.mktemp("tok") / "bpe.json"
+    )
+
+
+@pytest.fixture(scope="module")
+def wordpiece_path():
+    from course_lib.encoder import minilm_dir
+
+    return minilm_dir() / "tokenizer.json"
+
+
+def _tiny(arch: str, bpe_path, wordpiece_path):
+    """(model, config, tokenizer file or None, example input) for each architecture the bundle knows."""
+    torch.manual_seed(0)
+    gpt = {"vocab_size": 280, "block_size": 32, "n_layer": 1, "n_head": 2, "d_model": 16}
+    enc = {"vocab_size": 30522, "max_position": 32, "n_layer": 1, "n_head": 2, "d_model": 16, "d_ff": 32}
+    configs = {
+        "MLP": ({"sizes": [64, 32, 5]}, None),
+        "DigitCNN": ({"channels": [4, 8], "n_classes": 5}, None),
+        "GPT": (gpt, None),
+        "GPTClassifier": ({"gpt": gpt, "n_classes": 5}, bpe_path),
+        "EncoderClassifier": ({"encoder": enc, "n_classes": 5}, wordpiece_path),
+    }
+    kwargs, tok = configs[arch]
+    config = {"architecture": arch, "kwargs": kwargs, "labels": LABELS, "max_length": 32}
+    model = build_model(config).eval()
+    x = torch.rand(3, 64) if arch in ("MLP", "DigitCNN") else torch.randint(0, 280, (3, 10))
+    return model, config, tok, x
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_bundle_round_trip_gives_the_same_outputs(arch, tmp_path, bpe_path, wordpiece_path):
+    model, config, tok, x = _tiny(arch, bpe_path, wordpiece_path)
+    save_for_inference(model, tmp_path / "bundle", config, tokenizer_path=tok)
+    sidecar = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert sidecar["architecture"] == arch and sidecar["labels"] == LABELS
+    bundle = load_for_inference(tmp_path / "bundle", device="cpu")
+    assert not bundle.model.training and bundle.labels == LABELS
+    with torch.no_grad():
+        ref, out = model(x), bundle.model(x)
+    ref, out = (ref[0], out[0]) if isinstance(ref, tuple) else (ref, out)
+    torch.testing.assert_close(out, ref, atol=SAME_ATOL, rtol=0)
+    assert (bundle.tokenizer is None) == (tok is None)
+
+
+def test_text_bundles_classify_text_like_the_model(tmp_path, bpe_path, wordpiece_path):
+    texts = ["Profits at the bank beat forecasts", "A new album", "x"]
+    for arch in ("GPTClassifier", "EncoderClassifier"):
+        model, config, tok, _ = _tiny(arch, bpe_path, wordpiece_path)
+        bundle = load_for_inference(save_for_inference(model, tmp_path / arch, config, tok), device="cpu")
+        batch = encode_texts(bundle, texts)
+        assert batch["input_ids"].shape == batch["attention_mask"].shape
+        probs = predict_proba(bundle, texts)
+        for i, text in enumerate(texts):  # one text at a time, no padding: the reference
+            single = encode_texts(bundle, [text])
+            with torch.no_grad():
+                logits, _ = model(single["input_ids"], attention_mask=single["attention_mask"])
+            torch.testing.assert_close(probs[i], F.softmax(logits[0], -1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(3), atol=1e-6, rtol=0)
+
+
+def test_load_refuses_files_that_are_more_than_tensors(tmp_path):
+    model = MLP([4, 3])
+    path = save_for_inference(model, tmp_path / "b", {"architecture": "MLP", "kwargs": {"sizes": [4, 3]}})
+    torch.save({"layers.0.weight": Evil(), "layers.0.bias": torch.zeros(3)}, path / "model.pt")
+    with pytest.raises(ValueError, match="holds more than tensors"):
+        load_for_inference(path, device="cpu")
+
+
+class Evil:
+    """An object a plain pickle would rebuild by running code; weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+def test_bundle_errors_name_the_fix(tmp_path):
+    model = MLP([8, 4, 2])
+    with pytest.raises(ValueError, match="does not describe this model"):
+        save_for_inference(model, tmp_path / "a", {"architecture": "MLP", "kwargs": {"sizes": [8, 5, 2]}})
+    with pytest.raises(KeyError, match="register_architecture"):
+        save_for_inference(model, tmp_path / "a", {"architecture": "Transformer9000"})
+    with pytest.raises(KeyError, match='needs an "architecture" key'):
+        save_for_inference(model, tmp_path / "a", {"kwargs": {}})
+    with pytest.raises(ValueError, match="do not fit MLP"):
+        build_model({"architecture": "MLP", "kwargs": {"widths": [1, 2]}})
+    with pytest.raises(ValueError, match="tokenizer_path"):
+        gpt = {"vocab_size": 10, "block_size": 8, "n_layer": 1, "n_head": 1, "d_model": 4}
+        cfg = {"architecture": "GPTClassifier", "kwargs": {"gpt": gpt, "n_classes": 2}}
+        save_for_inference(build_model(cfg), tmp_path / "g", cfg)
+    with pytest.raises(FileNotFoundError, match="not an inference bundle"):
+        load_for_inference(tmp_path / "nowhere")
+    path = save_for_inference(model, tmp_path / "ok", {"architecture": "MLP", "kwargs": {"sizes": [8, 4, 2]}})
+    state = torch.load(path / "model.pt", weights_only=True)
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, path / "model.pt")
+    with pytest.raises(CheckpointError, match="unexpected keys"):
+        load_for_inference(path, device="cpu")
+    cfg = {"architecture": "MLP", "kwargs": {"sizes": [8, 4, 2]}}
+    bundle = load_for_inference(save_for_inference(model, tmp_path / "m", cfg), device="cpu")
+    with pytest.raises(ValueError, match="no tokenizer"):
+        predict_proba(bundle, ["some text"])
+
+
+@pytest.mark.parametrize(
+    "model, shape", [(MLP([64, 32, 10]), (4, 64)), (DigitCNN(channels=(4, 8)), (4, 1, 8, 8))]
+)
+def test_export_torch_round_trip_matches_the_model(model, shape, tmp_path):
+    torch.manual_seed(1)
+    model.train()  # export must trace the eval graph (no dropout) and restore the mode afterwards
+    path = export_torch(model, torch.randn(shape), tmp_path / "model.pt2")
+    assert model.training
+    exported = load_exported(path)
+    model.eval()
+    for batch in (shape[0], 9):  # the batch dimension stays dynamic
+        x = torch.randn(batch, *shape[1:])
+        torch.testing.assert_close(exported(x), model(x), atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+    with pytest.raises(ValueError, match=r"\.pt2"):
+        export_torch(model, torch.randn(shape), tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="export_torch"):
+        load_exported(tmp_path / "missing.pt2")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not onnx_available(), reason="optional packages onnx and onnxscript are not installed")
+def test_export_onnx_matches_the_model(tmp_path):
+    torch.manual_seed(2)
+    model = MLP([64, 32, 10]).eval()
+    path = export_onnx(model, torch.randn(4, 64), tmp_path / "mlp.onnx")
+    assert path.stat().st_size > 4 * 64 * 32  # the fp32 weights are inside the file
+    assert not path.with_name("mlp.onnx.data").exists()
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(7, 64)
+    (y,) = session.run(None, {"input_0": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(y), model(x).detach(), atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+
+
+def test_export_onnx_without_the_packages_says_what_to_install(tmp_path, monkeypatch):
+    import course_lib.deploy as deploy
+
+    monkeypatch.setattr(deploy, "onnx_available", lambda: False)
+    with pytest.raises(ModuleNotFoundError, match="pip install onnx onnxscript"):
+        deploy.export_onnx(MLP([4, 2]), torch.randn(2, 4), tmp_path / "m.onnx")
+
+
+def test_batched_throughput_rows_and_table():
+    model = MLP([16, 32, 4])
+    rows = batched_throughput(model, torch.randn(32, 16), batch_sizes=(1, 8, 32), repeats=3, warmup=1)
+    assert [r["batch_size"] for r in rows] == [1, 8, 32]
+    for r in rows:
+        assert r["latency_ms"] > 0
+        assert r["items_per_s"] == pytest.approx(r["batch_size"] / (r["latency_ms"] / 1e3))
+    table = format_table(rows)
+    assert (
+        table.splitlines()[0] == "| batch_size | latency_ms | items_per_s |" and len(table.splitlines()) == 5
+    )
+    with pytest.raises(ValueError, match="pass more inputs"):
+        batched_throughput(model, torch.randn(4, 16), batch_sizes=(8,))
+
+
+@pytest.mark.parametrize("arch", ["EncoderClassifier", "GPTClassifier"])
+def test_predict_main_prints_labels_and_probabilities(arch, tmp_path, capsys, bpe_path, wordpiece_path):
+    model, config, tok, _ = _tiny(arch, bpe_path, wordpiece_path)
+    path = save_for_inference(model, tmp_path / "clf", config, tokenizer_path=tok)
+    texts = ["Shares rose after profits beat forecasts", "The band played a new album"]
+    assert predict_main([str(path), *texts, "--top", "5", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == texts[0] and out[6] == texts[1] and len(out) == 12
+    expected = predict_proba(load_for_inference(path, device="cpu"), texts)
+    for block, probs in ((out[1:6], expected[0]), (out[7:12], expected[1])):
+        printed = [re.match(r"\s+(\S+)\s+([0-9.]+)$", line).groups() for line in block]
+        values = [float(v) for _, v in printed]
+        assert values == sorted(values, reverse=True)  # best first
+        for label, value in printed:
+            assert abs(float(value) - float(probs[LABELS.index(label)])) <= PRINT_ATOL
+        assert sorted(lab for lab, _ in printed) == sorted(LABELS)
