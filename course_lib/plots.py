@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 PALETTE = ("#3b6ea5", "#e07a2f", "#4a9a5b", "#b5443b", "#7d5ba6", "#8c6d46", "#c65d9f", "#6f6f6f")
@@ -84,5 +88,194 @@ def pipeline_diagram(stages: Sequence[tuple[str, str]] = PIPELINE_STAGES, loop_b
             fontsize=8.5,
             style="italic",
         )
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Matrices: attention maps, masks and position tables (chapter 2).
+
+
+def as_matrix(m: Any, what: str = "matrix") -> np.ndarray:
+    """A 2-D float NumPy array from a tensor (detached, moved to the CPU) or anything array-like."""
+    if hasattr(m, "detach"):
+        m = m.detach().float().cpu().numpy()
+    arr = np.asarray(m, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{what} must be 2-D (rows, columns), got shape {arr.shape}; "
+            "pick one map first, e.g. maps[layer, head] or weights[0, 0]"
+        )
+    return arr
+
+
+def _label_size(n: int) -> float:
+    """A tick-label font size that keeps ``n`` labels readable along one axis of a figure."""
+    return float(np.clip(200 / max(n, 1), 5.5, 10))
+
+
+def _check_labels(labels: Sequence[str] | None, n: int, name: str, along: str) -> None:
+    if labels is not None and len(labels) != n:
+        raise ValueError(
+            f"{len(labels)} {name} labels for a map with {n} {along}; pass one label per token "
+            "(e.g. tokenizer.tokens(text), which includes [CLS] and [SEP])"
+        )
+
+
+def attention_heatmap(
+    weights: Any,
+    keys: Sequence[str] | None = None,
+    queries: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    annotate: bool = False,
+    fmt: str = "{:.2f}",
+    vmin: float | None = 0.0,
+    vmax: float | None = None,
+    cmap: str = "Blues",
+    colorbar: bool = True,
+    axis_labels: bool = True,
+) -> AxesImage:
+    """Draw a (T_q, T_k) attention map: row i is query i (the token that looks), column j is key j.
+
+    ``keys`` and ``queries`` label the columns and rows (``queries`` defaults to ``keys`` when the map
+    is square); ``annotate`` writes every value in its cell with ``fmt``. Entries that are NaN or
+    infinite (masked scores) are drawn grey. Returns the image; its figure is ``image.figure``.
+    """
+    w = as_matrix(weights, "attention weights")
+    T_q, T_k = w.shape
+    if queries is None and keys is not None and T_q == T_k:
+        queries = keys
+    _check_labels(keys, T_k, "key", "columns")
+    _check_labels(queries, T_q, "query", "rows")
+    if ax is None:
+        side = float(np.clip(1.8 + 0.36 * max(T_q, T_k), 3.2, 9.0))
+        _, ax = plt.subplots(figsize=(side + (1.0 if colorbar else 0.0), side), layout="constrained")
+    cm = plt.get_cmap(cmap).with_extremes(bad="#d0d0d0")  # masked (-inf, NaN) entries in grey
+    image = ax.imshow(
+        np.ma.masked_invalid(w), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="equal"
+    )
+    ax.grid(False)
+    for axis, labels, n, rotate in ((ax.xaxis, keys, T_k, 90), (ax.yaxis, queries, T_q, 0)):
+        if labels is not None:
+            axis.set_ticks(range(n), labels=list(labels), fontsize=_label_size(n), rotation=rotate)
+        elif n <= 16:
+            axis.set_ticks(range(n))
+    if axis_labels:
+        ax.set_xlabel("key: the position looked at")
+        ax.set_ylabel("query: the position looking")
+    if title:
+        ax.set_title(title)
+    if annotate:
+        lo, hi = image.get_clim()
+        for i in range(T_q):
+            for j in range(T_k):
+                v = w[i, j]
+                text = fmt.format(v) if np.isfinite(v) else ("-inf" if v < 0 else "nan")
+                dark = np.isfinite(v) and hi > lo and (v - lo) / (hi - lo) > 0.6
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return image
+
+
+def heatmap_grid(
+    matrices: Sequence[Any],
+    titles: Sequence[str] | None = None,
+    keys: Sequence[str] | None = None,
+    queries: Sequence[str] | None = None,
+    ncols: int = 4,
+    annotate: bool = False,
+    fmt: str = "{:.2f}",
+    vmin: float | None = 0.0,
+    vmax: float | None = None,
+    cmap: str = "Blues",
+    panel_size: float = 2.6,
+    suptitle: str | None = None,
+) -> Figure:
+    """Several maps side by side on one shared colour scale (masks, heads of a layer, ...).
+
+    Token labels go on the left column and the bottom row only, so the panels stay readable.
+    """
+    mats = [as_matrix(m, f"matrix {i}") for i, m in enumerate(matrices)]
+    if not mats:
+        raise ValueError("heatmap_grid needs at least one matrix")
+    if titles is not None and len(titles) != len(mats):
+        raise ValueError(f"{len(titles)} titles for {len(mats)} matrices; pass one title per matrix")
+    if vmax is None:
+        finite = [m[np.isfinite(m)] for m in mats]
+        vmax = max((float(f.max()) for f in finite if f.size), default=1.0)
+    ncols = max(1, min(ncols, len(mats)))
+    nrows = -(-len(mats) // ncols)
+    aspect = min(1.0, max(m.shape[0] / m.shape[1] for m in mats))  # wide matrices need shorter rows
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(panel_size * ncols + 0.8, (panel_size * aspect + 0.6) * nrows + 0.3),
+        squeeze=False,
+        layout="constrained",
+    )
+    image = None
+    for k, ax in enumerate(axes.flat):
+        if k >= len(mats):
+            ax.axis("off")
+            continue
+        row, col = divmod(k, ncols)
+        last_row = k + ncols >= len(mats)
+        image = attention_heatmap(
+            mats[k],
+            keys=keys if last_row else None,
+            queries=(queries if queries is not None else keys) if col == 0 else None,
+            ax=ax,
+            title=titles[k] if titles else None,
+            annotate=annotate,
+            fmt=fmt,
+            vmin=vmin,
+            vmax=vmax,
+            cmap=cmap,
+            colorbar=False,
+            axis_labels=False,
+        )
+        if not last_row:
+            ax.set_xticks([])
+        if col:
+            ax.set_yticks([])
+        for labels, n in ((ax.get_xticklabels(), mats[k].shape[1]), (ax.get_yticklabels(), mats[k].shape[0])):
+            for label in labels:  # a panel is smaller than a whole figure: shrink its token labels
+                label.set_fontsize(min(_label_size(n), 0.75 * panel_size * 72 / max(n, 1)))
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
+    return fig
+
+
+def positional_encoding_figure(table: Any, dims: Sequence[int] | None = None) -> Figure:
+    """A (T, d) position table as an image (positions down, features across) and a few features as curves.
+
+    ``dims`` picks the features drawn as curves; by default three sine features, fast to slow.
+    """
+    t = as_matrix(table, "position table")
+    if dims is None:
+        d = t.shape[1]
+        dims = sorted({2 * (k // 2) for k in (2, d // 8, d // 3)})
+    bad = [d for d in dims if not 0 <= d < t.shape[1]]
+    if bad:
+        raise ValueError(
+            f"dims {bad} are outside the table's {t.shape[1]} features; pick dims below {t.shape[1]}"
+        )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.1, 1.4]})
+    image = left.imshow(t, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    left.grid(False)
+    left.set_xlabel("feature (dimension of the vector)")
+    left.set_ylabel("position")
+    left.set_title("the table: one row per position")
+    fig.colorbar(image, ax=left, fraction=0.046, pad=0.04)
+    for d in dims:
+        right.plot(t[:, d], label=f"feature {d}")
+    right.set_xlabel("position")
+    right.set_ylabel("value")
+    right.set_title("low features turn fast, high features slowly")
+    right.set_ylim(-1.1, 1.5)  # room for the legend above the curves
+    right.legend(fontsize=8, ncols=len(dims), loc="upper center")
     fig.tight_layout()
     return fig

@@ -1,0 +1,160 @@
+"""Self-checks for chapter 2: softmax, scaled dot-product attention, the causal mask, splitting and
+merging heads. The references are course_lib's attention code (or, for softmax, PyTorch's)."""
+
+from __future__ import annotations
+
+import torch
+
+from course_lib.attention import causal_mask, explicit_attention
+from course_lib.exercises import Case, check_function
+
+
+def _randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g) * scale
+
+
+# ---------------------------------------------------------------------------------------- softmax
+
+_NEG_INF = float("-inf")
+
+
+def _softmax_cases() -> list[Case]:
+    return [
+        Case("one row of small numbers", (torch.tensor([1.0, 2.0, 3.0]),)),
+        Case("a single score", (torch.tensor([0.7]),)),
+        Case("equal scores give equal weights", (torch.zeros(5),)),
+        Case("a (4, 6) batch: softmax along the last dimension", (_randn(4, 6, seed=1),)),
+        Case("a (2, 3, 5) batch", (_randn(2, 3, 5, seed=2, scale=3.0),)),
+        Case("large scores 1000, 1001, 1002 (exp overflows)", (torch.tensor([1000.0, 1001.0, 1002.0]),)),
+        Case("very negative scores (exp underflows)", (torch.tensor([-1000.0, -1001.0, -1003.0]),)),
+        Case("a -inf entry (a masked position) gets weight 0", (torch.tensor([0.5, _NEG_INF, 1.5, 0.0]),)),
+        Case("-inf next to a large score", (torch.tensor([[1000.0, _NEG_INF], [_NEG_INF, -7.0]]),)),
+        Case("float64 scores up to about 150", (_randn(3, 4, seed=3, scale=50.0).double(),)),
+    ]
+
+
+def _reference_softmax(x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x, dim=-1)
+
+
+def check_softmax(fn) -> None:
+    """``fn(x) -> softmax of x along its last dimension``, numerically stable."""
+    check_function(
+        "softmax",
+        fn,
+        _reference_softmax,
+        _softmax_cases(),
+        atol=1e-6,  # weights lie in [0, 1]; float32 rounding is ~1e-7
+        rtol=1e-5,
+        hint="subtract each row's maximum (x.amax(dim=-1, keepdim=True)) before exp: the result does not "
+        "change, but exp never sees a number above 0; then divide by the row sums (keepdim=True)",
+    )
+
+
+# ------------------------------------------------------------------------------------- attention
+
+
+def _attention_cases() -> list[Case]:
+    q, k, v = (_randn(4, 8, seed=s) for s in (10, 11, 12))
+    qb, kb, vb = (_randn(2, 3, 5, 16, seed=s) for s in (13, 14, 15))
+    q2, k6, v6 = _randn(2, 8, seed=16), _randn(6, 8, seed=17), _randn(6, 8, seed=18)
+    q4, k4, v12 = _randn(3, 4, seed=19), _randn(5, 4, seed=20), _randn(5, 12, seed=21)
+    padding = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    return [
+        Case("one sequence: q, k, v of shape (4, 8)", (q, k, v)),
+        Case("a batch with heads: (2, 3, 5, 16)", (qb, kb, vb)),
+        Case("2 queries against 6 keys", (q2, k6, v6)),
+        Case("values wider than keys (d_v = 12, d_k = 4)", (q4, k4, v12)),
+        Case("with a causal mask", (q, k, v), {"mask": causal_mask(4)}),
+        Case("with a (2, 1, 1, 5) padding mask", (qb, kb, vb), {"mask": padding[:, None, None, :]}),
+        Case("large query vectors (scores in the hundreds)", (_randn(4, 8, seed=22, scale=30.0), k, v)),
+    ]
+
+
+def _reference_attention(q, k, v, mask=None):
+    return explicit_attention(q, k, v, attn_mask=mask)[0]
+
+
+def check_scaled_dot_product_attention(fn) -> None:
+    """``fn(q, k, v, mask=None) -> softmax(q k^T / sqrt(d_k), masked) v``; mask True = may attend."""
+    check_function(
+        "scaled_dot_product_attention",
+        fn,
+        _reference_attention,
+        _attention_cases(),
+        atol=1e-5,  # outputs are sums of O(1) values; the order of the sums differs from the reference
+        rtol=1e-4,
+        hint="scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)); where the mask is False put -inf "
+        "(scores.masked_fill(~mask, float('-inf'))); softmax over the last dimension; multiply by v",
+    )
+
+
+# ------------------------------------------------------------------------------------------ masks
+
+
+def check_causal_mask(fn) -> None:
+    """``fn(T) -> (T, T) boolean mask``, True where query i may look at key j (j <= i)."""
+    check_function(
+        "causal_mask",
+        fn,
+        causal_mask,
+        [Case(f"T = {T}", (T,)) for T in (1, 2, 5, 16)],
+        hint="position i may see positions 0..i: the lower triangle, diagonal included "
+        "(torch.tril keeps a lower triangle)",
+    )
+
+
+# ---------------------------------------------------------------------------------- split and merge
+
+
+def _reference_split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Head h owns features h*hs .. (h+1)*hs - 1: cut them out and stack the heads on a new axis 1."""
+    hs = x.size(-1) // n_heads
+    return torch.stack(x.split(hs, dim=-1), dim=1)  # (B, nh, T, hs)
+
+
+def check_split_heads(fn) -> None:
+    """``fn(x, n_heads)``: (B, T, C) -> (B, n_heads, T, C // n_heads)."""
+    cases = [
+        Case("(1, 2, 4) into 2 heads, numbered entries", (torch.arange(8.0).view(1, 2, 4), 2)),
+        Case("(2, 5, 12) into 3 heads", (_randn(2, 5, 12, seed=30), 3)),
+        Case("(2, 5, 12) into 1 head", (_randn(2, 5, 12, seed=31), 1)),
+        Case("(3, 4, 12) into 12 heads of size 1", (_randn(3, 4, 12, seed=32), 12)),
+    ]
+    check_function(
+        "split_heads",
+        fn,
+        _reference_split_heads,
+        cases,
+        atol=0.0,  # pure data movement: the values must be identical
+        rtol=0.0,
+        hint="view the last dimension as (n_heads, hs): (B, T, nh, hs); then swap the T and head axes "
+        "with .transpose(1, 2). Viewing straight to (B, nh, T, hs) mixes up tokens and heads",
+    )
+
+
+def _reference_merge_heads(y: torch.Tensor) -> torch.Tensor:
+    """Put the heads side by side along the features: head h fills features h*hs .. (h+1)*hs - 1."""
+    return torch.cat(y.unbind(dim=1), dim=-1)  # (B, T, nh * hs)
+
+
+def check_merge_heads(fn) -> None:
+    """``fn(y)``: (B, nh, T, hs) -> (B, T, nh * hs), the inverse of split_heads."""
+    made_by_transpose = _randn(2, 6, 3, 4, seed=42).transpose(1, 2)  # (2, 3, 6, 4), not contiguous
+    cases = [
+        Case("(1, 2, 2, 2), numbered entries", (torch.arange(8.0).view(1, 2, 2, 2),)),
+        Case("(2, 3, 5, 4)", (_randn(2, 3, 5, 4, seed=40),)),
+        Case("one head (2, 1, 5, 8)", (_randn(2, 1, 5, 8, seed=41),)),
+        Case("a non-contiguous input, as attention's output after a transpose", (made_by_transpose,)),
+    ]
+    check_function(
+        "merge_heads",
+        fn,
+        _reference_merge_heads,
+        cases,
+        atol=0.0,
+        rtol=0.0,
+        hint="undo split_heads: .transpose(1, 2) back to (B, T, nh, hs), then .reshape(B, T, nh * hs) "
+        "(.view needs .contiguous() first, because the transpose only changed strides)",
+    )

