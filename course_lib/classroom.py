@@ -1,93 +1,269 @@
-"""One source for exercises and solutions: solution notebooks in, learner notebooks out.
+"""One source for exercises and solutions: solution notebooks in, learner notebooks and nbgrader out.
 
 Every chapter notebook is written once, as ``solutions/<chapter>/<name>.py`` (jupytext percent format)
-with its executed ``.ipynb`` beside it. An exercise is a code cell tagged ``exercise`` whose answer sits
-between ``### BEGIN SOLUTION`` and ``### END SOLUTION``; the cell after it, tagged ``check``, calls a
-self-check from :mod:`course_lib.exercises`. The learner version in ``chapters/`` is generated:
+with its executed ``.ipynb`` beside it. Three cell tags make it an assignment:
 
-- each solution region becomes ``# YOUR CODE HERE`` / ``raise NotImplementedError()``;
-- the outputs of exercise and check cells are cleared (the rest keep the learner-mode outputs);
-- check cells get the ``raises-exception`` tag (an unsolved exercise fails its check on purpose);
-- cells carry nbgrader metadata, so ``nbgrader generate_assignment`` / ``autograde`` work unchanged.
+- ``exercise``: a code cell whose answer sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION``;
+- ``check``: the cell after an exercise; it calls a self-check from :mod:`course_lib.exercises` and
+  is autograded (1 point, or N with the extra tag ``points=N``);
+- ``answer``: a markdown cell holding a model written answer, graded by hand (same ``points=N`` rule).
+
+The learner version in ``chapters/`` is generated, with nbgrader's own rules (the same text as
+``nbgrader generate_assignment`` makes): each solution region becomes ``# YOUR CODE HERE`` /
+``raise NotImplementedError()`` (``YOUR ANSWER HERE`` in an answer cell), the outputs of exercise and
+check cells are cleared (the rest keep their learner-mode outputs), and check cells get the
+``raises-exception`` tag (an unsolved exercise fails its check on purpose). Every cell carries nbgrader
+metadata, so the learner notebooks can be autograded as they are, and the nbgrader *source* notebooks
+(the solutions plus the same metadata) come from the same code.
 
 Commands (``python -m course_lib.classroom ...``):
-    build [PATH ...]   execute solution scripts in learner mode, store outputs, regenerate learners
-    generate           regenerate every learner notebook from the stored solution notebooks
-    check              exit 1 when a committed learner notebook differs from what generate makes
+    build [PATH ...]             execute solution scripts in learner mode, store outputs, regenerate
+    generate                     regenerate the learner notebooks and the rubric in teachers.md
+    check                        exit 1 when a learner notebook or the rubric is stale
+    rubric                       print the grading rubric (markdown)
+    nbgrader-source COURSE_DIR   lay out COURSE_DIR/source/<chapter>/*.ipynb and nbgrader_config.py
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import os
 import re
+import shutil
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 CHAPTERS = ROOT / "chapters"
+TEACHERS_PAGE = ROOT / "teachers.md"
 
+# How the course writes the markers; nbgrader (and this module) match any line containing
+# BEGIN_MARK / END_MARK, so the two always cut the same lines.
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-EXERCISE_TAG, CHECK_TAG = "exercise", "check"
-_REGION = re.compile(
-    rf"^([ \t]*){re.escape(BEGIN)}[^\n]*\n.*?^[ \t]*{re.escape(END)}[^\n]*(\n|$)", re.S | re.M
-)
+BEGIN_MARK, END_MARK = "BEGIN SOLUTION", "END SOLUTION"
+# nbgrader's default stubs (ClearSolutions.code_stub["python"] and ClearSolutions.text_stub)
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+TEXT_STUB = "YOUR ANSWER HERE"
+
+EXERCISE_TAG, CHECK_TAG, ANSWER_TAG = "exercise", "check", "answer"
+POINTS_PREFIX = "points="
+NBGRADER_SCHEMA_VERSION = 3
+COURSE_ID = "large-models-from-scratch"
+
+RUBRIC_START = "<!-- rubric: generated from the solution notebooks by `make learner`; do not edit by hand -->"
+RUBRIC_END = "<!-- end of the generated rubric -->"
 
 
-def strip_solutions(source: str) -> str:
-    """Replace every solution region with nbgrader's placeholder, keeping its indentation."""
-    if source.count(BEGIN) != source.count(END):
-        raise ValueError(f"unbalanced solution markers: every '{BEGIN}' needs a matching '{END}'")
+# ------------------------------------------------------------------------------ solution regions
 
-    def placeholder(m: re.Match[str]) -> str:
-        pad = m.group(1)
-        return f"{pad}# YOUR CODE HERE\n{pad}raise NotImplementedError(){m.group(2)}"
 
-    return _REGION.sub(placeholder, source)
+def strip_solutions(source: str, stub: str = CODE_STUB) -> str:
+    """Replace every solution region with ``stub``, indented like its BEGIN line (nbgrader's rule).
+
+    A region runs from a line containing ``BEGIN SOLUTION`` to a line containing ``END SOLUTION``; both
+    marker lines go too. Nested, unclosed or unopened regions are errors.
+    """
+    out: list[str] = []
+    opened_at: int | None = None
+    for n, line in enumerate(source.split("\n"), start=1):
+        if BEGIN_MARK in line:
+            if opened_at is not None:
+                raise ValueError(
+                    f"unbalanced solution markers: line {n} opens a region inside the one opened on line "
+                    f"{opened_at}; close the first with '{END}' before opening another"
+                )
+            opened_at = n
+            indent = re.match(r"\s*", line).group(0)
+            out += [indent + stub_line for stub_line in stub.split("\n")]
+        elif END_MARK in line:
+            if opened_at is None:
+                raise ValueError(
+                    f"unbalanced solution markers: line {n} has '{END}' with no '{BEGIN}' before it; "
+                    "add the opening marker above the answer or delete this line"
+                )
+            opened_at = None
+        elif opened_at is None:
+            out.append(line)
+    if opened_at is not None:
+        raise ValueError(
+            f"unbalanced solution markers: the region opened on line {opened_at} is never closed; "
+            f"add '{END}' after the answer"
+        )
+    return "\n".join(out)
+
+
+def solution_lines(source: str) -> list[str]:
+    """The lines inside the solution regions of ``source`` (marker lines excluded)."""
+    lines, inside = [], False
+    for line in source.split("\n"):
+        if BEGIN_MARK in line:
+            inside = True
+        elif END_MARK in line:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return lines
+
+
+# --------------------------------------------------------------------------------- nbgrader metadata
 
 
 def _tags(cell: Any) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-def learner_notebook(solution: Any, name: str) -> Any:
-    """The learner version of a solution notebook (an ``nbformat`` node), with nbgrader metadata."""
-    nb = copy.deepcopy(solution)
-    for i, cell in enumerate(nb.cells):
-        tags = _tags(cell)
-        grade_id = f"{name}-{i:03d}"
-        if cell.cell_type == "code" and EXERCISE_TAG in tags:
-            cell.source = strip_solutions(cell.source)
-            cell.outputs, cell.execution_count = [], None
-            cell.metadata["nbgrader"] = _nbgrader(grade_id, solution=True)
-        elif cell.cell_type == "code" and CHECK_TAG in tags:
-            cell.outputs, cell.execution_count = [], None
-            cell.metadata["tags"] = tags + ["raises-exception"]
-            cell.metadata["nbgrader"] = _nbgrader(grade_id, grade=True, points=1)
-        elif BEGIN in cell.source:
-            raise ValueError(f"{name}, cell {i}: solution markers outside a cell tagged '{EXERCISE_TAG}'")
-        else:
-            cell.metadata["nbgrader"] = _nbgrader(grade_id, locked=True)
-    return nb
+def _has_markers(source: str) -> bool:
+    return BEGIN_MARK in source or END_MARK in source
+
+
+def cell_role(cell: Any, where: str = "cell") -> str | None:
+    """``"exercise"``, ``"check"``, ``"answer"`` or None for the rest; a misused tag is an error."""
+    roles = [t for t in _tags(cell) if t in (EXERCISE_TAG, CHECK_TAG, ANSWER_TAG)]
+    if len(roles) > 1:
+        raise ValueError(f"{where}: tagged {roles}; a cell plays one part, keep one of the tags")
+    role = roles[0] if roles else None
+    if role in (EXERCISE_TAG, CHECK_TAG) and cell.cell_type != "code":
+        raise ValueError(
+            f"{where}: a {cell.cell_type} cell tagged '{role}'; only code cells are exercises or checks "
+            f"(tag a written question's answer cell '{ANSWER_TAG}')"
+        )
+    if role == ANSWER_TAG and cell.cell_type != "markdown":
+        raise ValueError(
+            f"{where}: a {cell.cell_type} cell tagged '{ANSWER_TAG}'; written answers are markdown cells "
+            f"(tag a code answer '{EXERCISE_TAG}' and follow it with a '{CHECK_TAG}' cell)"
+        )
+    return role
+
+
+def _points(cell: Any, where: str) -> float | int | None:
+    """The number in a ``points=N`` tag, or None when there is none."""
+    found = [t[len(POINTS_PREFIX) :] for t in _tags(cell) if t.startswith(POINTS_PREFIX)]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ValueError(f"{where}: several points tags {found}; keep one")
+    try:
+        value = float(found[0])
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(
+            f"{where}: tag '{POINTS_PREFIX}{found[0]}' is not a positive number of points; write e.g. "
+            f"'{POINTS_PREFIX}2'"
+        )
+    return int(value) if value.is_integer() else value
+
+
+def _defined_name(source: str) -> str | None:
+    """The first function or class an exercise cell defines (its grade id names it)."""
+    m = re.search(r"^(?:async\s+)?(?:def|class)\s+(\w+)", source, re.M)
+    return m.group(1) if m else None
 
 
 def _nbgrader(
-    grade_id: str, solution: bool = False, grade: bool = False, points: int = 0, locked: bool = False
-):
+    grade_id: str, solution: bool = False, grade: bool = False, points: float = 0, locked: bool = False
+) -> dict[str, Any]:
+    """A cell's ``metadata.nbgrader`` in nbgrader's schema version 3."""
     meta: dict[str, Any] = {
         "grade": grade,
         "grade_id": grade_id,
-        "locked": locked or grade,
-        "schema_version": 3,
+        "locked": locked or (grade and not solution),
+        "schema_version": NBGRADER_SCHEMA_VERSION,
         "solution": solution,
         "task": False,
     }
     if grade:
         meta["points"] = points
     return meta
+
+
+def with_nbgrader_metadata(solution: Any, name: str) -> Any:
+    """A copy of a solution notebook with nbgrader metadata on every cell: nbgrader's *source* version.
+
+    Exercise cells become solution cells (``exercise-<function>``), check cells locked grade cells
+    (``check-<function>``, tagged ``raises-exception``), answer cells manually graded answers
+    (``answer-<k>``) and every other cell a locked, read-only cell. Misplaced tags or markers raise.
+    """
+    nb = copy.deepcopy(solution)
+    used: set[str] = set()
+
+    def unique(grade_id: str, i: int) -> str:
+        grade_id = grade_id if grade_id not in used else f"{grade_id}-{i:03d}"
+        used.add(grade_id)
+        return grade_id
+
+    exercise: str | None = None
+    answers = 0
+    for i, cell in enumerate(nb.cells):
+        where = f"{name}, cell {i}"
+        role = cell_role(cell, where)
+        points = _points(cell, where)
+        if points is not None and role not in (CHECK_TAG, ANSWER_TAG):
+            raise ValueError(
+                f"{where}: a '{POINTS_PREFIX}' tag on a cell that is not graded; put it on the "
+                f"'{CHECK_TAG}' or '{ANSWER_TAG}' cell"
+            )
+        if role is None and _has_markers(cell.source):
+            raise ValueError(
+                f"{where}: solution markers outside a cell tagged '{EXERCISE_TAG}' (or '{ANSWER_TAG}'); "
+                "tag the cell or remove the markers"
+            )
+        if role == EXERCISE_TAG:
+            if BEGIN_MARK not in cell.source:
+                raise ValueError(
+                    f"{where}: tagged '{EXERCISE_TAG}' but has no '{BEGIN}' region, so the learner would "
+                    f"get the answer; wrap the answer in '{BEGIN}' / '{END}'"
+                )
+            strip_solutions(cell.source)  # unbalanced markers fail here, with the line
+            exercise = _defined_name(cell.source) or f"{i:03d}"
+            cell.metadata["nbgrader"] = _nbgrader(unique(f"exercise-{exercise}", i), solution=True)
+        elif role == CHECK_TAG:
+            if _has_markers(cell.source):
+                raise ValueError(
+                    f"{where}: solution markers in a '{CHECK_TAG}' cell; checks are shown as written"
+                )
+            if exercise is None:
+                raise ValueError(
+                    f"{where}: a '{CHECK_TAG}' cell with no '{EXERCISE_TAG}' cell before it; put the check "
+                    "after the exercise it checks"
+                )
+            grade_id = unique(f"check-{exercise}", i)
+            cell.metadata["nbgrader"] = _nbgrader(grade_id, grade=True, points=points or 1)
+            if "raises-exception" not in _tags(cell):
+                cell.metadata["tags"] = _tags(cell) + ["raises-exception"]
+        elif role == ANSWER_TAG:
+            strip_solutions(cell.source, TEXT_STUB)
+            answers += 1
+            grade_id = unique(f"answer-{answers}", i)
+            cell.metadata["nbgrader"] = _nbgrader(grade_id, solution=True, grade=True, points=points or 1)
+        else:
+            cell.metadata["nbgrader"] = _nbgrader(f"{name}-{i:03d}", locked=True)
+    return nb
+
+
+def learner_notebook(solution: Any, name: str) -> Any:
+    """The learner version of a solution notebook (an ``nbformat`` node), with nbgrader metadata."""
+    nb = with_nbgrader_metadata(solution, name)
+    for cell in nb.cells:
+        role = cell_role(cell)
+        if role == EXERCISE_TAG:
+            cell.source = strip_solutions(cell.source)
+            cell.outputs, cell.execution_count = [], None
+        elif role == CHECK_TAG:
+            cell.outputs, cell.execution_count = [], None
+        elif role == ANSWER_TAG:
+            # nbgrader replaces a whole answer cell unless it marks a region
+            cell.source = strip_solutions(cell.source, TEXT_STUB) if BEGIN_MARK in cell.source else TEXT_STUB
+    return nb
+
+
+# ----------------------------------------------------------------------------- learner notebooks
 
 
 def learner_path(solution_ipynb: Path) -> Path:
@@ -158,6 +334,261 @@ def stale_learner_notebooks() -> list[Path]:
     return stale
 
 
+# ------------------------------------------------------------------------------------------ rubric
+
+
+@dataclass(frozen=True)
+class GradedCell:
+    """One graded cell, as the rubric lists it."""
+
+    notebook: str  # file name, e.g. 01_what_makes_a_model_large.ipynb
+    grade_id: str
+    points: float
+    autograded: bool  # False: a written answer a teacher grades by hand
+    title: str  # the heading the exercise sits under
+    what: str  # what the check tests, or what the written answer is about
+
+
+def chapter_of(solution_ipynb: Path) -> str:
+    """The chapter folder a solution notebook lives in: the nbgrader assignment it belongs to."""
+    return solution_ipynb.relative_to(SOLUTIONS).parts[0]
+
+
+def graded_cells(solution: Any, name: str) -> list[GradedCell]:
+    """The graded cells of one solution notebook, in order."""
+    nb = with_nbgrader_metadata(solution, name)
+    cells = []
+    for i, cell in enumerate(nb.cells):
+        meta = cell.metadata["nbgrader"]
+        if not meta["grade"]:
+            continue
+        title = _heading_before(nb.cells, i)
+        if cell_role(cell) == CHECK_TAG:
+            what = _check_description(cell.source, nb)
+        else:
+            what = "a written answer; the model answer is in the source notebook"
+        cells.append(
+            GradedCell(
+                f"{name}.ipynb", meta["grade_id"], meta["points"], cell.cell_type == "code", title, what
+            )
+        )
+    return cells
+
+
+def _heading_before(cells: Sequence[Any], i: int) -> str:
+    """The last markdown heading above cell ``i``."""
+    for cell in reversed(cells[:i]):
+        if cell.cell_type == "markdown":
+            headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", cell.source, re.M)
+            if headings:
+                return headings[-1]
+    return ""
+
+
+def _check_description(source: str, nb: Any) -> str:
+    """``check_x``: the first paragraph of its docstring, found without importing the check module."""
+    call = re.search(r"^\s*(check_\w+)\s*\(", source, re.M)
+    if not call:
+        return "the assertions in the check cell"
+    fn = call.group(1)
+    everything = source + "\n" + "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    module = re.search(rf"^\s*from\s+([\w.]+)\s+import\s+[^\n]*\b{fn}\b", everything, re.M)
+    doc = _docstring(module.group(1), fn) if module else None
+    return f"`{fn}`" + (f": {doc}" if doc else "")
+
+
+def _docstring(module: str, fn: str) -> str | None:
+    parts = module.split(".")
+    base = ROOT.joinpath(*parts)
+    path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+    if not path.exists():
+        return None
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef) and node.name == fn:
+            doc = ast.get_docstring(node) or ""
+            return " ".join(doc.split("\n\n")[0].split()) or None
+    return None
+
+
+def _cell_text(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _number(x: float) -> str:
+    return f"{x:g}"
+
+
+def rubric_markdown(notebooks: Sequence[Path] | None = None) -> str:
+    """The grading rubric of every chapter (markdown): what each graded cell tests, and its points."""
+    import jupytext
+
+    notebooks = solution_notebooks() if notebooks is None else notebooks
+    by_chapter: dict[str, list[Path]] = {}
+    for p in notebooks:
+        by_chapter.setdefault(chapter_of(p), []).append(p)
+    out = []
+    for chapter, paths in sorted(by_chapter.items()):
+        out.append(f"### Assignment `{chapter}`\n")
+        for path in sorted(paths):
+            cells = graded_cells(jupytext.read(path), path.stem)
+            auto = sum(c.points for c in cells if c.autograded)
+            hand = sum(c.points for c in cells if not c.autograded)
+            if not cells:
+                out.append(f"`{path.name}` has no graded cells.\n")
+                continue
+            out.append(
+                f"`{path.name}`: {_number(auto + hand)} points, {_number(auto)} autograded, "
+                f"{_number(hand)} graded by hand.\n"
+            )
+            out.append("| grade id | exercise | what is graded | points | graded |")
+            out.append("|---|---|---|---|---|")
+            for c in cells:
+                how = "autograded" if c.autograded else "by hand"
+                out.append(
+                    f"| `{c.grade_id}` | {_cell_text(c.title)} | {_cell_text(c.what)} | "
+                    f"{_number(c.points)} | {how} |"
+                )
+            if not hand:
+                out.append(
+                    "\nNothing in this notebook is graded by hand: every point comes from a check cell."
+                )
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def teachers_page_with_rubric(page: str, rubric: str) -> str:
+    """``page`` with the text between the rubric markers replaced by ``rubric``."""
+    start, end = page.find(RUBRIC_START), page.find(RUBRIC_END)
+    if start < 0 or end < start:
+        raise ValueError(
+            f"{TEACHERS_PAGE.name} has no rubric markers; put the two lines\n{RUBRIC_START}\n{RUBRIC_END}\n"
+            "where the rubric goes"
+        )
+    return page[: start + len(RUBRIC_START)] + "\n\n" + rubric + "\n" + page[end:]
+
+
+def refresh_rubric(write: bool = True, page: Path | None = None) -> bool:
+    """Regenerate the rubric in teachers.md; True when it changed (or, with ``write=False``, is stale)."""
+    page = page or TEACHERS_PAGE
+    old = page.read_text(encoding="utf-8")
+    new = teachers_page_with_rubric(old, rubric_markdown())
+    if write and new != old:
+        page.write_text(new, encoding="utf-8")
+    return new != old
+
+
+# -------------------------------------------------------------------------------- nbgrader source
+
+
+NBGRADER_CONFIG = '''"""nbgrader settings for the course "Large models from scratch".
+
+Written by `python -m course_lib.classroom nbgrader-source`, which never overwrites it: edit freely.
+Run every nbgrader command from this folder.
+"""
+
+import os
+
+c = get_config()  # noqa: F821 -- nbgrader provides get_config when it loads this file
+
+c.CourseDirectory.course_id = {course_id!r}
+
+# Grade in the course's fast mode: the checks test the learners' functions, which does not depend on
+# it, while the demonstrations around them (training runs, timings) shrink to seconds.
+# `COURSE_FAST=0 nbgrader autograde ...` grades in learner mode instead.
+os.environ.setdefault("COURSE_FAST", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the notebooks never download; make sure of it
+
+# Seconds one cell may run while autograding (nbgrader's default is 30).
+c.Execute.timeout = {timeout}
+
+# The course's exercise markers and stubs: nbgrader's defaults, written out. The learner notebooks in
+# the course repository are made with the same rules, so they can be graded as they are.
+c.ClearSolutions.begin_solution_delimeter = {begin!r}
+c.ClearSolutions.end_solution_delimeter = {end!r}
+c.ClearSolutions.code_stub = {{"python": {code_stub!r}}}
+c.ClearSolutions.text_stub = {text_stub!r}
+
+# `nbgrader zip_collect`: downloaded/<assignment>/archive/<student_id>.zip, one zip per student,
+# holding that student's notebooks (at the top of the zip or in folders).
+c.FileNameCollectorPlugin.named_regexp = {regexp!r}
+
+# A shared JupyterHub (release_assignment / fetch_assignment / submit / collect): uncomment.
+# c.Exchange.root = "/srv/nbgrader/exchange"
+'''
+
+ZIP_COLLECT_REGEXP = r".*/extracted/(?P<student_id>[^/]+)/(?:.*/)?(?P<file_id>[^/]+\.ipynb)$"
+AUTOGRADE_CELL_TIMEOUT_S = 600
+
+
+def nbgrader_config_text() -> str:
+    return NBGRADER_CONFIG.format(
+        course_id=COURSE_ID,
+        timeout=AUTOGRADE_CELL_TIMEOUT_S,
+        begin=BEGIN_MARK,
+        end=END_MARK,
+        code_stub=CODE_STUB,
+        text_stub=TEXT_STUB,
+        regexp=ZIP_COLLECT_REGEXP,
+    )
+
+
+def write_nbgrader_source(course_dir: Path, chapters: Sequence[str] = ()) -> list[Path]:
+    """Lay out ``course_dir/source/<chapter>/<notebook>.ipynb`` from the solution notebooks.
+
+    Each chapter folder of ``solutions/`` becomes one nbgrader assignment; its notebooks get the nbgrader
+    metadata the learner notebooks carry, solutions kept. Other files in the chapter folder (data,
+    images) are copied; the paired ``.py`` scripts are not. ``nbgrader_config.py`` is written when the
+    course directory has none. Returns the notebooks written.
+    """
+    import jupytext
+
+    notebooks = solution_notebooks()
+    known = sorted({chapter_of(p) for p in notebooks})
+    unknown = sorted(set(chapters) - set(known))
+    if unknown:
+        raise ValueError(f"no chapter {unknown} in {SOLUTIONS.relative_to(ROOT)}/; the chapters are {known}")
+    chosen = [p for p in notebooks if not chapters or chapter_of(p) in chapters]
+
+    course_dir = Path(course_dir)
+    written = []
+    for path in chosen:
+        chapter = chapter_of(path)
+        dst = course_dir / "source" / chapter / path.name
+        if dst in written:
+            raise ValueError(
+                f"two notebooks named {path.name} in {chapter}/; nbgrader keeps an assignment's "
+                "notebooks in one folder, so rename one"
+            )
+        nb = with_nbgrader_metadata(jupytext.read(path), path.stem)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(jupytext.writes(nb, fmt="ipynb"), encoding="utf-8")
+        written.append(dst)
+    for chapter in sorted({chapter_of(p) for p in chosen}):
+        _copy_other_files(SOLUTIONS / chapter, course_dir / "source" / chapter)
+
+    config = course_dir / "nbgrader_config.py"
+    if not config.exists():
+        config.write_text(nbgrader_config_text(), encoding="utf-8")
+    return written
+
+
+def _copy_other_files(src: Path, dst: Path) -> None:
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src)
+        skip = (
+            not f.is_file()
+            or f.suffix == ".ipynb"
+            or (f.suffix == ".py" and f.with_suffix(".ipynb").exists())
+            or any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
+        )
+        if not skip:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst / rel)
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m course_lib.classroom", description=__doc__.split("\n\n")[0]
@@ -166,8 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="execute solution scripts, store outputs, regenerate learner notebooks")
     b.add_argument("paths", nargs="*", type=Path, help="solution .py scripts (default: all)")
     b.add_argument("--fast", action="store_true", help="run in fast mode (quick check, not for committing)")
-    sub.add_parser("generate", help="regenerate learner notebooks from solution notebooks")
-    sub.add_parser("check", help="fail when a learner notebook is stale")
+    sub.add_parser("generate", help="regenerate learner notebooks and the rubric from the solution notebooks")
+    sub.add_parser("check", help="fail when a learner notebook or the rubric in teachers.md is stale")
+    sub.add_parser("rubric", help="print the grading rubric")
+    s = sub.add_parser("nbgrader-source", help="lay out an nbgrader course directory from the solutions")
+    s.add_argument("course_dir", type=Path, help="the nbgrader course directory (created if missing)")
+    s.add_argument("chapters", nargs="*", help="chapter folders to include (default: all)")
     args = parser.parse_args(argv)
 
     if args.cmd == "build":
@@ -181,16 +616,35 @@ def main(argv: list[str] | None = None) -> int:
             )
             dst = execute(script, fast=args.fast)
             print(f"  -> {generate(dst)[0].relative_to(ROOT)}", flush=True)
+        if refresh_rubric():
+            print(f"  -> {TEACHERS_PAGE.name} (rubric)")
     elif args.cmd == "generate":
         for src in solution_notebooks():
             print(generate(src)[0].relative_to(ROOT))
-    else:
-        stale = stale_learner_notebooks()
-        for p in stale:
-            print(
-                f"stale: {p.relative_to(ROOT)} -- run `make learner` and commit the result", file=sys.stderr
-            )
+        if refresh_rubric():
+            print(f"{TEACHERS_PAGE.name} (rubric)")
+    elif args.cmd == "check":
+        stale = [str(p.relative_to(ROOT)) for p in stale_learner_notebooks()]
+        if refresh_rubric(write=False):
+            stale.append(f"the rubric in {TEACHERS_PAGE.name}")
+        for what in stale:
+            print(f"stale: {what} -- run `make learner` and commit the result", file=sys.stderr)
         return 1 if stale else 0
+    elif args.cmd == "rubric":
+        print(rubric_markdown(), end="")
+    else:
+        try:
+            written = write_nbgrader_source(args.course_dir, args.chapters)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        root = args.course_dir.resolve()
+        for p in written:
+            print(p.resolve().relative_to(root))
+        print(
+            f"now: cd {args.course_dir} && nbgrader generate_assignment <chapter>  (see teachers.md)",
+            flush=True,
+        )
     return 0
 
 
