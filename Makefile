@@ -6,12 +6,12 @@ FIRST_NOTEBOOK ?= chapters/01_background/01_what_makes_a_model_large.ipynb
 LAB_ARGS ?=
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup lab test lint unit nbval book notebooks learner bench clean help
+.PHONY: setup lab test lint unit nbval book browser notebooks learner bench clean help
 
 help:
 	@echo "make lab        set up, then open the course in JupyterLab"
-	@echo "make test       set up, then run every check CI runs (lint, tests, notebooks, book)"
-	@echo "make unit|nbval|lint|book   one stage of the checks"
+	@echo "make test       set up, then run every check CI runs (lint, tests, notebooks, book, browser)"
+	@echo "make unit|nbval|lint|book|browser   one stage of the checks"
 	@echo "make notebooks  re-run the solution notebooks in learner mode and regenerate chapters/"
 	@echo "make bench      print the benchmark figures for this machine"
 
@@ -24,7 +24,7 @@ lab: setup
 test: setup
 	@bash tools/run_checks.sh all
 
-lint unit nbval book: setup
+lint unit nbval book browser: setup
 	@bash tools/run_checks.sh $@
 
 notebooks: setup

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check CI runs, in stages, each timed: lint, unit tests, notebooks (nbval, fast mode), book.
-# Usage: tools/run_checks.sh [all|lint|unit|nbval|book]
+# Every check CI runs, in stages, each timed: lint, unit tests, notebooks (nbval, fast mode), book,
+# browser (the built site and JupyterLab in headless Chromium).
+# Usage: tools/run_checks.sh [all|lint|unit|nbval|book|browser]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
@@ -30,21 +31,35 @@ stage() {
 notebooks() { find chapters solutions -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort; }
 
 lint() { ruff check course_lib tests benchmarks tools chapters solutions && ruff format --check course_lib tests benchmarks tools; }
-unit() { run_pytest tests -q -p no:cacheprovider; }
+unit() { run_pytest tests -q -p no:cacheprovider --ignore=tests/browser; }
 nbval() {
     mapfile -t nbs < <(notebooks)
     [ ${#nbs[@]} -gt 0 ] || { echo "no notebooks found in chapters/ or solutions/" >&2; return 1; }
     COURSE_FAST=1 run_pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
         --nbval-cell-timeout=900 -p no:cacheprovider -q "${nbs[@]}"
 }
-book() { rm -rf _build/html && jupyter-book build . -W -n --keep-going --path-output . ; }
+# The site loads MathJax and the widget scripts from local copies (tools/book_assets.sh); without npm,
+# book_assets.sh writes a config that falls back to the CDNs, and the build uses it.
+book() {
+    bash tools/book_assets.sh || return 1
+    local config=_config.yml
+    [ -f _build/_config.cdn.yml ] && config=_build/_config.cdn.yml
+    rm -rf _build/html && jupyter-book build . --config "$config" -W -n --keep-going --path-output .
+}
+# Chromium (apt-get, when missing) and playwright first; run alone, the stage (re)builds the book.
+browser() {
+    bash tools/setup_browser.sh || return 1
+    if [ "$what" = browser ] || [ ! -f _build/html/index.html ]; then book || return 1; fi
+    COURSE_BROWSER_TESTS=1 run_pytest tests/browser -q -p no:cacheprovider
+}
 
 stage lint lint
 stage unit unit
 stage nbval nbval
 stage book book
+stage browser browser
 
 echo "::: stage times (s):"
-for k in lint unit nbval book; do [ -n "${took[$k]:-}" ] && echo ":::   $k ${took[$k]}"; done
+for k in lint unit nbval book browser; do [ -n "${took[$k]:-}" ] && echo ":::   $k ${took[$k]}"; done
 if [ ${#failed[@]} -gt 0 ]; then echo "::: FAILED stages: ${failed[*]}"; exit 1; fi
 echo "::: all stages passed"

@@ -1,0 +1,146 @@
+"""Shared set-up of the browser tests: Debian's Chromium driven by Playwright, and the screenshots.
+
+Playwright never downloads a browser here: it drives the `chromium` on PATH (tools/setup_browser.sh
+installs it). Outside the `browser` stage a missing browser skips these tests with the fix; inside it
+(COURSE_BROWSER_TESTS=1, set by tools/run_checks.sh) it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+REQUIRED_ENV = "COURSE_BROWSER_TESTS"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+VIEWPORT = {"width": 1280, "height": 900}
+
+# Headless flags that work as root in a container and keep Chromium from phoning home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+_saved: list[Path] = []
+
+
+def missing(what: str, fix: str) -> None:
+    """Skip (or, in the browser stage, fail) because ``what`` is missing; the message names the fix."""
+    message = f"{what}; {fix}"
+    if os.environ.get(REQUIRED_ENV) == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """A headless Chromium (Debian's package) under Playwright, shared by every browser test."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ModuleNotFoundError:
+        missing(
+            "the Python package playwright is not installed",
+            "run `bash tools/setup_browser.sh` (or `pip install -e '.[dev]'`)",
+        )
+    executable = shutil.which("chromium")
+    if executable is None:
+        missing(
+            "no `chromium` on PATH",
+            "run `bash tools/setup_browser.sh` (as root it installs Debian's chromium with apt-get)",
+        )
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def context(browser) -> Iterator[object]:
+    """A fresh browser context (cookies, storage) per test module, with a desktop-sized viewport."""
+    ctx = browser.new_context(viewport=VIEWPORT)
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot() -> Iterator[object]:
+    """``screenshot(page_or_element, name)`` saves ``_build/screenshots/<name>.png`` and returns its path."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def save(target, name: str) -> Path:
+        path = SCREENSHOTS / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") + ".png")
+        target.screenshot(path=str(path))
+        _saved.append(path)
+        return path
+
+    yield save
+
+
+class Watch:
+    """Everything a page did wrong while loading: console errors, uncaught exceptions, failed or
+    refused requests, HTTP errors, and any request that tried to leave the machine (it is aborted)."""
+
+    def __init__(self, page) -> None:
+        self.console_errors: list[str] = []
+        self.page_errors: list[str] = []
+        self.failed_requests: list[str] = []
+        self.http_errors: list[str] = []
+        self.external_requests: list[str] = []
+        page.on("console", lambda m: m.type == "error" and self.console_errors.append(_console_text(m)))
+        page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+        page.on("requestfailed", self._on_failed)
+        page.on("response", lambda r: r.status >= 400 and self.http_errors.append(f"{r.status} {r.url}"))
+        page.route("**/*", self._route)
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        parts = urlsplit(url)
+        if parts.scheme in {"http", "https", "ws", "wss"} and parts.hostname not in LOOPBACK_HOSTS:
+            self.external_requests.append(url)
+            route.abort("blockedbyclient")
+        else:
+            route.continue_()
+
+    def _on_failed(self, request) -> None:
+        if request.url not in self.external_requests:  # those are reported on their own
+            self.failed_requests.append(f"{request.url} ({request.failure})")
+
+    def problems(self) -> dict[str, list[str]]:
+        """The non-empty lists, by kind."""
+        found = {
+            "console errors": self.console_errors,
+            "uncaught exceptions": self.page_errors,
+            "failed requests": self.failed_requests,
+            "HTTP errors": self.http_errors,
+            "requests to other hosts (a CDN?)": self.external_requests,
+        }
+        return {kind: items for kind, items in found.items() if items}
+
+
+def _console_text(message) -> str:
+    location = message.location or {}
+    return f"{message.text} ({location.get('url', '?')}:{location.get('lineNumber', '?')})"
+
+
+@pytest.fixture
+def watch():
+    """``watch(page)`` starts recording a page's problems and returns the :class:`Watch`."""
+    return Watch
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _saved:
+        terminalreporter.write_sep("-", f"browser screenshots ({len(_saved)}) in {SCREENSHOTS}")
+        for path in _saved:
+            terminalreporter.write_line(str(path.relative_to(ROOT)))

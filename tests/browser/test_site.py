@@ -1,0 +1,304 @@
+"""The built website in a real browser: every page in _toc.yml loads cleanly and offline.
+
+The site in _build/html (`make book`) is served on loopback and opened in headless Chromium. For each
+page: no console error, no failed request, no request to another host (a CDN), no broken image, maths
+typeset by the local MathJax, no "Traceback", every link inside the site reaches a page and an anchor
+that exist. A notebook page shows the outputs its notebook stores (as many output cells and figures,
+at least as many tables), offers the same .ipynb through the theme's download button, and, if it stores
+widget state, shows its widgets through the local ipywidgets HTML manager. Search and the bilingual
+glossary are checked on their own. Screenshots go to _build/screenshots/: site-NN-<page>.png (top of the
+page), -figure.png (its first figure) and -widget.png (its last widget box).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import threading
+import urllib.error
+import urllib.request
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urldefrag, urlsplit
+
+import pytest
+import yaml
+
+# BOOK_ROOT / BOOK_TOC: check another book, or a site built with another table of contents
+# (`jupyter-book build . --toc FILE`); by default the course's own.
+ROOT = Path(os.environ.get("BOOK_ROOT", Path(__file__).resolve().parents[2]))
+HTML = ROOT / "_build" / "html"
+NAV_TIMEOUT_MS = 30_000
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
+MIN_GLOSSARY_TERMS = 40  # the issue asks for about forty bilingual terms
+CJK = re.compile(r"[\u4e00-\u9fff]")
+IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+
+
+def toc_pages(toc: Path) -> list[str]:
+    """The source files the table of contents lists, in reading order (without extensions)."""
+    data = yaml.safe_load(toc.read_text())
+    pages = [data["root"]]
+
+    def walk(entries: list[dict]) -> None:
+        for entry in entries:
+            if "file" in entry:
+                pages.append(entry["file"])
+            for key in ("sections", "chapters", "parts"):
+                walk(entry.get(key, []))
+
+    walk(data.get("parts", []) + data.get("chapters", []) + data.get("sections", []))
+    return [str(Path(p).with_suffix("")) if Path(p).suffix in {".md", ".ipynb"} else p for p in pages]
+
+
+def source_of(page: str) -> Path:
+    for suffix in (".ipynb", ".md"):
+        if (ROOT / (page + suffix)).exists():
+            return ROOT / (page + suffix)
+    raise FileNotFoundError(f"_toc.yml lists {page!r} but neither {page}.ipynb nor {page}.md exists")
+
+
+PAGES = toc_pages(Path(os.environ.get("BOOK_TOC", ROOT / "_toc.yml")))
+
+
+def stored_outputs(notebook: Path) -> dict[str, int]:
+    """What the notebook's stored outputs should put on its page (cells tagged remove-* show nothing):
+    cells with output, figures, and HTML tables."""
+    nb = json.loads(notebook.read_text())
+    counts = {"cells": 0, "figures": 0, "tables": 0}
+    for cell in nb["cells"]:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if cell["cell_type"] != "code" or not cell.get("outputs") or tags & {"remove-cell", "remove-output"}:
+            continue
+        counts["cells"] += 1
+        for out in cell["outputs"]:
+            data = out.get("data", {})
+            counts["figures"] += any(m in data for m in IMAGE_MIMES)
+            counts["tables"] += "<table" in "".join(data.get("text/html", ""))
+    return counts
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/favicon.ico":  # the browser asks any server for one; the book declares none
+            self.send_response(204)
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, *args) -> None:  # keep pytest's output for failures
+        pass
+
+
+@pytest.fixture(scope="module")
+def site() -> str:
+    """The built site served on a free loopback port; yields its base URL."""
+    if not (HTML / "index.html").exists():
+        pytest.fail(
+            "no built site in _build/html: run `make book` first (`make browser` does)", pytrace=False
+        )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@functools.cache
+def fetch(url: str) -> tuple[int, str]:
+    """(status, text) of a URL on the local server; text is empty for files that are not HTML."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read()
+            is_html = "html" in response.headers.get("Content-Type", "")
+            return response.status, body.decode("utf-8", "replace") if is_html else ""
+    except urllib.error.HTTPError as err:
+        return err.code, ""
+
+
+# JavaScript run in the page. Each returns plain JSON.
+WAIT_FOR_IMAGES = """async () => {
+    const images = Array.from(document.images);
+    images.forEach(img => { img.loading = 'eager'; });
+    await Promise.all(images.map(img => img.decode().catch(() => null)));
+    return images.filter(img => img.naturalWidth === 0).map(img => img.currentSrc || img.src);
+}"""
+
+TYPESET_MATH = """async () => {
+    const math = Array.from(document.querySelectorAll('.math'));
+    if (math.length === 0) return {math: 0, typeset: 0, mathjax: !!window.MathJax};
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+    const typeset = math.filter(el => el.querySelector('mjx-container')).length;
+    return {math: math.length, typeset: typeset, mathjax: !!(window.MathJax && MathJax.version)};
+}"""
+
+# Text a reader sees outside code and outside typeset maths: raw TeX delimiters must not be there.
+VISIBLE_PROSE = """() => {
+    const skip = 'pre, code, script, style, mjx-container, .highlight, textarea';
+    const walker = document.createTreeWalker(document.querySelector('main') || document.body,
+                                             NodeFilter.SHOW_TEXT);
+    const parts = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        if (!node.parentElement.closest(skip)) parts.push(node.textContent);
+    }
+    return parts.join(' ');
+}"""
+
+LINKS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{")
+
+
+def check_links(page, base: str) -> list[str]:
+    """Links that stay inside the site and lead nowhere: a missing file or a missing #anchor."""
+    broken = []
+    for href in sorted(set(page.evaluate(LINKS))):
+        parts = urlsplit(href)
+        if parts.scheme not in {"http", "https"} or parts.hostname not in LOOPBACK_HOSTS:
+            continue  # mailto:, javascript:, and links to other sites (not loaded by the page)
+        target, fragment = urldefrag(href)
+        status, text = fetch(target)
+        if status != 200:
+            broken.append(f"{href} -> HTTP {status}")
+            continue
+        anchor = unquote(fragment)
+        if anchor and text and f'id="{anchor}"' not in text and f'name="{anchor}"' not in text:
+            broken.append(f"{href} -> no element with id {anchor!r}")
+    return broken
+
+
+def screenshot_name(index: int, page: str) -> str:
+    return f"site-{index:02d}-{page.replace('/', '-')}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index, page", list(enumerate(PAGES)), ids=PAGES)
+def test_page_loads_cleanly_offline(index, page, site, context, watch, screenshot):
+    source = source_of(page)
+    tab = context.new_page()
+    seen = watch(tab)
+    try:
+        tab.goto(f"{site}/{page}.html", wait_until="load", timeout=NAV_TIMEOUT_MS)
+        broken_images = tab.evaluate(WAIT_FOR_IMAGES)
+        math = tab.evaluate(TYPESET_MATH)
+        tab.wait_for_load_state("networkidle", timeout=NAV_TIMEOUT_MS)
+        prose = tab.evaluate(VISIBLE_PROSE)
+        body_text = tab.inner_text("body")
+        screenshot(tab, screenshot_name(index, page))
+        figures = tab.locator(".cell_output img:not(.jupyter-widgets img)")  # stored figures, not widgets
+        if figures.count():
+            figures.first.scroll_into_view_if_needed()
+            screenshot(figures.first, screenshot_name(index, page) + "-figure")
+
+        problems = seen.problems()
+        assert not problems, f"{page}: " + json.dumps(problems, indent=1)
+        assert not broken_images, f"{page}: images that did not load: {broken_images}"
+        if math["math"]:
+            assert math["mathjax"], f"{page} has {math['math']} maths elements but MathJax did not load"
+            assert math["typeset"] == math["math"], f"{page}: only {math['typeset']}/{math['math']} typeset"
+        raw = sorted(set(RAW_TEX.findall(prose)))
+        assert not raw, f"{page}: raw TeX delimiters {raw} left in the text (unrendered maths?)"
+        assert "Traceback" not in body_text, f"{page} shows a Python traceback"
+        assert tab.locator(".cell_output .traceback, .output.traceback").count() == 0, f"{page}: error output"
+        broken = check_links(tab, site)
+        assert not broken, f"{page}: broken links inside the site: {broken}"
+
+        if source.suffix == ".ipynb":
+            stored = stored_outputs(source)
+            shown = {
+                "cells": tab.locator(".cell_output").count(),
+                "figures": figures.count(),
+                "tables": tab.locator(".cell_output table").count(),
+            }
+            assert shown["cells"] == stored["cells"] and shown["figures"] == stored["figures"], (
+                f"{page}: the notebook stores {stored}, the page shows {shown}"
+            )
+            assert shown["tables"] >= stored["tables"], f"{page}: stored {stored}, shown {shown}"
+            download = tab.locator(f".btn-download-source-button[href$='/{Path(page).name}.ipynb']")
+            assert download.count() == 1, f"{page}: the theme's download-.ipynb button is missing"
+            with urllib.request.urlopen(download.evaluate("a => a.href"), timeout=10) as response:
+                notebook = json.loads(response.read())
+            assert notebook["cells"] == json.loads(source.read_text())["cells"], (
+                f"{page}: stale .ipynb download"
+            )
+        if tab.locator("script[type='application/vnd.jupyter.widget-state+json']").count():
+            check_widgets(tab, page)
+            boxes = tab.locator(".cell_output .jupyter-widgets.widget-vbox")
+            if boxes.count():
+                boxes.last.scroll_into_view_if_needed()
+                screenshot(boxes.last, screenshot_name(index, page) + "-widget")
+    finally:
+        tab.close()
+
+
+def check_widgets(tab, page: str) -> None:
+    """A page with stored widget state shows its widgets through the local HTML manager."""
+    views = tab.locator("script[type='application/vnd.jupyter.widget-view+json']").count()
+    tab.wait_for_function(
+        "n => document.querySelectorAll('.jupyter-widgets').length >= n",
+        arg=max(views, 1),
+        timeout=NAV_TIMEOUT_MS,
+    )
+    assert "Error displaying widget" not in tab.inner_text("body"), f"{page}: a widget failed to display"
+
+
+@pytest.mark.slow
+def test_search_finds_pages_and_its_results_open(site, context, watch):
+    tab = context.new_page()
+    seen = watch(tab)
+    try:
+        tab.goto(f"{site}/search.html?q=parameters", wait_until="load", timeout=NAV_TIMEOUT_MS)
+        results = tab.locator("#search-results ul.search li a")
+        results.first.wait_for(timeout=NAV_TIMEOUT_MS)
+        hrefs = [results.nth(i).evaluate("a => a.href") for i in range(results.count())]
+        assert hrefs, "searching 'parameters' found nothing"
+        assert any("01_what_makes_a_model_large" in h for h in hrefs), f"chapter 1 not among {hrefs}"
+        for href in hrefs:
+            assert fetch(urldefrag(href)[0])[0] == 200, f"search result {href} does not open"
+        assert not seen.problems(), json.dumps(seen.problems(), indent=1)
+    finally:
+        tab.close()
+
+
+@pytest.mark.slow
+def test_glossary_is_on_the_site_and_bilingual(site, context):
+    assert "glossary" in PAGES, "glossary.md is not in _toc.yml: add `- file: glossary` to a part of _toc.yml"
+    tab = context.new_page()
+    try:
+        tab.goto(f"{site}/glossary.html", wait_until="load", timeout=NAV_TIMEOUT_MS)
+        entries = tab.evaluate(
+            """() => Array.from(document.querySelectorAll('dl.glossary > dd')).map(dd => {
+                let terms = [], el = dd.previousElementSibling;
+                while (el && el.tagName === 'DT') { terms.unshift(el.innerText.replace(/#$/, '').trim());
+                                                    el = el.previousElementSibling; }
+                return {terms: terms, text: dd.innerText.trim()};
+            })"""
+        )
+        assert len(entries) >= MIN_GLOSSARY_TERMS, f"only {len(entries)} glossary entries"
+        for entry in entries:
+            english = [t for t in entry["terms"] if not CJK.search(t)]
+            chinese = [t for t in entry["terms"] if CJK.search(t)]
+            assert english and chinese, f"glossary entry {entry['terms']} lacks an English or a Chinese term"
+            paragraphs = [p for p in entry["text"].splitlines() if p.strip()]
+            assert len(paragraphs) == 2, f"{entry['terms']}: want one English and one Chinese definition"
+            assert not CJK.search(paragraphs[0]) and CJK.search(paragraphs[1]), (
+                f"{entry['terms']}: {paragraphs}"
+            )
+        names = {t.lower() for e in entries for t in e["terms"]}
+        for required in ("parameter", "token", "attention", "pretraining", "fine-tuning", "lora"):
+            assert required in names, f"the glossary has no entry for {required!r}"
+
+        for query, term in (("注意力", "注意力"), ("LoRA", "LoRA")):  # search finds a term in either language
+            tab.goto(f"{site}/search.html?q={query}", wait_until="load", timeout=NAV_TIMEOUT_MS)
+            results = tab.locator("#search-results ul.search li a")
+            results.first.wait_for(timeout=NAV_TIMEOUT_MS)
+            hrefs = [results.nth(i).evaluate("a => a.href") for i in range(results.count())]
+            anchors = [urldefrag(h)[1] for h in hrefs if urldefrag(h)[0].endswith("/glossary.html")]
+            assert any(anchors), f"searching {query!r} did not find a glossary term: {hrefs}"
+            tab.goto(f"{site}/glossary.html#{anchors[0]}", wait_until="load", timeout=NAV_TIMEOUT_MS)
+            shown = tab.locator(f"[id='{anchors[0]}']").inner_text().replace("#", "").strip()
+            assert shown == term, f"searching {query!r} leads to the term {shown!r}"
+    finally:
+        tab.close()
