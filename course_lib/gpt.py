@@ -290,13 +290,6 @@ class GPT(nn.Module):
         an H100's dense bf16). A fraction in [0, 1]."""
         return self.flops_per_token() * tokens_per_second / peak_flops
 
-    def optim_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """Parameter groups for AdamW: decay matrices (2-D), not biases, norms or 1-D tables."""
-        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
-        decay = [p for p in params.values() if p.dim() >= 2]
-        no_decay = [p for p in params.values() if p.dim() < 2]
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
     def set_explicit_attention(self, explicit: bool = True) -> GPT:
         """Run every attention layer through the written-out formula (True) or the fused kernel."""
         for block in self.transformer.h:

@@ -54,3 +54,8 @@ def test_inputs_are_copied_so_in_place_edits_cannot_fool_the_check():
 
     with pytest.raises(ExerciseFailure):
         check_function("softmax", in_place, reference, CASES)
+
+
+def test_a_missing_return_is_feedback_not_a_crash():
+    with pytest.raises(ExerciseFailure, match="forget to return"):
+        check_function("lr", lambda step: None, lambda step: 0.5 * step, [Case("step 1", (1.0,))])

@@ -160,14 +160,6 @@ def test_initialisation_follows_gpt2():
     assert model.lm_head.weight is model.transformer.wte.weight  # tied
 
 
-def test_optim_groups_cover_every_parameter_once():
-    model = make("llama")
-    groups = model.optim_groups(0.1)
-    ids = [id(p) for g in groups for p in g["params"]]
-    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
-    assert all(p.dim() < 2 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
-
-
 # ------------------------------------------------------------------------------- forward and loss
 
 
@@ -330,7 +322,7 @@ def test_tiny_config_learns_a_repeating_pattern_in_seconds():
     torch.manual_seed(0)
     model = GPT(get_config("tiny"))
     data = torch.arange(16).repeat(1, 8)[:, :65]  # 0..15 repeated: perfectly predictable
-    opt = torch.optim.AdamW(model.optim_groups(0.0), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for _ in range(60):
         _, loss = model(data[:, :-1], data[:, 1:])

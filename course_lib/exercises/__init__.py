@@ -64,7 +64,11 @@ def _compare(expected: Any, got: Any, atol: float, rtol: float) -> str | None:
             return f"values differ (largest difference {worst:.3g}, allowed {atol:g} + {rtol:g} x |expected|)"
         return None
     if isinstance(expected, float):
-        return None if abs(float(got) - expected) <= atol + rtol * abs(expected) else "the numbers differ"
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            return f"expected a number, got {type(got).__name__} (did the function forget to return?)"
+        return None if abs(value - expected) <= atol + rtol * abs(expected) else "the numbers differ"
     return None if got == expected else "the values differ"
 
 
