@@ -77,6 +77,8 @@ def context(browser) -> Iterator[object]:
 def screenshot() -> Iterator[object]:
     """``screenshot(page_or_element, name)`` saves ``_build/screenshots/<name>.png`` and returns its path."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):  # only this run's pictures, so none is mistaken for new
+        old.unlink()
 
     def save(target, name: str) -> Path:
         path = SCREENSHOTS / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") + ".png")
