@@ -37,15 +37,6 @@ LOSS_ATOL = 1e-6  # two formulas of the same scalar loss on small logits
 DYNAMIC_REL_ERR = 0.05  # dynamic int8 (weights and activations to 8 bits) vs fp32: relative L2 error
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread is many times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _torch_per_channel_reference(w: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor]:
     """torch's own symmetric per-channel int8: observer scales, then torch.quantize_per_channel."""
     with warnings.catch_warnings():

@@ -37,14 +37,6 @@ PRINT_ATOL = 5e-5 + 1e-7  # the CLI prints probabilities with 4 decimals
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def bpe_path(tmp_path_factory):
     from course_lib.tokenizers import BPETokenizer

@@ -25,14 +25,6 @@ COS_ATOL = 1e-5  # fp32 cosine vs sklearn's float64 cosine distance
 RECALL_MIN = 0.8  # a headline finds its own article at rank 1 among 50 BBC articles for most queries
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _random(n, d, seed):
     return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 
