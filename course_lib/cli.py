@@ -601,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass p")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    # `predict` has its own parser (course_lib.deploy.predict_main); listed here for --help
+    sub.add_parser("predict", help="classify texts with a model saved by course_lib.deploy", add_help=False)
     return parser
 
 
@@ -610,6 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from course_lib.trainer import NonFiniteLossError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach for the network
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["predict"]:
+        from course_lib.deploy import predict_main
+
+        return predict_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":

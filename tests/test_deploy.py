@@ -220,3 +220,15 @@ def test_predict_main_prints_labels_and_probabilities(arch, tmp_path, capsys, bp
         for label, value in printed:
             assert abs(float(value) - float(probs[LABELS.index(label)])) <= PRINT_ATOL
         assert sorted(lab for lab, _ in printed) == sorted(LABELS)
+
+
+def test_the_command_line_predict_is_predict_main(tmp_path, capsys, bpe_path, wordpiece_path):
+    from course_lib.cli import main
+
+    model, config, tok, _ = _tiny("GPTClassifier", bpe_path, wordpiece_path)
+    path = save_for_inference(model, tmp_path / "clf", config, tokenizer_path=tok)
+    args = [str(path), "Shares rose after profits beat forecasts", "--device", "cpu"]
+    assert predict_main(args) == 0
+    direct = capsys.readouterr().out
+    assert main(["predict", *args]) == 0
+    assert capsys.readouterr().out == direct and direct.strip()
