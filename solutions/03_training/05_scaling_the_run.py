@@ -1,0 +1,311 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3.5 · Scaling the run
+#
+# The GPT of notebook 3.4 trained for minutes on one CPU. Real pretraining runs last weeks on
+# thousands of GPUs, and the code has to cope with things a notebook never meets: numbers that no
+# longer fit, batches that no longer fit, machines that stop halfway, and many processes that must
+# act as one. The course's `Trainer` handles each of them with one setting. This notebook opens them
+# one by one on a tiny GPT, small enough that every cell runs in seconds:
+#
+# 1. **mixed precision**: compute in 16-bit numbers where it is safe (`amp`);
+# 2. **gradient accumulation**: a large batch in several small pieces (`grad_accum_steps`);
+# 3. **checkpoint and resume**: stop anywhere, continue exactly (`resume=True`);
+# 4. **`torch.compile`**: fuse the model's operations into faster kernels (`compile`);
+# 5. **distributed data parallel**: one model trained by several processes (`torchrun`).
+
+# %% tags=["imports"]
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from course_lib import cache_dir, pretrained, seed_everything
+from course_lib.checkpoint import load_checkpoint
+from course_lib.gpt import GPT, get_config
+from course_lib.lm_data import get_batch
+from course_lib.trainer import Callback, TrainConfig, Trainer, resolve_amp
+
+seed_everything(0)
+torch.set_num_threads(1)  # a tiny model: one thread is fastest, and leaves a core for the two-process run below
+
+# %% [markdown]
+# The data are the BBC News tokens of the fast recipe of notebook 3.4 (120 articles, a 512-token
+# BPE vocabulary): plenty for a model of this size.
+
+# %%
+recipe = pretrained.bbc_recipe(fast=True)
+documents = pretrained.bbc_documents(recipe)
+tokenizer = pretrained.bbc_tokenizer(recipe, documents[0])
+train_ids, val_ids = pretrained.bbc_tokens(recipe, tokenizer, documents)
+cfg = get_config("tiny", vocab_size=tokenizer.vocab_size, block_size=64, dropout=0.1)
+print(f"{len(train_ids):,} training tokens; a GPT of {GPT(cfg).num_parameters():,} parameters")
+
+# %% [markdown]
+# ## 3.5.1 Mixed precision
+#
+# A float32 number has 8 exponent bits and 23 mantissa bits. Two 16-bit formats halve the memory
+# and, on hardware built for them, run matrix products many times faster:
+#
+# - **float16**: 5 exponent bits, 10 mantissa bits: precise, but the range ends at 65,504 and
+#   small gradients round to zero;
+# - **bfloat16**: float32's 8 exponent bits with only 7 mantissa bits: the same range as float32,
+#   less precision.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"{'dtype':<15} {'bits':>4} {'largest':>12} {'smallest normal':>16} {'spacing at 1':>13}")
+for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    info = torch.finfo(dtype)
+    print(f"{str(dtype):<15} {info.bits:>4} {info.max:>12.3g} {info.tiny:>16.3g} {info.eps:>13.3g}")
+
+# %% [markdown]
+# **Automatic mixed precision** keeps the weights in float32 and, inside `torch.autocast`, runs
+# each operation in the precision that suits it: matrix products in 16 bits (they are most of the
+# work and tolerate rounding), and sums over many numbers, softmax and the loss in float32 (they do
+# not). The gradients flow back into the float32 weights, so the small updates of late training
+# are not rounded away. Inside autocast on the CPU:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+layer = torch.nn.Linear(16, 16)
+inputs = torch.randn(4, 16)
+with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+    out = layer(inputs)
+    loss = F.cross_entropy(out, torch.zeros(4, dtype=torch.long))
+print("weights:", layer.weight.dtype, "| Linear output:", out.dtype, "| loss:", loss.dtype)
+loss.backward()
+print("gradient of the weights:", layer.weight.grad.dtype)
+
+# %% [markdown]
+# The loss of a whole GPT barely moves when its forward pass runs in bfloat16:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+model = GPT(cfg).eval()
+x, y = get_batch(val_ids, 16, cfg.block_size, torch.Generator().manual_seed(0), device="cpu")
+with torch.no_grad():
+    loss_fp32 = model(x, y)[1].item()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        loss_bf16 = model(x, y)[1].item()
+print("fp32 and bf16-autocast losses agree within 0.05:", abs(loss_fp32 - loss_bf16) < 0.05)
+assert abs(loss_fp32 - loss_bf16) < 0.05
+
+# %% [markdown]
+# float16's narrow range needs one more trick: the loss is multiplied by a large factor before the
+# backward pass so that small gradients do not round to zero, and the gradients are divided by it
+# before the update (a `GradScaler`). bfloat16 needs no scaling. `TrainConfig.amp="auto"` picks for
+# the device: bfloat16 on GPUs that support it, float16 with a scaler on older GPUs, and plain
+# float32 on the CPU, where 16-bit arithmetic is often not faster. (`amp="bf16"` on the CPU is
+# allowed, for demonstration.)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for device_type, bf16 in [("cuda", True), ("cuda", False), ("cpu", None)]:
+    plan = resolve_amp("auto", device_type, bf16_supported=bf16)
+    label = device_type + ("" if bf16 is None else f" ({'with' if bf16 else 'without'} bf16)")
+    print(f"{label:<22} dtype={str(plan.dtype):<15} loss scaling={plan.use_scaler!s:<5}  {plan.reason}")
+
+# %% [markdown]
+# ## 3.5.2 Gradient accumulation
+#
+# The batch a recipe asks for may not fit in memory: activations grow with batch size (chapter 1).
+# The way out is to split it. Because the loss is a **mean** over the batch, the gradient of a batch
+# of 32 equals the average of the gradients of four micro-batches of 8. So run the micro-batches
+# one after another, let `backward()` *add* their gradients into `.grad` (it accumulates unless
+# told otherwise), divide each micro-loss by 4, and step the optimizer once. Memory is that of a
+# batch of 8; the update is that of a batch of 32.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+model = GPT(get_config("tiny", vocab_size=tokenizer.vocab_size, block_size=64))  # no dropout: same function twice
+x, y = get_batch(train_ids, 32, 64, torch.Generator().manual_seed(1), device="cpu")
+
+model.zero_grad()
+model(x, y)[1].backward()  # one batch of 32
+full = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+model.zero_grad()
+for micro_x, micro_y in zip(x.chunk(4), y.chunk(4)):  # four micro-batches of 8
+    (model(micro_x, micro_y)[1] / 4).backward()  # gradients add up in .grad
+worst = max((p.grad - full[n]).abs().max().item() for n, p in model.named_parameters())
+print("accumulated 4 x 8 equals one batch of 32, every gradient within 1e-6:", worst < 1e-6)
+assert worst < 1e-6
+
+# %% [markdown]
+# The `Trainer` does this with `grad_accum_steps`: the global batch is
+# `batch_size x grad_accum_steps x number of processes`. (With dropout the two differ by the random
+# masks only; with batch normalisation, which averages over the batch, they would differ — one
+# reason transformers use layer normalisation.)
+#
+# ## 3.5.3 Checkpoint and resume
+#
+# A long run will be interrupted: a crash, a pre-empted cloud machine, a laptop lid. A checkpoint
+# must therefore hold everything the next step depends on, not only the weights: the optimizer's
+# running averages, the step count (which sets the learning rate), and the state of every random
+# number generator (which windows come next, which units dropout zeroes). The `Trainer` saves all of
+# it atomically (a half-written file never replaces a good one), and on Ctrl-C it finishes the
+# current step and saves before stopping.
+#
+# The test: train 40 steps straight; then train the same run but "switch off the machine" after 20
+# steps, and resume it in a new `Trainer` from its checkpoint. The model has dropout, so the random
+# state matters.
+
+# %%
+def make_trainer(out_dir, callbacks=(), resume=False):
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    config = TrainConfig(max_steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_every=20,
+                         eval_steps=2, log_every=1, save_every=None, out_dir=str(out_dir), device="cpu")
+    return Trainer(model, config, callbacks=callbacks, resume=resume,
+                   train_data=lambda step, g: get_batch(train_ids, 8, 64, g, device="cpu"),
+                   val_data=lambda step, g: get_batch(val_ids, 8, 64, g, device="cpu"))
+
+
+class SwitchOffAt(Callback):
+    """Stop the run after ``step`` optimizer steps, as if the power had gone."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer):
+        if trainer.step >= self.step:
+            trainer.should_stop = True
+
+
+straight = make_trainer(cache_dir("runs", "ch03-resume-straight"))
+straight.fit()
+first_half = make_trainer(cache_dir("runs", "ch03-resume-split"), callbacks=[SwitchOffAt(20)])
+first_half.fit()
+print(f"interrupted run stopped at step {first_half.step}; checkpoint {first_half.last_path.name}")
+second_half = make_trainer(cache_dir("runs", "ch03-resume-split"), resume=True)
+print(f"resumed at step {second_half.step}")
+second_half.fit()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+losses_straight = [r["train_loss"] for r in straight.history if "train_loss" in r]
+losses_resumed = [r["train_loss"] for r in second_half.history if "train_loss" in r]
+same_weights = all(torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(), second_half.model.state_dict().values()))
+print("resumed run logged", len(losses_resumed), "training losses, the straight run", len(losses_straight))
+print("every training loss identical:", losses_straight == losses_resumed)
+print("final weights identical:", same_weights)
+assert losses_straight == losses_resumed and same_weights
+
+# %% [markdown]
+# Bit-for-bit the same: resuming is invisible in the result.
+#
+# ## 3.5.4 `torch.compile`
+#
+# In eager mode PyTorch runs one operation at a time, writing each intermediate result to memory
+# and reading it back for the next. `torch.compile(model)` traces the model once and generates fused
+# kernels (for example a whole GELU-and-add in one pass), which on GPUs often speeds training up by
+# a third or more. The first steps are slow while it compiles, so it pays off in long runs.
+# `TrainConfig(compile=True)` turns it on; checkpoints are unaffected (the Trainer saves the
+# uncompiled module's weights). On the CPU it needs a C++ compiler and the gain varies, so the cell
+# below only runs when you set `RUN_COMPILE = True`.
+
+# %%
+RUN_COMPILE = False  # set to True to try it (the first call compiles, which takes a while)
+if RUN_COMPILE:
+    torch.manual_seed(0)
+    eager = GPT(cfg).train()
+    compiled = torch.compile(eager)
+    x, y = get_batch(train_ids, 16, 64, torch.Generator().manual_seed(0), device="cpu")
+    for name, m in [("eager", eager), ("compiled", compiled)]:
+        m(x, y)[1].backward()  # warm-up (and, for the compiled model, compilation)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            m(x, y)[1].backward()
+        print(f"{name}: {(time.perf_counter() - t0) / 10 * 1000:.1f} ms per forward + backward")
+else:
+    print("skipped: set RUN_COMPILE = True to compare eager and compiled speed")
+
+# %% [markdown]
+# ## 3.5.5 Distributed data parallel: several processes, one model
+#
+# With $P$ GPUs (or CPU processes), **data parallelism** gives each process a full copy of the
+# model and a different slice of the data. Every step, each process computes the gradient of its
+# own micro-batch; then an **all-reduce** averages the gradients across processes, so all of them
+# apply the same update and their copies stay identical. The result is training with a global batch
+# $P$ times larger in about the time one process needs for its share. PyTorch's
+# `DistributedDataParallel` (DDP) does the averaging during the backward pass, overlapping the
+# communication with the computation.
+#
+# `torchrun` (also `python -m torch.distributed.run`) starts the processes and tells each one its
+# rank and the world size through environment variables; `course_lib.distributed` reads them and
+# the `Trainer` wraps the model in DDP. The script itself is unchanged. Here is a complete
+# two-process pretraining run of the course's command line on this machine's CPU (the gloo
+# backend), with a tiny configuration so that it takes seconds:
+
+# %%
+config_file = Path("../../configs/ch03_ddp.json").resolve()  # notebooks run in their chapter folder
+if not config_file.is_file():
+    raise FileNotFoundError(f"{config_file} is missing: run this notebook from chapters/03_training/ of the course")
+out_dir = cache_dir("runs", "ch03-ddp")
+command = [
+    sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    "-m", "course_lib", "pretrain", "--config", str(config_file),
+    "--set", f"train.out_dir={out_dir}",  # 20 steps in both modes, so CI runs exactly this
+]
+print(" ".join(command[1:]).replace(str(config_file), "configs/ch03_ddp.json").replace(str(out_dir), "<cache>/runs/ch03-ddp"))
+t0 = time.perf_counter()
+run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+print(f"exit status {run.returncode} after {time.perf_counter() - t0:.0f} s; the run's log (rank 0 prints):\n")
+print(run.stdout[-2500:])
+if run.returncode != 0:
+    raise RuntimeError(f"the two-process run failed:\n{run.stderr[-3000:]}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ddp_checkpoint = load_checkpoint(out_dir / "last.pt")
+print("processes that trained the checkpoint:", ddp_checkpoint["world_size"])
+print("optimizer steps:", ddp_checkpoint["step"])
+print("random-generator states saved, one per process:", len(ddp_checkpoint["rng"]))
+assert ddp_checkpoint["world_size"] == 2
+
+# %% [markdown]
+# Each of the two processes drew its own random windows (its generator is seeded with its rank), so
+# every step averaged the gradients of two different micro-batches: a global batch of twice the
+# configured `batch_size`. The same command with `--nproc_per_node 8` on a machine with eight GPUs,
+# or with `--nnodes`, `--node_rank` and `--rdzv_endpoint` across machines, trains the chapter's
+# model in exactly the same way (`course_lib.distributed` lists the command lines).
+#
+# Beyond data parallelism, the largest models also split the model itself: different layers on
+# different GPUs (pipeline parallelism), the matrices of one layer across GPUs (tensor
+# parallelism), or the optimizer states and weights sharded across processes (ZeRO / FSDP), so that
+# a model too big for one GPU's memory can be trained at all.
+#
+# ## Summary
+#
+# - **Mixed precision** runs matrix products in bfloat16 or float16 while weights, sums and losses
+#   stay in float32; float16 needs loss scaling. `amp="auto"` chooses per device.
+# - **Gradient accumulation** adds the gradients of micro-batches before one step; with the loss a
+#   mean, four micro-batches of 8 give the gradient of one batch of 32.
+# - **Checkpoints** hold weights, optimizer state, step and random state; a resumed run continued
+#   bit-for-bit like the uninterrupted one.
+# - **`torch.compile`** fuses operations into faster kernels, paying a compile time up front.
+# - **DDP** trains one model with several processes, averaging gradients every step; `torchrun`
+#   starts the same script on each.
+#
+# Chapter 4 takes the pretrained GPT of notebook 3.4 and fine-tunes it for tasks.
