@@ -241,6 +241,18 @@ def token_bytes_from_str(visible: str) -> bytes:
         ) from None
 
 
+_CONTROL_CHARS = regex.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` made safe to print: control characters other than tab and newline become U+FFFD.
+
+    Text sampled from a byte-level model can hold control bytes (escape, carriage return, ...) that a
+    terminal or a web page would act on rather than show.
+    """
+    return _CONTROL_CHARS.sub("\ufffd", text)
+
+
 def _merge_pair(ids: list[int], a: int, b: int, new: int) -> list[int]:
     """Replace every adjacent (a, b) in ``ids``, left to right, by ``new``."""
     out: list[int] = []

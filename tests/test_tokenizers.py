@@ -22,6 +22,7 @@ from course_lib.tokenizers import (
     BPETokenizer,
     CharTokenizer,
     load_tokenizer,
+    printable,
     token_bytes_from_str,
     token_str,
 )
@@ -311,3 +312,13 @@ def test_char_tokenizer_errors(tmp_path):
         CharTokenizer.load(bad)
     with pytest.raises(FileNotFoundError, match="save one first"):
         CharTokenizer.load(tmp_path / "missing.json")
+
+
+def test_printable_replaces_control_characters_and_keeps_the_rest():
+    text = "caf\u00e9 \u4e2d\u6587\tok\nnext"
+    assert printable(text) == text  # letters, CJK, tab and newline stay
+    assert printable("a\x1b[2Jb\rc\x00d\x7fe\x85f") == "a\ufffd[2Jb\ufffdc\ufffdd\ufffde\ufffdf"
+    # every byte a byte-level model can emit decodes to something printable
+    tok = BPETokenizer.train("the theme", vocab_size=260)
+    shown = printable(tok.decode(range(256)))
+    assert not any(ord(c) < 32 and c not in "\t\n" or 0x7F <= ord(c) <= 0x9F for c in shown)

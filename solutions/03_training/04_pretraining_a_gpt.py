@@ -51,7 +51,7 @@ from course_lib.gpt import GPT, get_config
 from course_lib.lm_data import IGNORE_INDEX, TokenCache, eval_windows, get_batch
 from course_lib.metrics import perplexity
 from course_lib.plots import use_course_style
-from course_lib.tokenizers import CharTokenizer
+from course_lib.tokenizers import CharTokenizer, printable
 from course_lib.trainer import TrainConfig, Trainer
 from course_lib.training_plots import plot_lm_training
 
@@ -148,7 +148,7 @@ for name, loss in baselines.items():
 
 # %%
 eot = tokenizer.token_to_id("<|endoftext|>")
-print(tokenizer.decode(bigram.sample(start=eot, n=60, generator=np.random.default_rng(0)).tolist()))
+print(printable(tokenizer.decode(bigram.sample(start=eot, n=60, generator=np.random.default_rng(0)).tolist())))
 
 # %% [markdown]
 # ## 3.4.4 Batches for next-token prediction
@@ -228,8 +228,9 @@ assert abs(loss0.item() - math.log(V)) < 0.1
 # %% [markdown]
 # And this is what it writes. Sampling picks each next token at random in proportion to the
 # model's probabilities (here sharpened with a temperature of 0.8 and limited to the 50 most
-# likely tokens), appends it and repeats. (A `�` is a byte token that is only part of a character:
-# an untrained model strings bytes together that do not form valid UTF-8.)
+# likely tokens), appends it and repeats. (A `�` is a byte token that is only part of a character,
+# or a control byte that `printable` hides: an untrained model strings bytes together that do not
+# form valid UTF-8.)
 
 # %%
 def sample(model, prompt, n_tokens=60, seed=0):
@@ -237,7 +238,7 @@ def sample(model, prompt, n_tokens=60, seed=0):
     idx = torch.tensor([tokenizer.encode(prompt)], device=device)
     g = torch.Generator(device=device).manual_seed(seed)
     out = model.to(device).generate(idx, n_tokens, temperature=0.8, top_k=50, generator=g)
-    return tokenizer.decode(out[0].tolist())
+    return printable(tokenizer.decode(out[0].tolist()))
 
 
 print(sample(model, "The government"))
