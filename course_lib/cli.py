@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from course_lib.env import cache_dir, fast_mode, get_device, seed_everything
+from course_lib.finetuning import FINETUNE_MODES
 
 SECTIONS = {
     "pretrain": ("data", "model", "train"),
@@ -43,7 +44,6 @@ SECTIONS = {
 }
 PRETRAIN_CORPORA = ("bbc_news", "peoples_daily")
 FINETUNE_TASKS = ("bbc_topics", "chinese_reviews")
-FINETUNE_MODES = ("head", "last_n", "full", "lora")
 
 
 class ConfigError(ValueError):
@@ -421,26 +421,16 @@ def build_classifier(
 ) -> Any:
     """A GPTClassifier on a pretrained GPT, with the parameters ``ft.mode`` says to train left trainable."""
     from course_lib.checkpoint import load_model_state
+    from course_lib.finetuning import prepare_for_finetuning
     from course_lib.gpt import GPT
-    from course_lib.heads import GPTClassifier, freeze, unfreeze, unfreeze_last_blocks
+    from course_lib.heads import GPTClassifier
 
     gpt = GPT(gpt_cfg)
     if state is not None:
         load_model_state(gpt, state)
     clf = GPTClassifier(gpt, n_classes, dropout=ft.dropout)
-    if ft.mode == "head":
-        freeze(clf.gpt)
-    elif ft.mode == "last_n":
-        freeze(clf.gpt)
-        unfreeze_last_blocks(clf, ft.last_n)
-        unfreeze(clf.gpt.transformer.ln_f)  # the final norm feeds the head directly
-    elif ft.mode == "lora":
-        try:
-            from course_lib.lora import apply_lora, mark_only_lora_trainable
-        except ImportError as e:
-            raise ConfigError("finetune.mode='lora' needs course_lib/lora.py, which is missing") from e
-        apply_lora(clf.gpt, targets=ft.lora_targets, r=ft.lora_r, alpha=ft.lora_alpha)
-        mark_only_lora_trainable(clf, train_head_names=["head"])
+    lora = {"lora_r": ft.lora_r, "lora_alpha": ft.lora_alpha, "lora_targets": ft.lora_targets}
+    prepare_for_finetuning(clf, ft.mode, last_n=ft.last_n, **lora)
     return clf
 
 

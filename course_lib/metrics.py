@@ -8,11 +8,13 @@ precision 0, a class that never occurs has recall 0 -- scikit-learn's ``zero_div
     recall_c    = TP_c / (TP_c + FN_c)      of everything that was c, how much was found
     F1_c        = 2 TP_c / (2 TP_c + FP_c + FN_c)   the harmonic mean of the two
     perplexity  = exp(mean negative log-likelihood per token)
+    ROUGE-L F1  = 2 P R / (P + R) with P = LCS / |candidate|, R = LCS / |reference| (in words)
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,10 +188,39 @@ def perplexity(mean_nll: float | torch.Tensor) -> float:
     return math.exp(value) if value < 709.0 else math.inf  # exp overflows a float above ~709.78
 
 
+def rouge_tokens(text: str) -> list[str]:
+    """Lower-cased runs of letters and digits: the words ROUGE compares (no stemming)."""
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
+def longest_common_subsequence(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Length of the longest sequence that appears in both, in order but not necessarily adjacent."""
+    prev = [0] * (len(b) + 1)  # prev[j]: LCS of the first i-1 items of a and the first j of b
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 between two texts: how much of the reference's word order the candidate keeps, in [0, 1]."""
+    c, r = rouge_tokens(candidate), rouge_tokens(reference)
+    lcs = longest_common_subsequence(c, r)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(c), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
 __all__ = [
     "accuracy",
     "classification_report",
     "confusion_matrix",
     "perplexity",
+    "longest_common_subsequence",
     "precision_recall_f1",
+    "rouge_l",
+    "rouge_tokens",
 ]

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from course_lib.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from course_lib.datasets import SplitLists
 from course_lib.env import cache_dir, fast_mode, get_device
 from course_lib.gpt import GPT, GPTConfig, get_config
 from course_lib.lm_data import TokenCache, get_batch
@@ -165,6 +166,24 @@ def bbc_documents(recipe: PretrainRecipe) -> tuple[list[str], list[str]]:
     texts = pretrain_texts(DataConfig(corpus="bbc_news", max_docs=recipe.max_docs))
     n_val = max(1, round(len(texts) * recipe.val_fraction))
     return texts[:-n_val], texts[-n_val:]
+
+
+def bbc_topic_splits(recipe: PretrainRecipe, val_fraction: float = 0.1, seed: int = 0) -> SplitLists:
+    """(train, val, test) lists of BBC :class:`~course_lib.datasets.Article` for topic classification.
+
+    The test articles are the recipe's validation articles, which the tokenizer and the GPT never saw;
+    any of them whose text also occurs among the training articles (BBC News has duplicates) is dropped.
+    The training articles are split, stratified by topic, into train and validation.
+    """
+    from course_lib.datasets import Splits, bbc_news
+
+    by_text = {a.text: a for a in bbc_news()}
+    train_docs, val_docs = bbc_documents(recipe)
+    seen = set(train_docs)
+    test = [by_text[t] for t in dict.fromkeys(val_docs) if t not in seen]
+    rest = [by_text[t] for t in dict.fromkeys(train_docs)]  # one copy of each text
+    splits = Splits.make([a.label_id for a in rest], (1 - val_fraction, val_fraction, 0.0), seed=seed)
+    return SplitLists([rest[i] for i in splits.train], [rest[i] for i in splits.val], test)
 
 
 def bbc_tokenizer(
@@ -347,6 +366,7 @@ __all__ = [
     "bbc_recipe",
     "bbc_tokenizer",
     "bbc_tokens",
+    "bbc_topic_splits",
     "checkpoint_path",
     "load_bbc_gpt",
     "make_trainer",

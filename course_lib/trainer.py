@@ -75,7 +75,8 @@ class TrainConfig:
     grad_clip: float | None = 1.0  # clip the global gradient norm to this; None or 0 turns clipping off
     eval_every: int = 100  # evaluate on val_data every this many steps (also at step 0 and at the end)
     eval_steps: int | None = 20  # batches per evaluation; None = the whole validation Dataset
-    early_stopping_patience: int | None = None  # stop after this many evals without improvement; None = off
+    early_stopping_patience: int | None = None  # stop after this many evals without improvement (the best
+    # weights are put back at the end, stopped early or not); None = off
     min_delta: float = 0.0  # an evaluation counts as an improvement when val loss drops by more than this
     amp: str = "auto"  # "auto" (CUDA: bf16, or fp16 + GradScaler; CPU: off), "bf16", "fp16" or "off"
     compile: bool = False  # torch.compile the model (pays off on GPUs in long runs; first steps are slow)
@@ -800,7 +801,7 @@ class Trainer:
                 if self._pending or self._interval_losses:
                     self._record(log=True, evaluate=False)  # a callback stopped the run between log steps
                 self.save()
-                if self.should_stop and self._best_state is not None:
+                if self._best_state is not None and self.best_step != self.step:  # keep the best weights
                     load_model_state(unwrap_model(self.model), self._best_state)
                     self._say(
                         f"restored the best weights (step {self.best_step}, val loss {self.best_val:.4f})"

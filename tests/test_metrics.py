@@ -7,14 +7,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from course_lib.metrics import (
     accuracy,
     classification_report,
     confusion_matrix,
+    longest_common_subsequence,
     perplexity,
     precision_recall_f1,
+    rouge_l,
 )
 
 TOL = 1e-12  # both sides divide the same integer counts in float64
@@ -115,3 +119,37 @@ def test_perplexity_is_exp_of_the_mean_nll():
     probs = logits.softmax(-1)[torch.arange(4), targets].double()
     assert perplexity(nll) == pytest.approx(float(probs.prod() ** (-1 / 4)), rel=1e-6)  # geometric mean
     assert perplexity(0.0) == 1.0 and perplexity(1e4) == math.inf
+
+
+# ---------------------------------------------------------------------------------------------- ROUGE-L
+
+ROUGE_PAIRS = [
+    ("Shares rise at BT", "BT shares rise sharply"),
+    ("the cat sat on the mat", "the cat sat on the mat"),
+    ("", "a headline"),
+    ("Blair: UK-EU deal!", "EU deal for Blair"),
+    ("Oil prices hit record high as demand grows", "Record oil price as China's demand grows"),
+    ("a a a b", "a b a b a"),
+    ("Microsoft 2005 profits up 20%", "profits up at microsoft in 2005"),
+]
+
+
+@pytest.mark.parametrize("candidate,reference", ROUGE_PAIRS)
+def test_rouge_l_matches_the_rouge_score_package(candidate, reference):
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    expected = rouge_scorer.RougeScorer(["rougeL"]).score(reference, candidate)["rougeL"].fmeasure
+    assert rouge_l(candidate, reference) == pytest.approx(expected, abs=1e-12)
+
+
+@given(st.lists(st.integers(0, 4), max_size=9), st.lists(st.integers(0, 4), max_size=9))
+def test_lcs_equals_brute_force_over_subsequences(a, b):
+    import itertools
+
+    subs = {s for k in range(len(a) + 1) for s in itertools.combinations(a, k)}
+    best = max((len(s) for s in subs if _is_subsequence(s, b)), default=0)
+    assert longest_common_subsequence(a, b) == best
+
+
+def _is_subsequence(s, b):
+    it = iter(b)
+    return all(x in it for x in s)

@@ -152,3 +152,15 @@ def test_the_modes_have_different_recipes_and_cache_folders(tmp_path, monkeypatc
 def test_bad_recipes_name_the_problem(change, message):
     with pytest.raises(ValueError, match=message):
         dataclasses.replace(RECIPE, **change)
+
+
+def test_topic_splits_test_on_articles_the_gpt_never_saw_and_share_no_text():
+    recipe = pretrained.bbc_recipe(fast=True)
+    train, val, test = pretrained.bbc_topic_splits(recipe)
+    train_docs, val_docs = pretrained.bbc_documents(recipe)
+    texts = [{a.text for a in part} for part in (train, val, test)]
+    assert texts[2] <= set(val_docs) and not texts[2] & set(train_docs)
+    assert texts[0] | texts[1] <= set(train_docs)
+    assert not texts[0] & texts[1] and not texts[0] & texts[2] and not texts[1] & texts[2]
+    assert len(train) + len(val) == len(set(train_docs))
+    assert {a.label for a in val} == {a.label for a in train}  # stratified: every topic in both

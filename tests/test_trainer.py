@@ -414,6 +414,26 @@ def test_early_stopping_restores_the_best_weights(tmp_path):
     assert load_checkpoint(trainer.last_path)["step"] == 6  # last.pt keeps the final state for resuming
 
 
+def test_early_stopping_puts_the_best_weights_back_even_when_the_run_reaches_max_steps(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    train = TensorDataset(x, x.sum(-1))
+    val = TensorDataset(x, -x.sum(-1))  # training on the train targets makes val worse after step 0
+    torch.manual_seed(0)
+    model = TinyRegressor()
+    initial = params_of(model)
+    cfg = TrainConfig(
+        max_steps=4, batch_size=16, lr=1e-2, warmup_steps=0, eval_every=2, eval_steps=None,
+        early_stopping_patience=5, device="cpu", out_dir=str(tmp_path), progress=False,
+    )  # fmt: skip
+    trainer = Trainer(model, cfg, train, val)
+    trainer.fit()
+    assert trainer.step == 4 and not trainer.should_stop  # patience never ran out
+    assert trainer.best_step == 0
+    for k, v in params_of(model).items():
+        assert torch.equal(v, initial[k]), k
+
+
 # ---------------------------------------------------------------------------------------------- NaN
 
 
