@@ -2,7 +2,8 @@
 
 Read top to bottom:
 
-1. Measuring -- :func:`model_size_bytes` (the bytes ``torch.save`` writes) and :func:`measure_latency`.
+1. Measuring -- :func:`model_size_bytes` (the bytes ``torch.save`` writes), :func:`measure_latency` and
+   :func:`median_time` (the same for any callable).
 2. Quantization -- int8 weights. PyTorch's dynamic quantization (:func:`quantize_dynamic_int8`) next to a
    from-scratch per-channel symmetric quantizer (:func:`quantize_tensor_int8`, :func:`dequantize_tensor`)
    and the :class:`QuantLinear` layer built on it.
@@ -21,7 +22,7 @@ import io
 import statistics
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -55,6 +56,24 @@ def _first_device(model: nn.Module, example: Any) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def median_time(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time in seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` untimed calls.
+
+    For anything callable: a model behind a lambda, an ONNX Runtime session, a search. (Work queued on
+    a GPU is not waited for; :func:`measure_latency` does that for models.)
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 @torch.inference_mode()
 def measure_latency(model: nn.Module, example: Any, repeats: int = 20, warmup: int = 3) -> float:
     """Median wall time in seconds of ``model(example)`` over ``repeats`` calls, after ``warmup`` calls.
@@ -62,23 +81,20 @@ def measure_latency(model: nn.Module, example: Any, repeats: int = 20, warmup: i
     ``example`` is one tensor or a tuple of positional arguments. CUDA is synchronised around each
     call so the time covers the whole computation, not just the kernel launches.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     args = example if isinstance(example, tuple) else (example,)
     device = _first_device(model, args[0])
     was_training = model.training
     model.eval()
-    for _ in range(warmup):
-        model(*args)
-    times = []
-    for _ in range(repeats):
+
+    def call() -> None:
         _sync(device)
-        t0 = time.perf_counter()
         model(*args)
         _sync(device)
-        times.append(time.perf_counter() - t0)
-    model.train(was_training)
-    return statistics.median(times)
+
+    try:
+        return median_time(call, repeats, warmup)
+    finally:
+        model.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import pickle
 import shutil
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,18 +334,26 @@ def export_onnx(
     dynamic = tuple({0: torch.export.Dim.AUTO} for _ in args) if dynamic_batch else None
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
-    torch.onnx.export(
-        model.eval(),
-        args,
-        str(path),
-        dynamo=True,
-        dynamic_shapes=dynamic,
-        input_names=[f"input_{i}" for i in range(len(args))],
-        output_names=["output"],
-        external_data=external_data,
-        verbose=False,
-    )
-    model.train(was_training)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms" etc.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch's own exporter
+            torch.onnx.export(
+                model.eval(),
+                args,
+                str(path),
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                input_names=[f"input_{i}" for i in range(len(args))],
+                output_names=["output"],
+                external_data=external_data,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
+        model.train(was_training)
     onnx.checker.check_model(str(path))  # the path form also works for files with external data
     return path
 

@@ -10,6 +10,7 @@ Shapes: B batch, T tokens, d = d_model, nh heads, hs = d / nh head size.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from collections.abc import Mapping, Sequence
@@ -434,16 +435,32 @@ class SentenceEncoder:
 
     @torch.no_grad()
     def encode(
-        self, texts: Sequence[str] | str, batch_size: int = 32, progress: bool = False
+        self,
+        texts: Sequence[str] | str,
+        batch_size: int = 32,
+        progress: bool = False,
+        max_length: int | None = None,
+        normalize: bool = True,
+        cache: str | None = None,
     ) -> torch.Tensor:
-        """(N, d) float32 CPU tensor of L2-normalised embeddings, in the order of ``texts``.
+        """(N, d) float32 CPU tensor of sentence embeddings, in the order of ``texts``.
 
-        Texts are batched longest first so each batch carries little padding (the result does not
-        depend on the batching: padding is masked).
+        ``normalize=True`` gives the L2-normalised vectors of sentence-transformers; ``False`` the
+        mean-pooled vectors before normalising (what :class:`course_lib.heads.EncoderClassifier`'s head
+        reads). ``max_length`` cuts each text to that many tokens (default: the model's own limit).
+        With ``cache="name"`` the result is kept in ``<cache>/embeddings/`` under a key made of the
+        name, the texts and the settings, and read back on the next call instead of recomputed: use a
+        new name for a different model. Texts are batched longest first so each batch carries little
+        padding (the result does not depend on the batching: padding is masked).
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        path = None
+        if cache is not None:
+            path = self._cache_path(cache, texts, max_length, normalize)
+            if path.is_file():
+                return torch.load(path, weights_only=True)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         device = next(self.encoder.parameters()).device
         was_training = self.encoder.training
@@ -456,11 +473,27 @@ class SentenceEncoder:
             starts = tqdm(starts, desc="encoding", unit="batch")
         for start in starts:
             idx = order[start : start + batch_size]
-            batch = self.tokenizer.encode_batch([texts[i] for i in idx])
-            emb = self.encoder.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            out[idx] = emb.float().cpu()  # (b, d) back to the original positions
+            batch = self.tokenizer.encode_batch([texts[i] for i in idx], max_length=max_length)
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            if normalize:
+                emb = self.encoder.embed(ids, mask)  # (b, d) unit vectors
+            else:
+                emb = mean_pool(self.encoder(ids, mask), mask)  # (b, d) before normalising
+            out[idx] = emb.float().cpu()  # back to the original positions
         self.encoder.train(was_training)
+        if path is not None:
+            torch.save(out, path)
         return out
+
+    def _cache_path(self, name: str, texts: list[str], max_length: int | None, normalize: bool) -> Path:
+        from course_lib.env import cache_dir
+
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ValueError(f"cache name must be letters, digits, '-', '_' or '.', got {name!r}")
+        digest = hashlib.sha256(
+            json.dumps([texts, max_length or self.tokenizer.max_length, normalize, self.dim]).encode()
+        ).hexdigest()[:16]
+        return cache_dir("embeddings") / f"{name}-{digest}.pt"
 
     def __call__(self, texts: Sequence[str] | str, batch_size: int = 32) -> torch.Tensor:
         return self.encode(texts, batch_size)

@@ -190,24 +190,31 @@ def _duplicates(ids: Sequence[Hashable]) -> set[str]:
 # Retrieval metrics
 
 
-def ranks_of_true(query_embs: Any, doc_embs: Any, true_idx: Sequence[int] | Any) -> torch.Tensor:
-    """The 1-based rank of each query's correct document among all documents, by cosine.
+def ranks_from_scores(scores: Any, true_idx: Sequence[int] | Any) -> torch.Tensor:
+    """The 1-based rank of each query's correct document, from a score matrix (n_queries, n_docs) where
+    higher is better (cosines, TF-IDF products, ...).
 
     rank = 1 + the number of documents scored strictly higher than the correct one (ties count in
     the correct document's favour).
     """
-    q = F.normalize(_as_matrix(query_embs, "query_embs"), dim=-1)  # (nq, d)
-    d = F.normalize(_as_matrix(doc_embs, "doc_embs"), dim=-1)  # (nd, d)
+    scores = _as_matrix(scores, "scores")  # (nq, nd)
     true_idx = torch.as_tensor(np.asarray(true_idx), dtype=torch.long).reshape(-1)  # (nq,)
-    if len(true_idx) != len(q):
-        raise ValueError(f"{len(q)} queries but {len(true_idx)} true indices; give one per query")
-    if len(true_idx) and not 0 <= int(true_idx.min()) <= int(true_idx.max()) < len(d):
-        raise ValueError(f"true indices must lie in [0, {len(d)}) (row numbers of doc_embs)")
-    if q.shape[1] != d.shape[1]:
-        raise ValueError(f"queries have {q.shape[1]} dims, documents {d.shape[1]}; use one model for both")
-    scores = q @ d.T  # (nq, nd)
+    if len(true_idx) != len(scores):
+        raise ValueError(f"{len(scores)} queries but {len(true_idx)} true indices; give one per query")
+    if len(true_idx) and not 0 <= int(true_idx.min()) <= int(true_idx.max()) < scores.shape[1]:
+        raise ValueError(f"true indices must lie in [0, {scores.shape[1]}) (row numbers of the documents)")
     true_scores = scores.gather(1, true_idx[:, None])  # (nq, 1)
     return 1 + (scores > true_scores).sum(dim=1)  # (nq,)
+
+
+def ranks_of_true(query_embs: Any, doc_embs: Any, true_idx: Sequence[int] | Any) -> torch.Tensor:
+    """The 1-based rank of each query's correct document among all documents, by cosine
+    (:func:`ranks_from_scores` of the cosine matrix)."""
+    q = F.normalize(_as_matrix(query_embs, "query_embs"), dim=-1)  # (nq, d)
+    d = F.normalize(_as_matrix(doc_embs, "doc_embs"), dim=-1)  # (nd, d)
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"queries have {q.shape[1]} dims, documents {d.shape[1]}; use one model for both")
+    return ranks_from_scores(q @ d.T, true_idx)  # (nq, nd) cosines -> (nq,)
 
 
 def recall_at_k(

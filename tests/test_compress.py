@@ -23,6 +23,7 @@ from course_lib.compress import (
     distillation_loss,
     magnitude_prune,
     measure_latency,
+    median_time,
     model_size_bytes,
     prunable_weights,
     prune_mlp_neurons,
@@ -182,6 +183,18 @@ def test_measure_latency_returns_seconds_and_checks_arguments():
     assert model.training  # the mode is restored
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         measure_latency(model, torch.randn(4, 8), repeats=0)
+
+
+def test_median_time_calls_warmup_plus_repeats_and_takes_the_median(monkeypatch):
+    import course_lib.compress as compress
+
+    calls = []
+    clock = iter([0.0, 1.0, 10.0, 13.0, 20.0, 22.0])  # timed calls of 1 s, 3 s and 2 s
+    monkeypatch.setattr(compress.time, "perf_counter", lambda: next(clock))
+    assert median_time(lambda: calls.append(1), repeats=3, warmup=2) == 2.0
+    assert len(calls) == 5
+    with pytest.raises(ValueError, match="warmup >= 0"):
+        median_time(lambda: None, warmup=-1)
 
 
 # ----------------------------------------------------------------------------------------------------

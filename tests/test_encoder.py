@@ -182,6 +182,35 @@ def test_embed_is_invariant_to_padding_and_batching(minilm):
     torch.testing.assert_close(batched[:1], alone, atol=1e-5, rtol=0)
 
 
+def test_sentence_encoder_options_pooled_truncated_and_cached(minilm, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    encoder, tokenizer = minilm
+    sentences = SentenceEncoder(encoder, tokenizer)
+    texts = SENTENCES[:3] + SENTENCES[-1:]
+    unit = sentences.encode(texts, batch_size=2)
+    pooled = sentences.encode(texts, batch_size=2, normalize=False)  # what EncoderClassifier's head reads
+    torch.testing.assert_close(torch.nn.functional.normalize(pooled, dim=-1), unit, atol=1e-6, rtol=0)
+    assert not torch.allclose(pooled.norm(dim=-1), torch.ones(len(texts)))
+
+    batch = tokenizer.encode_batch(texts[-1:], max_length=16)
+    with torch.no_grad():
+        first_16 = encoder.embed(**batch)
+    torch.testing.assert_close(sentences.encode(texts[-1:], max_length=16), first_16, atol=1e-6, rtol=0)
+
+    cached = sentences.encode(texts, normalize=False, cache="test-bodies")
+    torch.testing.assert_close(cached, pooled, atol=1e-6, rtol=0)
+    assert len(list((tmp_path / "embeddings").glob("test-bodies-*.pt"))) == 1
+    monkeypatch.setattr(sentences.encoder, "forward", lambda *a, **k: pytest.fail("recomputed"))
+    assert torch.equal(sentences.encode(texts, normalize=False, cache="test-bodies"), cached)
+    monkeypatch.undo()
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    sentences.encode(texts[:2], normalize=False, cache="test-bodies")  # other texts: another file
+    sentences.encode(texts, max_length=16, normalize=False, cache="test-bodies")  # other settings: too
+    assert len(list((tmp_path / "embeddings").glob("test-bodies-*.pt"))) == 3
+    with pytest.raises(ValueError, match="cache name"):
+        sentences.encode(texts, cache="../elsewhere")
+
+
 @pytest.mark.parametrize("n_layer, n_head, d_model", [(1, 2, 16), (2, 4, 32)])
 def test_tiny_random_bert_with_token_types(n_layer, n_head, d_model):
     from transformers import BertConfig, BertModel

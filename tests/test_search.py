@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # MiniLM loads from its package fo
 from course_lib.search import (  # noqa: E402
     SemanticIndex,
     mean_reciprocal_rank,
+    ranks_from_scores,
     ranks_of_true,
     recall_at_k,
     tfidf_keywords,
@@ -114,6 +115,16 @@ def test_ranks_recall_and_mrr_follow_their_definitions():
         recall_at_k(queries[:1], docs, [40])
     with pytest.raises(ValueError, match="k must be >= 1"):
         recall_at_k(queries, docs, true_idx, ks=(0,))
+
+
+def test_ranks_from_scores_any_score_matrix_ties_in_favour_of_the_answer():
+    scores = np.array([[0.9, 0.5, 0.1], [2.0, 7.0, 7.0], [0.0, 0.0, 0.0]])  # e.g. TF-IDF products
+    assert ranks_from_scores(scores, [1, 2, 2]).tolist() == [2, 1, 1]
+    assert ranks_from_scores(scores, [2, 0, 0]).tolist() == [3, 3, 1]
+    with pytest.raises(ValueError, match="one per query"):
+        ranks_from_scores(scores, [0, 1])
+    with pytest.raises(ValueError, match="must lie in"):
+        ranks_from_scores(scores, [0, 1, 3])
 
 
 def test_tfidf_keywords_follow_the_formula():

@@ -1,4 +1,4 @@
-"""The attention explorer, driven headlessly: set a control, check what was drawn and shown.
+"""The explorers, driven headlessly: set a control or click a button, check what was drawn and shown.
 
 The reference for every drawn map is the real all-MiniLM-L6-v2 run directly (and, once, transformers'
 BertModel with the same weights); the reference for every label is the tokenizer.
@@ -6,6 +6,7 @@ BertModel with the same weights); the reference for every label is the tokenizer
 
 from __future__ import annotations
 
+import html
 import io
 import os
 
@@ -18,9 +19,18 @@ import numpy as np
 import pytest
 import torch
 
+from course_lib.applications import generate_text
 from course_lib.encoder import load_minilm, minilm_dir
+from course_lib.gpt import GPT, get_config
 from course_lib.plots import attention_heatmap, heatmap_grid, positional_encoding_figure
-from course_lib.widgets import EXAMPLE_SENTENCE, attention_explorer, attention_maps
+from course_lib.tokenizers import CharTokenizer
+from course_lib.widgets import (
+    EXAMPLE_SENTENCE,
+    attention_explorer,
+    attention_maps,
+    classifier_panel,
+    generation_panel,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the reference loads from the package folder, never a hub
 
@@ -195,3 +205,121 @@ def test_heatmap_grid_shares_one_colour_scale():
     assert {im.get_clim() for im in images} == {(0.0, 1.0)}
     assert [ax.get_title() for ax in fig.axes[:3]] == ["a", "b", "c"]
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------- chapter 5 panels
+
+PANEL_TEXT = "the cat sat on the mat. the dog sat on the log."
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt():
+    tokenizer = CharTokenizer.train(PANEL_TEXT + "<>&")
+    torch.manual_seed(0)
+    return GPT(get_config("tiny", vocab_size=tokenizer.vocab_size, block_size=32)).eval(), tokenizer
+
+
+def test_generation_panel_shows_what_generate_text_gives_for_its_settings(tiny_gpt):
+    panel = generation_panel(*tiny_gpt, prompt="the cat", max_new_tokens=12, temperature=0.9, top_k=5, seed=4)
+    settings = {"max_new_tokens": 12, "temperature": 0.9, "top_k": 5, "top_p": None, "seed": 4}
+    assert panel.settings() == settings
+    expected = generate_text(*tiny_gpt, "the cat", 12, temperature=0.9, top_k=5, seed=4)
+    assert panel.continuation == expected  # generated once on construction
+    assert "<b>the cat</b>" in panel.output.value and html.escape(expected) in panel.output.value
+    assert "temperature 0.9, top-k 5, top-p off, seed 4" in panel.status.value
+
+
+def test_generation_panel_button_reruns_with_the_controls(tiny_gpt):
+    panel = generation_panel(*tiny_gpt, prompt="the dog", max_new_tokens=10)
+    panel.temperature.value, panel.top_k.value, panel.top_p.value, panel.seed.value = 1.2, 0, 0.5, 7
+    panel.max_new_tokens.value = 15
+    assert panel.settings()["top_k"] is None and panel.settings()["top_p"] == 0.5
+    before = panel.output.value
+    panel.button.click()
+    assert panel.continuation == generate_text(*tiny_gpt, "the dog", 15, temperature=1.2, top_p=0.5, seed=7)
+    assert panel.output.value != before
+    panel.temperature.value = 0.0
+    panel.button.click()
+    assert panel.continuation == generate_text(*tiny_gpt, "the dog", 15, temperature=0.0)
+    assert "greedy" in panel.status.value
+
+
+def test_generation_panel_escapes_html_and_reports_errors_in_the_status_line(tiny_gpt):
+    panel = generation_panel(*tiny_gpt, prompt="<b>&", max_new_tokens=5)
+    assert "<b>&lt;b&gt;&amp;</b>" in panel.output.value
+    shown, text = panel.output.value, panel.continuation
+    panel.prompt.value = ""
+    assert panel.generate() == text  # nothing new: the last text stays
+    assert "prompt is empty" in panel.status.value and panel.output.value == shown
+
+
+@pytest.mark.parametrize(
+    "kw, bad", [({"top_k": 500}, "top_k=500"), ({"top_p": 0.0}, "top_p=0.0"), ({"temperature": 3.0}, "3.0")]
+)
+def test_generation_panel_refuses_settings_its_sliders_cannot_show(tiny_gpt, kw, bad):
+    with pytest.raises(ValueError, match=bad):
+        generation_panel(*tiny_gpt, **kw)
+
+
+LABELS = ["animals", "money", "other"]
+
+
+def keyword_classifier(texts):
+    """A transparent stand-in classifier: softmax of keyword counts."""
+    words = {"animals": ("cat", "dog"), "money": ("bank", "shares")}
+    counts = [[sum(t.count(w) for w in words.get(label, ())) for label in LABELS] for t in texts]
+    return torch.softmax(torch.tensor(counts, dtype=torch.float32) * 2.0, dim=-1)
+
+
+def drawn_bars(panel) -> list[float]:
+    return [bar.get_width() for bar in panel.ax.patches]
+
+
+def test_classifier_panel_shows_the_label_and_one_bar_per_probability():
+    panel = classifier_panel(keyword_classifier, LABELS, text="the cat and the dog", title="topics")
+    expected = keyword_classifier(["the cat and the dog"])[0].double().numpy()
+    np.testing.assert_allclose(panel.probs, expected, rtol=1e-6)
+    np.testing.assert_allclose(drawn_bars(panel), expected, rtol=1e-6)
+    assert [t.get_text() for t in panel.ax.get_yticklabels()] == LABELS
+    assert "animals" in panel.label.value and f"{expected.max():.3f}" in panel.label.value
+    assert panel.ax.get_title() == "topics" and plt.imread(io.BytesIO(panel.image.value)).ndim == 3
+
+
+def test_classifier_panel_reruns_on_new_text_examples_and_the_button():
+    calls = []
+
+    def counting(texts):
+        calls.append(list(texts))
+        return keyword_classifier(texts)
+
+    panel = classifier_panel(counting, LABELS, text="cat", examples=["bank shares fell", "nothing here"])
+    panel.text.value = "the bank"
+    assert panel.label.value.startswith("<b") and "money" in panel.label.value
+    np.testing.assert_allclose(drawn_bars(panel), keyword_classifier(["the bank"])[0].numpy(), rtol=1e-6)
+    panel.examples.value = "bank shares fell"
+    assert panel.text.value == "bank shares fell" and calls[-1] == ["bank shares fell"]
+    n = len(calls)
+    panel.button.click()
+    assert len(calls) == n + 1
+
+
+def test_classifier_panel_errors_go_to_the_status_line_or_fail_early():
+    with pytest.raises(ValueError, match=r"expected \(1, 3\)"):
+        classifier_panel(lambda texts: np.ones((1, 2)) / 2, LABELS, text="hi")
+    with pytest.raises(ValueError, match="not a probability vector"):
+        classifier_panel(lambda texts: np.array([[2.0, -1.0, 0.0]]), LABELS, text="hi")
+    with pytest.raises(ValueError, match="at least 2 labels"):
+        classifier_panel(keyword_classifier, ["one"])
+
+    def picky(texts):
+        if "x" in texts[0]:
+            raise ValueError("cannot read an x")
+        return keyword_classifier(texts)
+
+    panel = classifier_panel(picky, LABELS)
+    assert "type a text" in panel.status.value and np.isnan(panel.probs).all()
+    panel.text.value = "cat"
+    good = panel.probs.copy()
+    panel.text.value = "x"
+    assert "cannot read an x" in panel.status.value
+    np.testing.assert_array_equal(panel.probs, good)  # the last good answer stays on show

@@ -1,0 +1,324 @@
+"""Chapter 5: the course's models put to work, as plain functions, and the trained models later notebooks use.
+
+Read top to bottom:
+
+1. Generation -- :func:`generate_text` (prompt in, continuation out, reproducible by seed) and two
+   measures of a set of samples: :func:`distinct_n` (how varied) and :func:`continuation_nll` (how
+   likely the model itself finds them).
+2. Ready-made classifiers, each trained once with a fixed recipe and kept in the cache as a deployment
+   bundle (:mod:`course_lib.deploy`), so the compression and deployment notebooks start from the
+   models the application notebook built:
+
+   - :func:`digit_cnn` -- chapter 3's ``DigitCNN`` with chapter 3's recipe, on the split of
+     :func:`digit_data`;
+   - :func:`bbc_topic_classifier` -- all-MiniLM-L6-v2 with a linear head on BBC News topics
+     (:class:`~course_lib.heads.EncoderClassifier`); the steps are :func:`bbc_topic_data`,
+     :func:`bbc_body_features` and :func:`train_topic_head`, which notebook 5.2 runs one by one.
+
+Fast mode (``COURSE_FAST=1``) uses tiny recipes; the mode is part of each cache folder's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from course_lib.env import cache_dir, fast_mode
+from course_lib.tokenizers import ENDOFTEXT, printable
+
+APPS_VERSION = 1  # bump when a recipe below changes what it produces: old cache folders are then ignored
+
+# ----------------------------------------------------------------------------------------------------
+# 1. Generation
+
+
+def _end_of_text_id(tokenizer: Any) -> int | None:
+    try:
+        return tokenizer.token_to_id(ENDOFTEXT)
+    except (KeyError, ValueError):
+        return None
+
+
+@torch.no_grad()
+def generate_text(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    max_new_tokens: int = 60,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> str:
+    """The continuation of ``prompt`` that ``model`` (a :class:`course_lib.gpt.GPT`) samples; the prompt
+    itself is not repeated.
+
+    Sampling is :meth:`GPT.generate` (``temperature=0`` is greedy; ``top_k`` / ``top_p`` of None keep
+    every token) with a generator seeded by ``seed``, so the same settings give the same text. When the
+    tokenizer has ``<|endoftext|>`` the text stops there. Control characters are hidden
+    (:func:`course_lib.tokenizers.printable`).
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty; type at least one character for the model to continue")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    eos = _end_of_text_id(tokenizer)
+    out = model.generate(idx, max_new_tokens, temperature, top_k, top_p, eos_id=eos, generator=generator)
+    new = out[0, len(ids) :].tolist()
+    if eos is not None and eos in new:
+        new = new[: new.index(eos)]
+    text = tokenizer.decode(ids + new)  # decoded together, so a character split across the seam survives
+    prefix = tokenizer.decode(ids)
+    return printable(text[len(prefix) :] if text.startswith(prefix) else tokenizer.decode(new))
+
+
+def distinct_n(sequences: Sequence[Sequence[int]], n: int = 2) -> float:
+    """Distinct-n: the number of different n-grams over the total number of n-grams, pooled over all
+    ``sequences`` (token-id lists). 1.0 = no n-gram repeats; a model stuck in a loop scores near 0."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams = [tuple(s[i : i + n]) for s in sequences for i in range(len(s) - n + 1)]
+    if not grams:
+        raise ValueError(f"no sequence has {n} tokens, so there are no {n}-grams to count")
+    return len(set(grams)) / len(grams)
+
+
+@torch.no_grad()
+def continuation_nll(model: nn.Module, idx: torch.Tensor, n_prompt: int) -> float:
+    """Mean negative log-likelihood per token (nats) that ``model``, at temperature 1, gives the tokens of
+    ``idx`` (B, T) from position ``n_prompt`` on, each predicted from everything before it."""
+    if idx.dim() != 2 or not 1 <= n_prompt < idx.size(1):
+        raise ValueError(
+            f"idx must be (B, T) with 1 <= n_prompt < T, got shape {tuple(idx.shape)} and n_prompt={n_prompt}"
+        )
+    if idx.size(1) - 1 > model.config.block_size:
+        raise ValueError(
+            f"{idx.size(1)} tokens do not fit the model's window of {model.config.block_size} + 1; "
+            "use a shorter prompt or fewer new tokens"
+        )
+    was_training = model.training
+    model.eval()
+    targets = idx[:, 1:].clone()  # (B, T-1): position t predicts token t + 1
+    targets[:, : n_prompt - 1] = -100  # the prompt's own tokens are not scored
+    _, loss = model(idx[:, :-1], targets)
+    model.train(was_training)
+    return float(loss)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. Ready-made classifiers, kept in the cache as deployment bundles
+
+
+def _mode(fast: bool | None) -> str:
+    return "fast" if (fast_mode() if fast is None else fast) else "full"
+
+
+BUNDLES = ("digit-cnn", "bbc-topics")
+
+
+def bundle_dir(name: str, fast: bool | None = None) -> Path:
+    """The cache folder of a ready-made bundle: ``<cache>/apps/<name>-<mode>-v<APPS_VERSION>``, for
+    ``name`` in :data:`BUNDLES` (what ``python -m course_lib predict`` and ``load_for_inference`` read)."""
+    if name not in BUNDLES:
+        raise ValueError(f"unknown bundle {name!r}; the ready-made ones are {BUNDLES}")
+    return cache_dir("apps", f"{name}-{_mode(fast)}-v{APPS_VERSION}")
+
+
+def _bundle_or_none(path: Path, device: torch.device | str | None) -> Any:
+    from course_lib.deploy import load_for_inference
+
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        return load_for_inference(path, device=device)
+    except (ValueError, KeyError, RuntimeError, OSError):
+        return None  # unreadable or from an older recipe: rebuilt by the caller
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2a. Chapter 3's CNN on the digits, as a ready-made classifier
+
+DIGIT_LABELS = tuple(str(d) for d in range(10))
+DIGIT_CNN_KWARGS = {"image_size": 8, "n_classes": 10, "channels": [32, 64], "dropout": 0.25}
+
+
+def digit_data() -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Images (N, 1, 8, 8), labels (N,) and chapter 3's fixed 80/10/10 split (a ``Splits``)."""
+    from course_lib.datasets import Splits, digits
+
+    images, labels = digits()
+    splits = Splits.make(labels, fractions=(0.8, 0.1, 0.1), seed=0)
+    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels), splits
+
+
+def digit_cnn(fast: bool | None = None, device: torch.device | str | None = "cpu") -> Any:
+    """Chapter 3's DigitCNN trained with chapter 3's recipe (SGD with momentum, 30 epochs; fast mode 3)
+    on the training split of :func:`digit_data`: an :class:`~course_lib.deploy.InferenceBundle`.
+
+    Loaded from ``<cache>/apps/`` when it is there, trained (about half a minute on a CPU) and saved
+    there first when it is not.
+    """
+    from course_lib.classic import DigitCNN
+    from course_lib.deploy import load_for_inference, save_for_inference
+    from course_lib.training_basics import fit_classifier
+
+    path = bundle_dir("digit-cnn", fast)
+    bundle = _bundle_or_none(path, device)
+    if bundle is None:
+        x, y, splits = digit_data()
+        (x_train, x_val, _), (y_train, y_val, _) = splits.take(x), splits.take(y)
+        torch.manual_seed(0)
+        cnn = DigitCNN(**DIGIT_CNN_KWARGS)
+        fit_classifier(
+            cnn,
+            (x_train, y_train),
+            (x_val, y_val),
+            torch.optim.SGD(cnn.parameters(), lr=0.01, momentum=0.9),
+            epochs=3 if _mode(fast) == "fast" else 30,
+            batch_size=32,
+            seed=0,
+            device="cpu",
+        )
+        config = {"architecture": "DigitCNN", "kwargs": DIGIT_CNN_KWARGS, "labels": list(DIGIT_LABELS)}
+        bundle = load_for_inference(save_for_inference(cnn, path, config), device=device)
+    return bundle
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2b. MiniLM + a linear head on BBC News topics
+
+
+@dataclass(frozen=True)
+class TopicRecipe:
+    """Everything that decides the BBC topic classifier."""
+
+    mode: str  # "full" or "fast": part of the cache folder's name
+    per_topic: int | None  # articles per topic (the first ones of each folder); None = all 2,225
+    max_length: int  # tokens of each article body the encoder reads (MiniLM accepts up to 256)
+    epochs: int  # passes of the linear head over the training features
+    lr: float = 0.01  # AdamW learning rate of the head
+    weight_decay: float = 0.01
+    batch_size: int = 64
+
+
+FULL_TOPIC_RECIPE = TopicRecipe(mode="full", per_topic=None, max_length=128, epochs=50)
+FAST_TOPIC_RECIPE = TopicRecipe(mode="fast", per_topic=20, max_length=32, epochs=10)
+
+
+def topic_recipe(fast: bool | None = None) -> TopicRecipe:
+    """:data:`FAST_TOPIC_RECIPE` in fast mode, :data:`FULL_TOPIC_RECIPE` otherwise."""
+    return FAST_TOPIC_RECIPE if _mode(fast) == "fast" else FULL_TOPIC_RECIPE
+
+
+def bbc_topic_data(recipe: TopicRecipe) -> tuple[list[Any], np.ndarray, Any]:
+    """The articles (:class:`~course_lib.datasets.Article`), their topic ids, and a stratified 80/10/10
+    :class:`~course_lib.datasets.Splits` (seed 0)."""
+    from course_lib.datasets import Splits, bbc_news
+
+    articles = bbc_news()
+    if recipe.per_topic is not None:
+        articles = [a for t in range(5) for a in [x for x in articles if x.label_id == t][: recipe.per_topic]]
+    labels = np.array([a.label_id for a in articles])
+    return articles, labels, Splits.make(labels, fractions=(0.8, 0.1, 0.1), seed=0)
+
+
+def bbc_body_features(recipe: TopicRecipe, encoder: Any, articles: Sequence[Any], progress: bool = True):
+    """(N, 384) mean-pooled MiniLM vectors of the article bodies (not normalised: what the head of an
+    EncoderClassifier reads), cached on disk. ``encoder`` is a :class:`~course_lib.encoder.SentenceEncoder`.
+    ``F.normalize`` of them gives the unit vectors of semantic search."""
+    return encoder.encode(
+        [a.body for a in articles],
+        max_length=recipe.max_length,
+        normalize=False,
+        cache=f"minilm-bbc-bodies-{recipe.mode}",
+        progress=progress,
+    )
+
+
+def train_topic_head(
+    recipe: TopicRecipe, features: torch.Tensor, labels: Any, splits: Any
+) -> tuple[nn.Linear, Any]:
+    """A Linear(384, 5) trained on the training features with AdamW (seed 0): a *linear probe* of the
+    frozen encoder. Returns the head and the :class:`~course_lib.training_basics.FitHistory`."""
+    from course_lib.training_basics import fit_classifier
+
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    (x_train, x_val, _), (y_train, y_val, _) = splits.take(features), splits.take(y)
+    torch.manual_seed(0)
+    head = nn.Linear(features.shape[1], int(y.max()) + 1)
+    opt = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    history = fit_classifier(
+        head, (x_train, y_train), (x_val, y_val), opt, recipe.epochs, recipe.batch_size, seed=0, device="cpu"
+    )
+    return head.eval(), history
+
+
+def bbc_topic_classifier(
+    fast: bool | None = None, device: torch.device | str | None = "cpu", progress: bool = True
+) -> Any:
+    """MiniLM + the linear head of :func:`train_topic_head` as one EncoderClassifier: an
+    :class:`~course_lib.deploy.InferenceBundle` whose tokenizer reads raw text (``labels`` = the topics,
+    ``config["max_length"]`` = the recipe's). Loaded from ``<cache>/apps/``, or built and saved there
+    (learner mode: about two minutes to encode the articles on a CPU the first time).
+    """
+    from course_lib.datasets import BBC_LABELS
+    from course_lib.deploy import load_for_inference, save_for_inference
+    from course_lib.encoder import SentenceEncoder, minilm_dir
+    from course_lib.heads import EncoderClassifier
+
+    recipe = topic_recipe(fast)
+    path = bundle_dir("bbc-topics", fast)
+    bundle = _bundle_or_none(path, device)
+    if bundle is None:
+        encoder = SentenceEncoder.from_minilm(device="cpu")
+        articles, labels, splits = bbc_topic_data(recipe)
+        head, _ = train_topic_head(
+            recipe, bbc_body_features(recipe, encoder, articles, progress), labels, splits
+        )
+        model = EncoderClassifier(encoder.encoder, n_classes=len(BBC_LABELS), dropout=0.0)
+        model.head.out.load_state_dict(head.state_dict())
+        config = {
+            "architecture": "EncoderClassifier",
+            "kwargs": {
+                "encoder": dataclasses.asdict(encoder.encoder.config),
+                "n_classes": len(BBC_LABELS),
+                "dropout": 0.0,
+            },
+            "labels": list(BBC_LABELS),
+            "max_length": recipe.max_length,
+        }
+        save_for_inference(model, path, config, tokenizer_path=minilm_dir() / "tokenizer.json")
+        bundle = load_for_inference(path, device=device)
+    return bundle
+
+
+__all__ = [
+    "BUNDLES",
+    "DIGIT_LABELS",
+    "FAST_TOPIC_RECIPE",
+    "FULL_TOPIC_RECIPE",
+    "TopicRecipe",
+    "bbc_body_features",
+    "bbc_topic_classifier",
+    "bbc_topic_data",
+    "bundle_dir",
+    "continuation_nll",
+    "digit_cnn",
+    "digit_data",
+    "distinct_n",
+    "generate_text",
+    "topic_recipe",
+]
