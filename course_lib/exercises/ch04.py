@@ -66,43 +66,53 @@ def check_lora_linear(cls) -> None:
     """
     for i, (n_in, n_out, r, alpha) in enumerate([(8, 6, 2, 4.0), (16, 16, 4, 4.0), (5, 3, 1, 16.0)], 1):
         where = f"LoRA layer, case {i} of 3 (in={n_in}, out={n_out}, r={r}, alpha={alpha})"
-        torch.manual_seed(i)
-        base = nn.Linear(n_in, n_out)
         try:
-            mine = cls(_copy_linear(base), r=r, alpha=alpha)
+            _check_one_lora(cls, where, i, n_in, n_out, r, alpha)
         except NotImplementedError:
             raise ExerciseFailure("the LoRA layer is not written yet: fill in __init__ and forward") from None
-        ref = LoRALinear(_copy_linear(base), r=r, alpha=alpha)
-        x = torch.randn(3, 2, n_in)
-        with torch.no_grad():
-            if not torch.allclose(mine(x), base(x), atol=1e-6):
-                raise ExerciseFailure(f"{where}: a new layer must give exactly base(x): start B at zero")
-        for name, shape in (("lora_A", (r, n_in)), ("lora_B", (n_out, r))):
-            p = getattr(mine, name, None)
-            if not isinstance(p, nn.Parameter) or tuple(p.shape) != shape:
-                raise ExerciseFailure(f"{where}: {name} must be an nn.Parameter of shape {shape}")
-            if not p.requires_grad:
-                raise ExerciseFailure(f"{where}: {name} must be trainable")
-        frozen = [n for n, p in mine.named_parameters() if p.requires_grad and not n.startswith("lora_")]
-        if frozen:
-            raise ExerciseFailure(f"{where}: the base layer must be frozen, but {frozen} would train")
-        g = torch.Generator().manual_seed(10 + i)
-        a, b = torch.randn(r, n_in, generator=g), torch.randn(n_out, r, generator=g)
-        outs = []
-        for layer in (mine, ref):
-            with torch.no_grad():
-                layer.lora_A.copy_(a)
-                layer.lora_B.copy_(b)
-            y = layer(x)
-            (y * torch.linspace(-1, 1, n_out)).sum().backward()
-            outs.append((y.detach(), layer.lora_A.grad.clone(), layer.lora_B.grad.clone()))
-        for what, got, expected in zip(("output", "gradient of lora_A", "gradient of lora_B"), *outs):
-            if not torch.allclose(got, expected, atol=1e-5, rtol=1e-4):
-                raise ExerciseFailure(
-                    f"{where}: the {what} differs from course_lib's (largest difference "
-                    f"{(got - expected).abs().max().item():.3g}); the update is (alpha / r) * B @ A"
-                )
+        except ExerciseFailure:
+            raise
+        except Exception as err:  # the learner's code raised: feedback, not a crash
+            raise ExerciseFailure(f"{where}: your layer raised {type(err).__name__}: {err}") from None
     print("✓ LoRA linear layer: all 3 cases pass")
+
+
+def _check_one_lora(cls, where: str, seed: int, n_in: int, n_out: int, r: int, alpha: float) -> None:
+    torch.manual_seed(seed)
+    base = nn.Linear(n_in, n_out)
+    mine = cls(_copy_linear(base), r=r, alpha=alpha)
+    if not isinstance(mine, nn.Module):
+        raise ExerciseFailure(f"{where}: calling the class gave {type(mine).__name__}, not an nn.Module")
+    ref = LoRALinear(_copy_linear(base), r=r, alpha=alpha)
+    x = torch.randn(3, 2, n_in)
+    with torch.no_grad():
+        if not torch.allclose(mine(x), base(x), atol=1e-6):
+            raise ExerciseFailure(f"{where}: a new layer must give exactly base(x): start B at zero")
+    for name, shape in (("lora_A", (r, n_in)), ("lora_B", (n_out, r))):
+        p = getattr(mine, name, None)
+        if not isinstance(p, nn.Parameter) or tuple(p.shape) != shape:
+            raise ExerciseFailure(f"{where}: {name} must be an nn.Parameter of shape {shape}")
+        if not p.requires_grad:
+            raise ExerciseFailure(f"{where}: {name} must be trainable")
+    frozen = [n for n, p in mine.named_parameters() if p.requires_grad and not n.startswith("lora_")]
+    if frozen:
+        raise ExerciseFailure(f"{where}: the base layer must be frozen, but {frozen} would train")
+    g = torch.Generator().manual_seed(10 + seed)
+    a, b = torch.randn(r, n_in, generator=g), torch.randn(n_out, r, generator=g)
+    outs = []
+    for layer in (mine, ref):
+        with torch.no_grad():
+            layer.lora_A.copy_(a)
+            layer.lora_B.copy_(b)
+        y = layer(x)
+        (y * torch.linspace(-1, 1, n_out)).sum().backward()
+        outs.append((y.detach(), layer.lora_A.grad.clone(), layer.lora_B.grad.clone()))
+    for what, got, expected in zip(("output", "gradient of lora_A", "gradient of lora_B"), *outs):
+        if not torch.allclose(got, expected, atol=1e-5, rtol=1e-4):
+            raise ExerciseFailure(
+                f"{where}: the {what} differs from course_lib's (largest difference "
+                f"{(got - expected).abs().max().item():.3g}); the update is (alpha / r) * B @ A"
+            )
 
 
 def _copy_linear(base: nn.Linear) -> nn.Linear:
