@@ -107,6 +107,9 @@ else
     # as on npm: the bundle looks for the fonts beside the module path require.js gives it.
     cp "$ASSETS/$manager/embed-amd.js" "$ASSETS/$manager"/*.woff2 "$ASSETS/$manager"/*.woff \
         "$ASSETS/$manager"/*.ttf "$STATIC/$manager/"
+    # Some pages resolve the fonts one level up (seen on pages whose stored widgets are tqdm bars),
+    # against _static/@jupyter-widgets/: give them a copy there too.
+    cp "$ASSETS/$manager"/*.woff2 "$ASSETS/$manager"/*.woff "$ASSETS/$manager"/*.ttf "$STATIC/@jupyter-widgets/"
     write_widgets_setup "$STATIC/widgets-setup.js"
     echo "$stamp" > "$STATIC/.stamp"
 fi

@@ -1,0 +1,299 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5.5 · Deployment, and where the field goes next
+#
+# The last step of the development pipeline of chapter 1 is to get a trained model out of the
+# notebook and into something other people or programs can call. This notebook takes the two
+# classifiers of notebook 5.2 through the usual steps:
+#
+# 1. save a model as a self-describing folder and load it back for inference, safely;
+# 2. call it from the command line;
+# 3. export the computation graph so it runs without the Python class (`torch.export`, ONNX);
+# 4. measure batched inference: latency and throughput;
+# 5. what a serving setup adds around the model.
+#
+# It closes the course with a short look at where large models are heading.
+
+# %% tags=["imports"]
+import json
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from IPython.display import Markdown, display
+
+from course_lib import applications as apps
+from course_lib import cache_dir, pick, seed_everything
+from course_lib.compress import measure_latency, median_time, quantize_dynamic_int8
+from course_lib.deploy import (
+    batched_throughput,
+    encode_texts,
+    export_onnx,
+    export_torch,
+    format_table,
+    load_exported,
+    load_for_inference,
+    onnx_available,
+    predict_proba,
+    save_for_inference,
+)
+from course_lib.plots import use_course_style
+
+use_course_style()
+seed_everything(0)
+torch.set_num_threads(1)  # timings on one CPU thread, as in notebook 5.4
+
+# %% [markdown]
+# ## 5.5.1 Saving a model for inference
+#
+# A training checkpoint (chapter 3) holds everything needed to *resume training*: optimizer state,
+# step counters, random states. Inference needs less, and something else: a description of the
+# architecture, so a program that has never seen the training code can rebuild the model.
+# `course_lib.deploy.save_for_inference` writes a folder with
+#
+# - `model.pt`: the weights only (the `state_dict`);
+# - `config.json`: which architecture, its arguments, the class labels and anything else needed to
+#   use it (for text, the maximum length);
+# - `tokenizer.json` for text models.
+#
+# Before writing, it rebuilds the model from the config and checks that the weights fit, so a folder
+# that would not load is never written. We save chapter 3's digit CNN this way:
+
+# %%
+digits_bundle = apps.digit_cnn()
+x_all, y_all, dsplits = apps.digit_data()
+x_test, y_test = dsplits.take(x_all).test, dsplits.take(y_all).test
+folder = cache_dir("apps", "deploy-demo", "digit-cnn")
+config = {"architecture": "DigitCNN", "kwargs": digits_bundle.config["kwargs"], "labels": digits_bundle.labels}
+save_for_inference(digits_bundle.model, folder, config)
+for f in sorted(folder.iterdir()):
+    print(f"{f.name:<12} {f.stat().st_size:>8,} bytes")
+print("config.json:", json.loads((folder / "config.json").read_text()))
+
+# %% [markdown]
+# `load_for_inference` reads the config, builds the architecture and loads the weights with
+# `torch.load(..., weights_only=True)`. The flag matters: a `.pt` file is a Python *pickle*, and
+# unpickling an arbitrary file can run arbitrary code. With `weights_only=True` PyTorch accepts only
+# tensors and plain containers and refuses anything else, so opening a model file from elsewhere
+# cannot execute code. The loaded model must give exactly the original's outputs:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+loaded = load_for_inference(folder, device="cpu")
+same = torch.equal(predict_proba(loaded, x_test), predict_proba(digits_bundle, x_test))
+print("architecture:", loaded.config["architecture"], "| labels:", " ".join(loaded.labels))
+print("the loaded model gives identical probabilities:", same)
+print("in eval mode (dropout off):", not loaded.model.training)
+
+# %% [markdown]
+# The MiniLM topic classifier of notebook 5.2 is already such a folder, with the WordPiece tokenizer
+# inside; `apps.bundle_dir` says where:
+
+# %%
+topic_dir = apps.bundle_dir("bbc-topics")
+topic_bundle = load_for_inference(topic_dir, device="cpu") if (topic_dir / "config.json").is_file() \
+    else apps.bbc_topic_classifier()
+for f in sorted(topic_dir.iterdir()):
+    print(f"{f.name:<16} {f.stat().st_size / 1e6:>8.2f} MB")
+
+# %% [markdown]
+# ## 5.5.2 From the command line
+#
+# With the folder, a prediction needs no notebook and no training code: `course_lib` has a small
+# command-line predictor, `python -m course_lib predict FOLDER TEXT ...`, which prints the most likely
+# labels with their probabilities. In a terminal:
+#
+# ```bash
+# python -m course_lib predict ~/.cache/course_lib/apps/bbc-topics-full-v1 "Shares fell sharply in Tokyo."
+# ```
+#
+# Here it runs as a separate process, exactly as from a terminal:
+
+# %%
+texts = ["Shares fell sharply in Tokyo after the bank raised interest rates.",
+         "The midfielder signed a three-year contract with the club."]
+result = subprocess.run([sys.executable, "-m", "course_lib", "predict", str(topic_dir), *texts, "--top", "2",
+                         "--device", "cpu"], capture_output=True, text=True, check=True)
+print(result.stdout)
+
+# %% [markdown]
+# ## 5.5.3 Exporting the graph
+#
+# The folder still needs Python and `course_lib` to rebuild the model. **Exporting** records the
+# computation itself, the operations and the weights, so it runs without the class that defined it:
+#
+# - `torch.export` (`deploy.export_torch`) traces the model into a graph saved as a `.pt2` file,
+#   which any Python with PyTorch can load and run;
+# - **ONNX** (`deploy.export_onnx`) is an open format that many runtimes read: ONNX Runtime on
+#   servers and phones, in browsers, from C++, C#, Java or JavaScript.
+#
+# Both trace one example input. The batch size is marked as variable, so one export serves any
+# number of images:
+
+# %%
+pt2 = export_torch(digits_bundle.model, x_test[:4], cache_dir("apps", "deploy-demo") / "digit_cnn.pt2")
+exported = load_exported(pt2)
+print(f"{pt2.name}: {pt2.stat().st_size:,} bytes")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+with torch.no_grad():
+    reference = digits_bundle.model(x_test)
+print("torch.export, batch of", len(x_test), "(traced with 4): same outputs:",
+      torch.allclose(exported(x_test), reference, atol=1e-5))
+
+# %% [markdown]
+# And ONNX, run with ONNX Runtime, which knows nothing about PyTorch (the ONNX packages are
+# optional extras of the course; the cell says so if they are missing):
+
+# %%
+if onnx_available():
+    import onnxruntime as ort
+
+    onnx_path = export_onnx(digits_bundle.model, x_test[:4], cache_dir("apps", "deploy-demo") / "digit_cnn.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # one thread, like PyTorch here
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"input_0": x_test.numpy()})[0]
+    print(f"{onnx_path.name}: {onnx_path.stat().st_size:,} bytes; ONNX Runtime matches PyTorch:",
+          np.allclose(onnx_out, reference.numpy(), atol=1e-5))
+    batch64 = x_test[:64]
+    t_torch = measure_latency(digits_bundle.model, batch64, repeats=pick(fast=3, full=50))
+    t_ort = median_time(lambda: session.run(None, {"input_0": batch64.numpy()}), repeats=pick(fast=3, full=50))
+    print(f"a batch of 64 images, one thread: PyTorch {t_torch * 1e3:.2f} ms, ONNX Runtime {t_ort * 1e3:.2f} ms")
+else:
+    print("ONNX export skipped: pip install onnx onnxscript onnxruntime")
+
+# %% [markdown]
+# Export is not always this easy. Tracing follows the tensor operations; Python code that looks
+# at tensor *values* (an `if` on the largest token id, say) cannot become part of a graph. The
+# course's encoder checks its inputs that way, for clear error messages in notebooks, so exporting
+# it would first need those checks moved out of the traced code: a typical small rewrite between
+# research code and production code.
+#
+# ## 5.5.4 Batched inference
+#
+# Every call to a model has a fixed cost (Python, dispatching kernels, reading the weights from
+# memory) on top of the arithmetic per item. Sending many inputs in one batch shares that cost:
+# **throughput** (items per second) rises with the batch size, until the arithmetic dominates.
+# The price is **latency**: an item waits for its whole batch. `deploy.batched_throughput` times
+# each batch size:
+
+# %%
+images = x_test.repeat(4, 1, 1, 1)[: pick(fast=64, full=512)]  # enough images for the largest batch
+cnn_rows = batched_throughput(digits_bundle.model, images, batch_sizes=pick(fast=(1, 64), full=(1, 8, 64, 512)),
+                              repeats=pick(fast=2, full=20))
+recipe = apps.topic_recipe()
+articles, _, tsplits = apps.bbc_topic_data(recipe)
+batch = encode_texts(topic_bundle, [articles[i].body for i in tsplits.test][:pick(fast=8, full=64)])
+pad = recipe.max_length - batch["input_ids"].shape[1]  # pad every text to the full length, as a server would
+text_inputs = (F.pad(batch["input_ids"], (0, pad)), F.pad(batch["attention_mask"], (0, pad)))
+text_sizes = pick(fast=(1, 8), full=(1, 4, 16, 64))
+topic_rows = batched_throughput(topic_bundle.model, text_inputs, batch_sizes=text_sizes, repeats=pick(fast=1, full=3))
+int8_rows = batched_throughput(quantize_dynamic_int8(topic_bundle.model), text_inputs, batch_sizes=text_sizes,
+                               repeats=pick(fast=1, full=3))
+table = [{"model": name, "batch size": row["batch_size"], "latency ms": row["latency_ms"],
+          "items per second": round(row["items_per_s"])}
+         for name, rows in (("digit CNN (images)", cnn_rows), ("MiniLM classifier fp32 (texts)", topic_rows),
+                            ("MiniLM classifier int8 (texts)", int8_rows)) for row in rows]
+display(Markdown(format_table(table)))
+print(f"texts of {recipe.max_length} tokens; one CPU thread; latency = median time per batch")
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+for name, rows in (("digit CNN", cnn_rows), ("MiniLM fp32", topic_rows), ("MiniLM int8", int8_rows)):
+    sizes = [r["batch_size"] for r in rows]
+    ax1.plot(sizes, [r["items_per_s"] for r in rows], "o-", label=name)
+    ax2.plot(sizes, [r["latency_ms"] for r in rows], "o-", label=name)
+for ax, label in ((ax1, "items per second"), (ax2, "latency per batch (ms)")):
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(label)
+    ax.legend()
+ax1.set_title("Throughput grows with the batch...")
+ax2.set_title("...and so does the wait for each batch")
+plt.show()
+
+# %% [markdown]
+# In learner mode: for the small CNN the fixed cost per call is much of the work, so batching
+# roughly triples the throughput, up to a point (at 512 images per batch the data no longer fits
+# the processor's caches as well). For MiniLM each text is already a lot of arithmetic (6 layers
+# over 128 tokens), so batching gains much less, while int8 (notebook 5.4) raises the throughput
+# two- to threefold at every batch size. Exported graphs help too: in 5.5.3 ONNX Runtime, with its
+# own fused kernels, ran the CNN several times faster than eager PyTorch.
+# Servers use **dynamic batching**: they collect the requests that arrive within a few milliseconds
+# and run them together, trading a small, bounded wait for much higher throughput.
+#
+# ## 5.5.5 Around the model
+#
+# A deployed model is a small part of a deployed system. Common pieces:
+#
+# - **A serving layer** that loads the model once and answers requests over HTTP or gRPC:
+#   TorchServe or a small web framework for PyTorch models, ONNX Runtime or NVIDIA Triton for
+#   exported graphs, TensorFlow Serving for TensorFlow models.
+# - **Pinned versions**: the library versions and the bundle's `config.json` travel with the model;
+#   an export is re-checked against the original (as above) whenever either changes.
+# - **Measured latency at the expected batch size and hardware**, as in 5.5.4, rather than
+#   assumed.
+# - **Input checks and monitoring**: notebook 5.2 showed a model confidently classifying noise.
+#   Logging what the model is sent and how confident it is reveals when the inputs drift away from
+#   the training data.
+# - **Privacy and access**: the inputs may be personal data, and the model file itself is an asset
+#   that can be copied once it is shipped to a device.
+#
+# ## 5.6 Where the field goes next
+#
+# The articles this course follows end with a look ahead; these are the directions the field
+# itself has been taking, each tied to a chapter of this course.
+#
+# - **Scale.** Loss falls predictably as parameters, data and compute grow together (Kaplan et al.,
+#   2020); later work showed that many models were too large for their data and that tokens and
+#   parameters should grow in step (Hoffmann et al., 2022). The arithmetic of chapter 1 is what
+#   makes such runs cost millions.
+# - **Multimodality.** The same transformer blocks read image patches and audio frames as tokens.
+#   CLIP (Radford et al., 2021) trained text and image encoders into one vector space, the idea of
+#   5.3 applied across modalities; current assistants accept images and speech as well as text.
+# - **Efficiency.** 4-bit weights (GPTQ, Frantar et al., 2022; QLoRA, Dettmers et al., 2023),
+#   distilled models such as DistilBERT (Sanh et al., 2019), low-rank adapters (chapter 4),
+#   mixture-of-experts layers that use only part of the network per token (Switch Transformer,
+#   Fedus et al., 2021) and attention kernels that avoid materialising the $T \times T$ matrix
+#   (FlashAttention, Dao et al., 2022) all aim at the same thing as 5.4: more model per joule.
+# - **Reliability and interpretability.** Models still answer confidently where they should not
+#   (5.2's noise images; fluent but false text in 5.1). Understanding what the weights compute, well
+#   beyond reading attention maps (chapter 2), is an active research area.
+# - **Privacy and protection.** Language models can reproduce parts of their training data word for
+#   word (Carlini et al., 2021). Federated learning (McMahan et al., 2017) keeps data on the devices
+#   that hold it; differential privacy (DP-SGD, Abadi et al., 2016) bounds what a model can reveal
+#   about any single training example; watermarking and access control protect the models themselves.
+# - **Other generative models and learning from feedback.** GANs (Goodfellow et al., 2014), VAEs
+#   (Kingma and Welling, 2014) and diffusion models (Ho et al., 2020) generate images; reinforcement
+#   learning, from game-playing agents (DQN, Mnih et al., 2015) to learning from human preferences
+#   (Ouyang et al., 2022), shapes how chat models answer, a step beyond chapter 4's instruction
+#   tuning.
+#
+# ## Summary
+#
+# - An inference bundle is weights plus a config that rebuilds the architecture; loading with
+#   `weights_only=True` keeps model files from running code. The loaded model, the command-line
+#   predictor, the `torch.export` graph and the ONNX file all gave the original's outputs.
+# - Batching raises throughput at the cost of latency; how much depends on how much arithmetic each
+#   item needs, so it has to be measured for each model and machine.
+# - Serving adds versioning, monitoring and access control around the model.

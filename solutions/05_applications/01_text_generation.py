@@ -1,0 +1,271 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5.1 · Generating text
+#
+# Chapter 3 pretrained a small GPT on BBC News. A language model only ever predicts a probability
+# for every possible next token; *generating* text means choosing one of those tokens, appending
+# it and asking again. How that choice is made (the **decoding** strategy) changes the text as much
+# as the model does. This notebook:
+#
+# 1. loads chapter 3's model and checks that generation is reproducible;
+# 2. shows greedy decoding and why it loops;
+# 3. shows how **temperature** reshapes the next-token distribution;
+# 4. explains **top-k** and **top-p** (nucleus) sampling and measures how many tokens a nucleus
+#    keeps on real text;
+# 5. measures the trade-off between how likely and how varied the generated text is, for several
+#    settings, against real articles;
+# 6. puts it all in a panel with a prompt box and sliders.
+
+# %% tags=["imports"]
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+
+from course_lib import get_device, pick, pretrained, seed_everything
+from course_lib.applications import continuation_nll, distinct_n, generate_text
+from course_lib.deploy import format_table
+from course_lib.plots import use_course_style
+from course_lib.tokenizers import printable
+from course_lib.widgets import generation_panel
+
+use_course_style()
+seed_everything(0)
+torch.set_num_threads(1)  # a 2M-parameter model: one core is as fast as several, and leaves the rest free
+device = get_device()
+
+# %% [markdown]
+# ## 5.1.1 The model
+#
+# `pretrained.bbc_gpt()` loads the GPT that notebook 3.4 trained and cached (or trains it with the
+# same recipe if the cache is empty: about ten minutes on a CPU in learner mode, seconds in fast
+# mode). The validation articles were never seen in training; we take prompts from them.
+
+# %%
+model, tokenizer = pretrained.bbc_gpt(device=device)
+recipe = pretrained.bbc_recipe()
+_, val_docs = pretrained.bbc_documents(recipe)
+print(f"{model.num_parameters():,} parameters, vocabulary {tokenizer.vocab_size:,} tokens, "
+      f"context window {model.config.block_size} tokens; {len(val_docs)} validation articles")
+
+# %% [markdown]
+# `course_lib.applications.generate_text` wraps `GPT.generate` (chapter 2's KV-cached loop): it
+# encodes the prompt, samples with a random generator seeded by `seed`, stops at the end-of-article
+# token and returns only the new text. The same settings and seed always give the same text, which
+# makes the comparisons below fair:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+prompt = "The government said"
+a = generate_text(model, tokenizer, prompt, 30, temperature=1.0, seed=1)
+b = generate_text(model, tokenizer, prompt, 30, temperature=1.0, seed=1)
+c = generate_text(model, tokenizer, prompt, 30, temperature=1.0, seed=2)
+print("same seed, same text:", a == b)
+print("another seed, another text:", a != c)
+
+# %% [markdown]
+# ## 5.1.2 Greedy decoding
+#
+# The simplest rule takes the most likely token every time (`temperature=0`). It needs no random
+# numbers, and it tends to fall into loops: once a phrase is likely, repeating it makes it likelier
+# still, and nothing random ever pushes the model out again.
+
+# %%
+prompts = ["The government said", "Shares in the company", "The film, which stars"]
+for p in prompts:
+    print(f"{p} ->{printable(generate_text(model, tokenizer, p, 50, temperature=0.0))!r}\n")
+
+# %% [markdown]
+# ## 5.1.3 Temperature
+#
+# Sampling draws the next token at random with the model's probabilities. Before the softmax the
+# logits $z_i$ are divided by a **temperature** $T$:
+#
+# $$p_i = \frac{e^{z_i / T}}{\sum_j e^{z_j / T}}.$$
+#
+# $T = 1$ is the model's own distribution; $T < 1$ sharpens it towards the most likely tokens
+# ($T \to 0$ is greedy); $T > 1$ flattens it, giving unlikely tokens more chances. The entropy
+# $H = -\sum_i p_i \ln p_i$ in the titles measures the spread: $\ln V$ would be a uniform guess
+# over all $V$ tokens.
+
+# %%
+def token_label(i: int) -> str:
+    """A token id as readable text for plot labels: spaces as a middle dot, newlines as \\n."""
+    return printable(tokenizer.decode([i])).replace(" ", "·").replace("\n", "\\n")
+
+
+context = "The Prime Minister said the"
+with torch.no_grad():
+    logits = model(torch.tensor([tokenizer.encode(context)], device=device))[0][0, -1].float().cpu()  # (V,)
+top = torch.topk(logits, 12).indices
+fig, axes = plt.subplots(1, 3, figsize=(12, 4.2), sharey=True, layout="constrained")
+for ax, T in zip(axes, (0.5, 1.0, 1.5)):
+    probs = torch.softmax(logits / T, dim=-1)
+    entropy = float(-(probs * probs.clamp_min(1e-12).log()).sum())
+    ax.bar(range(len(top)), probs[top].numpy())
+    ax.set_xticks(range(len(top)), [token_label(int(i)) for i in top], rotation=70)
+    ax.set_title(f"T = {T}\nH = {entropy:.2f} nats, top-12 mass {float(probs[top].sum()):.2f}", fontsize=10)
+axes[0].set_ylabel("probability")
+fig.suptitle(f"The next token after {context!r} (ln V = {math.log(tokenizer.vocab_size):.2f})")
+plt.show()
+
+# %% [markdown]
+# ## 5.1.4 Top-k and top-p
+#
+# Even at $T = 1$ the thousands of unlikely tokens together hold real probability, and one bad
+# draw from that tail can derail a sentence. Two rules cut the tail off before sampling:
+#
+# - **top-k** keeps the $k$ most likely tokens;
+# - **top-p** (nucleus sampling) keeps the smallest set of most likely tokens whose probabilities
+#   add up to at least $p$.
+#
+# The difference matters because the model is sometimes sure and sometimes not. After
+# *"Prime Minister Tony"* one token is nearly certain; at the start of a sentence hundreds are
+# plausible. A fixed $k$ is too many in the first case and too few in the second; a nucleus adapts.
+# We measure the nucleus size for $p = 0.9$ at every position of some validation articles:
+
+# %%
+n_articles = pick(fast=2, full=20)
+T_ctx = model.config.block_size
+windows = [tokenizer.encode(doc)[:T_ctx] for doc in val_docs[:n_articles]]
+windows = torch.tensor([w for w in windows if len(w) == T_ctx], device=device)  # (n, T)
+with torch.no_grad():
+    probs = torch.softmax(model(windows)[0].float(), dim=-1)  # (n, T, V): the next-token distributions
+sorted_probs = probs.sort(dim=-1, descending=True).values
+nucleus = ((sorted_probs.cumsum(-1) - sorted_probs) < 0.9).sum(-1).flatten().cpu().float()  # kept at p = 0.9
+print(f"{len(nucleus):,} positions: nucleus size for p = 0.9 has median {int(nucleus.median())}, "
+      f"10th percentile {int(nucleus.quantile(0.1))}, 90th percentile {int(nucleus.quantile(0.9))}; "
+      f"{float((nucleus == 1).float().mean()):.0%} of positions keep a single token")
+fig, ax = plt.subplots(figsize=(7, 3.2))
+ax.hist(nucleus.numpy(), bins=np.logspace(0, math.log10(tokenizer.vocab_size), 30))
+ax.set_xscale("log")
+ax.set_xlabel("tokens in the nucleus (p = 0.9)")
+ax.set_ylabel("positions")
+ax.set_title("How many tokens top-p keeps on real validation text")
+plt.show()
+
+# %% [markdown]
+# The spread is wide: a fixed top-k can be right on average and wrong at most positions.
+#
+# ## 5.1.5 Likely or varied: measuring the trade-off
+#
+# Two numbers describe a set of generated continuations:
+#
+# - **distinct-2**: the share of different token pairs among all token pairs in the samples
+#   (1 = nothing repeats, close to 0 = stuck in a loop);
+# - the **negative log-likelihood** (NLL, nats per token) the model itself, at $T = 1$, gives the
+#   generated tokens: low means text the model finds typical.
+#
+# Each setting continues the same prompts: the first 16 tokens of validation articles. As a
+# reference we score the articles' *real* continuations the same way. Real text is not the most
+# likely text: people choose surprising words all the time.
+
+# %%
+n_prompts, n_prompt_tokens, n_new = pick(fast=4, full=64), 16, pick(fast=16, full=60)
+streams = [tokenizer.encode(doc) for doc in val_docs[: 2 * n_prompts]]
+streams = [s for s in streams if len(s) >= n_prompt_tokens + n_new][:n_prompts]
+prompt_ids = torch.tensor([s[:n_prompt_tokens] for s in streams], device=device)  # (n, 16)
+real = torch.tensor([s[: n_prompt_tokens + n_new] for s in streams], device=device)  # (n, 16 + n_new)
+
+settings = {
+    "greedy": dict(temperature=0.0),
+    "T = 0.7": dict(temperature=0.7),
+    "T = 1.0 (pure sampling)": dict(temperature=1.0),
+    "T = 1.0, top-k 40": dict(temperature=1.0, top_k=40),
+    "T = 1.0, top-p 0.9": dict(temperature=1.0, top_p=0.9),
+    "T = 1.5": dict(temperature=1.5),
+    "T = 1.5, top-p 0.9": dict(temperature=1.5, top_p=0.9),
+}
+rows, samples = [], {}
+for name, kw in settings.items():
+    g = torch.Generator(device=device).manual_seed(0)
+    out = model.generate(prompt_ids, n_new, generator=g, **kw)  # (n, 16 + n_new)
+    new = out[:, n_prompt_tokens:].tolist()
+    samples[name] = out[0, n_prompt_tokens:].tolist()
+    rows.append({"decoding": name, "distinct-2": distinct_n(new, 2),
+                 "NLL (nats/token)": continuation_nll(model, out, n_prompt_tokens)})
+rows.append({"decoding": "real continuation", "distinct-2": distinct_n(real[:, n_prompt_tokens:].tolist(), 2),
+             "NLL (nats/token)": continuation_nll(model, real, n_prompt_tokens)})
+display(Markdown(format_table(rows, floatfmt=".3f")))
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4.2))
+for r in rows:
+    is_real = r["decoding"] == "real continuation"
+    ax.scatter(r["NLL (nats/token)"], r["distinct-2"], s=60, marker="*" if is_real else "o",
+               color="#b5443b" if is_real else "#3b6ea5", zorder=3)
+    ax.annotate(r["decoding"], (r["NLL (nats/token)"], r["distinct-2"]), textcoords="offset points",
+                xytext=(6, 4), fontsize=8)
+ax.set_xlabel("NLL under the model (nats/token): lower = more typical for the model")
+ax.set_ylabel("distinct-2: higher = more varied")
+ax.set_title(f"{len(streams)} prompts x {n_new} new tokens per setting")
+plt.show()
+
+# %% [markdown]
+# How to read it (the numbers are in the table above):
+#
+# - Greedy text has by far the lowest NLL and the lowest distinct-2: very "likely", very
+#   repetitive. This is the loop of 5.1.2, now measured.
+# - Raising the temperature moves along a line from repetitive-and-likely to
+#   varied-and-unlikely. At $T = 1.5$ the model produces text it would itself find improbable.
+# - The real continuations sit in between: human text is more varied than greedy text and
+#   less predictable than the model's favourite phrases. A setting whose point lies close to the
+#   real one produces text that is, by these two measures, statistically like real text. For this
+#   model (learner mode) that is $T = 1$ with top-p 0.9, with top-k 40 next; nucleus sampling with
+#   $p$ around 0.9 is also a common default for large models.
+# - Truncation (top-k, top-p) lowers the NLL of samples at the same temperature, because the
+#   unlikely tail is never drawn.
+#
+# None of this makes a 2-million-parameter model write sensible news: it produces plausible
+# phrases and the BBC's style, not facts. Here is one sample per setting, for the first prompt:
+
+# %%
+print("prompt:", repr(printable(tokenizer.decode(prompt_ids[0].tolist()))), "\n")
+for name, ids in samples.items():
+    print(f"{name:<24} {printable(tokenizer.decode(ids))!r}\n")
+
+# %% [markdown]
+# ## 5.1.6 A generation panel
+#
+# `course_lib.widgets.generation_panel` puts the prompt and every knob of this notebook in one
+# place. Edit the prompt, move the sliders and press **Generate**. Settings to try: temperature 0
+# (greedy), then 0.3, 0.8 and 1.5 with everything else fixed; top-k 1 (greedy again) and top-k 5;
+# top-p 0.5 against 1.0; the same settings with different seeds. A prompt in the style of the
+# training data ("Shares in", "The film") works better than a question: this model has only read
+# news articles.
+#
+# (On the course website the panel shows its first result only; run the notebook to use it.)
+
+# %%
+panel = generation_panel(model, tokenizer, prompt="The government said", max_new_tokens=60,
+                         temperature=0.8, top_k=50)
+display(panel.widget)
+
+# %% [markdown]
+# ## Summary
+#
+# - Generation repeats one step: predict a distribution over the next token, choose one, append.
+#   The choice rule matters as much as the model.
+# - Greedy decoding is deterministic and loops. Temperature trades likelihood for variety;
+#   top-k and top-p cut off the unlikely tail, and top-p adapts to how sure the model is (its
+#   nucleus ranged from one token to hundreds on real text).
+# - Measured on validation prompts, real text lies between greedy decoding (too repetitive, too
+#   predictable) and high-temperature sampling (too random); top-p 0.9 came closest to it.
+# - A small model trained for ten minutes writes fluent-looking fragments, not reliable content.
+#   The same decoding rules apply unchanged to the largest models.

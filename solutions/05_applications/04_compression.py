@@ -1,0 +1,485 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5.4 · Making models smaller: quantization, distillation, pruning
+#
+# A model that works in a notebook may still be too big or too slow for where it has to run: a
+# phone, a browser, a server answering thousands of requests a second. Three families of techniques
+# shrink a trained model, and this notebook measures each one on this machine's CPU:
+#
+# 1. **quantization** stores weights (and computes) in 8-bit integers instead of 32-bit floats,
+#    first by hand (an exercise), then with PyTorch on four of the course's models;
+# 2. **knowledge distillation** trains a small *student* model to imitate a large *teacher*;
+# 3. **pruning** sets the least important weights to zero (an exercise), or removes whole neurons.
+#
+# Every table reports size, speed and the accuracy change, because a compression that costs too
+# much accuracy is no compression at all.
+
+# %% tags=["imports"]
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+from torch.utils.data import DataLoader, TensorDataset
+
+from course_lib import applications as apps
+from course_lib import pick, pretrained, seed_everything
+from course_lib.classic import MLP
+from course_lib.compress import (
+    count_parameters,
+    distill,
+    magnitude_prune,
+    measure_latency,
+    model_size_bytes,
+    prune_mlp_neurons,
+    quantize_dynamic_int8,
+    quantize_linears,
+    quantize_tensor_int8,
+    sparsity,
+)
+from course_lib.deploy import encode_texts, format_table
+from course_lib.lm_data import get_batch
+from course_lib.metrics import accuracy
+from course_lib.plots import use_course_style
+
+use_course_style()
+seed_everything(0)
+torch.set_num_threads(1)  # every latency below is for one CPU thread: comparable, and fair to a shared machine
+
+# %% [markdown]
+# ## 5.4.1 The models and the yardsticks
+#
+# Four models of this course, from tiny to the largest we have:
+#
+# - an **MLP** 64-512-512-10 on the 8x8 digits, trained here in a few seconds (it is also the
+#   teacher of section 5.4.3);
+# - chapter 3's **digit CNN** (`apps.digit_cnn()`, as in notebook 5.2);
+# - the **MiniLM topic classifier** of notebook 5.2 (`apps.bbc_topic_classifier()`, 22.7 million
+#   parameters);
+# - chapter 3's **BBC News GPT** (`pretrained.bbc_gpt()`).
+#
+# Size is the number of bytes `torch.save` writes for the weights (`compress.model_size_bytes`);
+# latency is the median time of repeated forward passes (`compress.measure_latency`). All models
+# train with one loop, `compress.distill`; with `alpha=0` and no teacher it is plain cross-entropy
+# training.
+
+# %%
+x_all, y_all, dsplits = apps.digit_data()
+flat = x_all.flatten(1)  # (N, 64): the MLPs read flat pixels
+(x_train, x_val, x_test), (y_train, y_val, y_test) = dsplits.take(flat), dsplits.take(y_all)
+epochs = pick(fast=3, full=40)
+
+
+def loader(x: torch.Tensor, y: torch.Tensor, seed: int) -> DataLoader:
+    return DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def digit_accuracy(model: torch.nn.Module, x: torch.Tensor = x_test) -> float:
+    return accuracy(y_test, model.eval()(x).argmax(-1))
+
+
+torch.manual_seed(0)
+teacher = MLP([64, 512, 512, 10])
+distill(None, teacher, loader(x_train, y_train, 0), epochs=epochs, lr=1e-3, alpha=0.0)
+cnn = apps.digit_cnn().model
+print(f"MLP: {count_parameters(teacher):,} parameters, test accuracy {digit_accuracy(teacher):.3f}")
+print(f"CNN: {count_parameters(cnn):,} parameters, test accuracy {digit_accuracy(cnn, dsplits.take(x_all).test):.3f}"
+      f" ({len(y_test)} test images: one image is {100 / len(y_test):.2f} percentage points)")
+
+# %% [markdown]
+# ## 5.4.2 Quantization
+#
+# A float32 weight takes 4 bytes; an int8 takes 1. **Symmetric int8 quantization** of a weight
+# matrix gives each row (each output neuron) its own scale so that the row's largest weight maps to
+# ±127:
+#
+# $$s_r = \frac{\max_j |W_{rj}|}{127}, \qquad q_{rj} = \operatorname{round}\!\left(\frac{W_{rj}}{s_r}\right) \in \{-127, \dots, 127\}, \qquad W_{rj} \approx s_r\, q_{rj}.$$
+#
+# The rounding error of each weight is at most half a step, $s_r / 2$. One scale per row rather than
+# per matrix matters: a single large weight would otherwise coarsen the grid for every row.
+#
+# ### Exercise 5.2 — int8 by hand
+# Write `quantize_int8(w)` for a float weight `w` of shape (rows, columns). Return `(q, scale)`: `q`
+# an int8 tensor of the shape of `w`, `scale` a float tensor with one entry per row. A row of zeros
+# would give a scale of 0 and a division by zero: use at least `torch.finfo(torch.float32).eps` as
+# the scale. The check compares with `course_lib.compress.quantize_tensor_int8`.
+
+# %% tags=["exercise"]
+def quantize_int8(w):
+    """Symmetric per-row int8: returns (q, scale) with w ~= q * scale[:, None]."""
+    ### BEGIN SOLUTION
+    scale = (w.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).eps)  # (rows,)
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (rows, columns)
+    return q, scale
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch05 import check_quantize_int8
+
+check_quantize_int8(quantize_int8)
+
+# %% [markdown]
+# On a real weight, the first layer of the MLP (512 x 64), with the library's quantizer:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+w = teacher.layers[0].weight.detach()
+q, scale = quantize_tensor_int8(w, axis=0)
+err = (q.float() * scale[:, None] - w).abs()
+print(f"weights {tuple(w.shape)}: {w.numel() * 4:,} bytes as float32, {q.numel() + scale.numel() * 4:,} as int8 + scales")
+print("every error is at most half a step:", bool((err <= scale[:, None] / 2 + 1e-7).all()))
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
+ax1.hist(w.flatten().numpy(), bins=100)
+ax1.set_title("weights of the first layer")
+ax1.set_xlabel("value")
+ax2.hist((err / w.abs().max()).flatten().numpy(), bins=100)
+ax2.set_title("rounding error, as a share of the largest weight")
+ax2.set_xlabel("|error| / max |w|")
+plt.show()
+print(f"mean error {float(err.mean()):.2e}, mean |weight| {float(w.abs().mean()):.2e}: "
+      f"about {float(err.mean() / w.abs().mean()):.1%} of a typical weight")
+
+# %% [markdown]
+# **Dynamic quantization** in PyTorch (`compress.quantize_dynamic_int8`) goes one step further:
+# it stores every `Linear` weight this way *and* quantizes each layer's input on the fly, so the
+# matrix product itself runs in int8 with int32 sums, then scales back to float. It needs no
+# retraining and no calibration data. (PyTorch now recommends the separate `torchao` package for
+# new code; this older API works in the installed version.) Applied to the four models:
+
+# %%
+recipe = apps.topic_recipe()
+articles, topic_labels, tsplits = apps.bbc_topic_data(recipe)
+topic_bundle = apps.bbc_topic_classifier()
+test_texts = [articles[i].body for i in tsplits.test]
+test_topics = topic_labels[tsplits.test]
+topic_batch = encode_texts(topic_bundle, test_texts)  # token ids (N, T) and mask, at most 128 tokens
+
+
+@torch.no_grad()
+def topic_accuracy(model: torch.nn.Module) -> float:
+    logits = torch.cat([model(topic_batch["input_ids"][i:i + 32], topic_batch["attention_mask"][i:i + 32])[0]
+                        for i in range(0, len(test_texts), 32)])
+    return accuracy(test_topics, logits.argmax(-1))
+
+
+gpt, gpt_tokenizer = pretrained.bbc_gpt(device="cpu")
+_, gpt_val = pretrained.bbc_tokens(pretrained.bbc_recipe(), gpt_tokenizer)
+gx, gy = get_batch(gpt_val, pick(fast=4, full=32), gpt.config.block_size, torch.Generator().manual_seed(0),
+                   device="cpu")
+
+
+@torch.no_grad()
+def gpt_val_loss(model: torch.nn.Module) -> float:
+    return float(model.eval()(gx, gy)[1])
+
+
+models = {  # name: (model, example input for timing, metric name, metric function)
+    "MLP 64-512-512-10": (teacher, x_test[:64], "test accuracy", digit_accuracy),
+    "digit CNN": (cnn, dsplits.take(x_all).test[:64], "test accuracy",
+                  lambda m: digit_accuracy(m, dsplits.take(x_all).test)),
+    "MiniLM topic classifier": (topic_bundle.model, (topic_batch["input_ids"][:8], topic_batch["attention_mask"][:8]),
+                                "test accuracy", topic_accuracy),
+    "BBC GPT": (gpt, gx[:8], "val loss (nats/token)", gpt_val_loss),
+}
+rows, quantized = [], {}
+for name, (model, example, metric, score) in models.items():
+    model.eval()
+    int8 = quantize_dynamic_int8(model)
+    quantized[name] = int8
+    repeats = pick(fast=2, full=20) if "MiniLM" not in name else pick(fast=1, full=5)
+    t32, t8 = (measure_latency(m, example, repeats=repeats) * 1e3 for m in (model, int8))
+    s32, s8 = model_size_bytes(model), model_size_bytes(int8)
+    m32, m8 = score(model), score(int8)
+    rows.append({"model": name, "params": f"{count_parameters(model):,}", "fp32 MB": s32 / 1e6, "int8 MB": s8 / 1e6,
+                 "smaller": f"{s32 / s8:.2f}x", "fp32 ms": t32, "int8 ms": t8, "faster": f"{t32 / t8:.2f}x",
+                 "metric": metric, "fp32": m32, "int8": m8})
+display(Markdown(format_table(rows, floatfmt=".4g")))
+print("latency: median over repeated calls, one thread; batches of 64 images, 8 texts of up to 128 tokens, "
+      "8 windows of 128 tokens")
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3.6))
+names = [r["model"] for r in rows]
+pos = np.arange(len(rows))
+ax.bar(pos - 0.2, [r["int8 MB"] / r["fp32 MB"] for r in rows], 0.4, label="size, int8 / fp32")
+ax.bar(pos + 0.2, [r["int8 ms"] / r["fp32 ms"] for r in rows], 0.4, label="latency, int8 / fp32")
+ax.axhline(1.0, color="k", lw=0.8)
+ax.axhline(0.25, color="grey", lw=0.8, ls="--")
+ax.text(len(rows) - 0.5, 0.27, "4x smaller", color="grey", ha="right", fontsize=8)
+ax.set_xticks(pos, names)
+ax.set_ylabel("int8 / fp32 (lower is better)")
+ax.set_title("Dynamic int8 quantization, measured on this CPU")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# What the table says (learner-mode numbers):
+#
+# - **Accuracy** is unchanged for the two digit models, and the GPT's validation loss moves in the
+#   third decimal. The MiniLM classifier loses a few of its 223 test articles (about one percentage
+#   point): its linear head was trained on the float32 encoder's vectors, and the int8 encoder's are
+#   slightly different. Quantization is not free; it has to be measured on the task.
+# - **Size** falls towards 4x only where almost all weights sit in `Linear` layers (the MLP). The
+#   CNN's weights are mostly in its convolutions, which dynamic quantization leaves alone. MiniLM
+#   keeps its 30,522 x 384 word-embedding table in float32 (embeddings are not `Linear` layers), and
+#   that table is half the model; the GPT likewise keeps its token table.
+# - **Speed** roughly doubles where large matrix products dominate (the transformers, and the MLP's
+#   512 x 512 layer). For the small CNN, quantizing the input on every call costs as much as the
+#   int8 product saves: int8 is a tool for big matrices.
+#
+# `compress.QuantLinear`, a layer built on the quantizer of the exercise, stores int8 but computes
+# in float ("weight-only" quantization). It saves the same memory, and no time in eager PyTorch:
+
+# %%
+weight_only = quantize_linears(teacher)
+print(f"MLP, weight-only int8: {model_size_bytes(weight_only) / 1e6:.3f} MB (fp32 {model_size_bytes(teacher) / 1e6:.3f} MB), "
+      f"test accuracy {digit_accuracy(weight_only):.3f}, "
+      f"{measure_latency(weight_only, x_test[:64], repeats=pick(fast=2, full=20)) * 1e3:.2f} ms per batch of 64")
+
+# %% [markdown]
+# ## 5.4.3 Knowledge distillation
+#
+# A small network trained on the labels alone learns "this image is a 3". A large trained network
+# knows more: that this particular 3 looks a bit like an 8 and not at all like a 1. **Knowledge
+# distillation** (Hinton et al., 2015) trains the small *student* on the teacher's output
+# probabilities as well as the labels. Both distributions are softened with a temperature $T$ so
+# the small probabilities carry signal:
+#
+# $$\mathcal{L} = \alpha\, T^2\, \mathrm{KL}\!\left(p^{\text{teacher}}_T \,\middle\|\, p^{\text{student}}_T\right) + (1 - \alpha)\, \mathrm{CE}(\text{student}, y), \qquad p_T = \operatorname{softmax}(z / T).$$
+#
+# (`compress.distillation_loss`; the $T^2$ keeps the soft term's gradients on the scale of the hard
+# one.) The teacher is the MLP above. The students are MLPs with one hidden layer of $w$ neurons,
+# each trained twice from the same initial weights and with the same batches: with the labels only,
+# and with distillation ($T = 2$, $\alpha = 0.5$). The accuracies are averaged over several seeds.
+
+# %%
+widths, seeds = pick(fast=(8, 32), full=(8, 16, 32, 64)), pick(fast=(0,), full=(0, 1, 2))
+T, alpha = 2.0, 0.5
+results = {}
+for width in widths:
+    for seed in seeds:
+        torch.manual_seed(seed)
+        plain = MLP([64, width, 10])
+        student = MLP([64, width, 10])
+        student.load_state_dict(plain.state_dict())  # the same start for both
+        distill(None, plain, loader(x_train, y_train, seed), epochs=epochs, lr=2e-3, alpha=0.0)
+        distill(teacher, student, loader(x_train, y_train, seed), epochs=epochs, lr=2e-3, temperature=T, alpha=alpha)
+        results.setdefault(width, []).append((digit_accuracy(plain), digit_accuracy(student)))
+rows = [{"student": f"64-{w}-10", "params": count_parameters(MLP([64, w, 10])),
+         "size KB": model_size_bytes(MLP([64, w, 10])) / 1024,
+         "labels only": float(np.mean([p for p, _ in r])), "distilled": float(np.mean([d for _, d in r])),
+         "gain (points)": 100 * float(np.mean([d - p for p, d in r]))} for w, r in results.items()]
+rows.append({"student": "teacher 64-512-512-10", "params": count_parameters(teacher),
+             "size KB": model_size_bytes(teacher) / 1024, "labels only": digit_accuracy(teacher),
+             "distilled": float("nan"), "gain (points)": float("nan")})
+display(Markdown(format_table(rows, floatfmt=".4g")))
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4))
+students = rows[:-1]
+ax.plot([r["size KB"] for r in students], [r["labels only"] for r in students], "o-", label="student, labels only")
+ax.plot([r["size KB"] for r in students], [r["distilled"] for r in students], "s--", label="student, distilled")
+ax.plot(rows[-1]["size KB"], rows[-1]["labels only"], "*", ms=14, color="#b5443b", label="teacher")
+ax.set_xscale("log")
+ax.set_xlabel("model size (KB, log scale)")
+ax.set_ylabel("test accuracy (mean over seeds)")
+ax.set_title("Size against accuracy on the digits")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# Two honest observations (learner mode). First, size buys accuracy only up to a point: the 64-64-10
+# student, about 55 times smaller than the teacher, is about one percentage point (two test images)
+# behind it. Second, **distillation does not help here**: with every label available and a task
+# this easy, the soft targets add nothing the labels do not already say, and the "gain" column is
+# slightly negative, by amounts of the order of one or two test images. This matches a common
+# finding: distillation pays when the student cannot get the same information elsewhere.
+#
+# That is the situation where it is used in practice: plenty of *unlabelled* inputs, few labels, and
+# a good teacher. We give a student the labels of only 10% of the training images, and another
+# student no labels at all, only the teacher's probabilities on every training image
+# ($\alpha = 1$). Both take the same number of optimisation steps:
+
+# %%
+n_labelled = len(y_train) // 10
+few_epochs = epochs * (len(y_train) // n_labelled)  # as many steps as the distilled student
+plain_acc, distilled_acc = [], []
+for seed in seeds:
+    keep = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))[:n_labelled]
+    torch.manual_seed(seed)
+    plain, student = MLP([64, 32, 10]), MLP([64, 32, 10])
+    student.load_state_dict(plain.state_dict())
+    distill(None, plain, loader(x_train[keep], y_train[keep], seed), epochs=few_epochs, lr=2e-3, alpha=0.0)
+    distill(teacher, student, loader(x_train, y_train, seed), epochs=epochs, lr=2e-3, temperature=T, alpha=1.0)
+    plain_acc.append(digit_accuracy(plain))
+    distilled_acc.append(digit_accuracy(student))
+display(Markdown(format_table([
+    {"student 64-32-10": "labels only", "images": n_labelled, "labels used": n_labelled,
+     "test accuracy": float(np.mean(plain_acc))},
+    {"student 64-32-10": "distilled, no labels", "images": len(y_train), "labels used": 0,
+     "test accuracy": float(np.mean(distilled_acc))},
+])))
+
+# %% [markdown]
+# Now the teacher's knowledge is the only way to learn from the other 90% of the images, and the
+# distilled student is clearly ahead. (The teacher itself was trained on all the labels: in a real
+# project it would be a large model trained elsewhere, or on more data.) This is how compact models
+# such as DistilBERT were made: a smaller network trained on a large model's outputs over a large
+# unlabelled corpus.
+#
+# ## 5.4.4 Pruning
+#
+# Many trained weights are close to zero and matter little. **Magnitude pruning** sets the
+# fraction $s$ (the *sparsity*) of weights with the smallest $|w|$ to exactly zero and keeps a
+# **mask** so they stay zero if training continues.
+#
+# ### Exercise 5.3 — a pruning mask
+# Write `magnitude_mask(w, sparsity)`: a bool tensor of the shape of `w`, `False` at the
+# `round(sparsity * w.numel())` entries of smallest absolute value, `True` elsewhere. The check
+# compares with `course_lib.compress.magnitude_prune` applied to one layer.
+
+# %% tags=["exercise"]
+def magnitude_mask(w, sparsity):
+    """True for the weights that stay, False for the round(sparsity * n) smallest |w|."""
+    ### BEGIN SOLUTION
+    n_drop = round(w.numel() * sparsity)
+    keep = torch.ones(w.numel(), dtype=torch.bool)
+    if n_drop > 0:
+        keep[w.abs().flatten().topk(n_drop, largest=False).indices] = False
+    return keep.view_as(w)
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch05 import check_magnitude_mask
+
+check_magnitude_mask(magnitude_mask)
+
+# %% [markdown]
+# `compress.magnitude_prune` applies such masks to every layer of a model, with one threshold for
+# the whole model (**global**: layers with many small weights lose more) or the same fraction in
+# each **layer**. We prune copies of the teacher at growing sparsity and measure the test accuracy
+# right after pruning and after a short fine-tuning (5 epochs, the masks re-applied after every
+# step so pruned weights stay zero):
+
+# %%
+def teacher_copy() -> MLP:
+    m = MLP(teacher.sizes)
+    m.load_state_dict(teacher.state_dict())
+    return m
+
+
+levels = pick(fast=(0.0, 0.5, 0.9), full=(0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98))
+curves = {}
+for scope in ("global", "layer"):
+    for s in levels:
+        pruned = teacher_copy()
+        masks = magnitude_prune(pruned, s, scope=scope)
+        before = digit_accuracy(pruned)
+        distill(None, pruned, loader(x_train, y_train, 0), epochs=pick(fast=1, full=5), lr=5e-4, alpha=0.0,
+                masks=masks)
+        curves.setdefault(scope, []).append((sparsity(pruned), before, digit_accuracy(pruned)))
+fig, ax = plt.subplots(figsize=(7, 4))
+for scope, points in curves.items():
+    sp, before, after = zip(*points)
+    ax.plot(sp, before, "o-", label=f"{scope}: right after pruning")
+    ax.plot(sp, after, "s--", label=f"{scope}: after fine-tuning")
+ax.set_xlabel("sparsity (share of Linear weights that are zero)")
+ax.set_ylabel("test accuracy")
+ax.set_title("Magnitude pruning of the MLP 64-512-512-10")
+ax.legend(fontsize=8)
+plt.show()
+display(Markdown(format_table([{"sparsity": sp, "scope": scope, "pruned": b, "fine-tuned": a}
+                               for scope, pts in curves.items() for sp, b, a in pts], floatfmt=".3f")))
+
+# %% [markdown]
+# Half the weights go for free; with fine-tuning, about nine in ten can go at little cost, and
+# global pruning holds up better than the same fraction in every layer. Near 98% the network breaks.
+# Global pruning does not take the same share from every layer:
+
+# %%
+pruned = teacher_copy()
+magnitude_prune(pruned, 0.9, scope="global")
+for i, layer in enumerate(pruned.layers):
+    w = layer.weight.detach()
+    print(f"layer {i + 1} {tuple(w.shape)}: {float((w == 0).float().mean()):.0%} of its weights pruned")
+
+# %% [markdown]
+# In learner mode the large 512 x 512 middle layer gives up the most (more than nine weights in
+# ten) and the first layer, which reads the pixels, the least (about six in ten). A per-layer rule
+# takes 90% from each, including the layer that can least spare it.
+#
+# **But the file does not shrink.** A pruned weight is a stored zero, and a dense matrix product
+# multiplies zeros as fast as anything else:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"sparsity {sparsity(pruned):.2f}; dense file the same size as the unpruned one:",
+      model_size_bytes(pruned) == model_size_bytes(teacher))
+
+# %%
+def csr_bytes(w: torch.Tensor) -> int:
+    """Bytes of w in compressed sparse row form: the non-zero values (float32), their column
+    indices and one row pointer per row (int64, as PyTorch stores them)."""
+    nnz = int((w != 0).sum())
+    return nnz * 4 + nnz * 8 + (w.shape[0] + 1) * 8
+
+
+dense_bytes = sum(layer.weight.numel() * 4 for layer in pruned.layers)
+sparse_bytes = sum(csr_bytes(layer.weight.detach()) for layer in pruned.layers)
+print(f"Linear weights at 90% sparsity: dense {dense_bytes / 1024:.0f} KB, "
+      f"compressed sparse rows {sparse_bytes / 1024:.0f} KB")
+
+# %% [markdown]
+# A sparse format saves space only when the index overhead is smaller than the zeros it drops, and
+# it is faster only with kernels or hardware built for sparsity. **Structured pruning** avoids the
+# problem by removing whole neurons: `compress.prune_mlp_neurons` drops the hidden neurons whose
+# incoming weights have the smallest norm and builds a genuinely smaller MLP.
+
+# %%
+rows = []
+for amount in pick(fast=(0.0, 0.75), full=(0.0, 0.5, 0.75, 0.9, 0.95)):
+    small, _ = prune_mlp_neurons(teacher_copy(), amount)
+    before = digit_accuracy(small)
+    latency = measure_latency(small, x_test[:64], repeats=pick(fast=2, full=30)) * 1e3
+    distill(None, small, loader(x_train, y_train, 0), epochs=pick(fast=1, full=5), lr=5e-4, alpha=0.0)
+    rows.append({"neurons removed": amount, "hidden sizes": str(small.sizes[1:-1]),
+                 "params": count_parameters(small), "size KB": model_size_bytes(small) / 1024,
+                 "ms per batch of 64": latency, "pruned": before, "fine-tuned": digit_accuracy(small)})
+display(Markdown(format_table(rows, floatfmt=".4g")))
+
+# %% [markdown]
+# Removing three quarters of the neurons leaves a model about a tenth of the size and several
+# times faster that recovers nearly all its accuracy with a short fine-tune. Taken together with
+# 5.4.3, the lesson of this task is that the teacher was far bigger than the digits need.
+#
+# ## Summary
+#
+# | technique | what it changes | measured here (learner mode) |
+# |---|---|---|
+# | dynamic int8 quantization | weights stored and multiplied in 8 bits | 3.7x smaller for the MLP, 1.5-2.6x for the transformers (embedding tables stay float32); about 2x faster for the big matrices; accuracy unchanged except MiniLM (about 1 point lower) |
+# | distillation | a small model trained on a big one's outputs | no gain with all labels on digits; a large gain when the student has no labels of its own |
+# | magnitude pruning | the smallest weights set to zero | 90% of the MLP's weights removed at little cost after fine-tuning, but no smaller file or faster dense maths |
+# | structured pruning | whole neurons removed | a smaller, faster MLP that recovers with fine-tuning |
+#
+# The techniques combine: a distilled student can be pruned and then quantized. For large language
+# models, int8 and 4-bit weight quantization is what lets a model with billions of parameters run
+# on a single GPU or a laptop.
