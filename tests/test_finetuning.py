@@ -144,3 +144,9 @@ def test_finetune_classifier_learns_a_task_and_lora_leaves_the_base_weights_alon
     assert probs.shape == (64, 2) and (y_pred == probs.argmax(-1)).all()
     table = results_table([result, {k: "-" for k in result.row()}])
     assert table.count("\n") == 3 and "lora" in table
+
+
+def test_memory_of_a_fully_frozen_model_is_refused_with_advice():
+    model = _TwoLayers().requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters; call prepare_for_finetuning"):
+        measure_training_memory(model, torch.randn(2, 8), _sum_loss)
