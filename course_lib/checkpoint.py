@@ -79,30 +79,41 @@ def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
+def _list(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return "[" + shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "") + "]"
+
+
+def state_dict_mismatch(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> str | None:
+    """What keeps ``given`` from loading where ``expected`` lives (missing, unexpected, mis-shaped
+    keys, each listed), or None when it fits exactly. ``source`` names where ``given`` came from."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    mis_shaped = [
+        f"{k}: {source} {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(given))
+        if tuple(given[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing keys {_list(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys {_list(unexpected)}")
+    if mis_shaped:
+        parts.append(f"shape mismatches [{'; '.join(mis_shaped[:8])}]")
+    return ", ".join(parts) or None
+
+
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Load weights into ``model``, or raise naming every missing, unexpected and mis-shaped key."""
     state = _strip_prefixes(state)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mis_shaped = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected}")
-        if mis_shaped:
-            parts.append(f"shape mismatches [{'; '.join(mis_shaped)}]")
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
         raise CheckpointError(
-            "the checkpoint does not fit this model: "
-            + ", ".join(parts)
-            + ". Build the model with the configuration the checkpoint was trained with "
-            "(it is stored under checkpoint['meta'] when the CLI wrote it)"
+            f"the checkpoint does not fit this model: {problem}. Build the model with the configuration "
+            "the checkpoint was trained with (it is stored under checkpoint['meta'] when the CLI wrote it)"
         )
     model.load_state_dict(state)
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from course_lib.checkpoint import state_dict_mismatch
 from course_lib.gpt import GPT, GPTConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the course never fetches weights from a hub
@@ -80,23 +81,11 @@ class _Source:
 
 def _load_exact(target: nn.Module, state_dict: dict[str, Tensor], what: str, cause: str) -> None:
     """Load ``state_dict`` into ``target``, first checking keys and shapes with a clear message."""
-    expected = target.state_dict()
-    missing = set(expected) - set(state_dict)
-    unexpected = set(state_dict) - set(expected)
-    wrong = [
-        f"{k}: got {tuple(v.shape)}, {what} has {tuple(expected[k].shape)}"
-        for k, v in state_dict.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"keys the {what} needs but were not produced: {_list(missing)}")
-        if unexpected:
-            parts.append(f"keys the {what} does not have: {_list(unexpected)}")
-        if wrong:
-            parts.append(f"shape mismatches: {'; '.join(wrong[:8])}")
-        raise ConversionError("; ".join(parts) + f". Likely cause: {cause}")
+    problem = state_dict_mismatch(target.state_dict(), state_dict, source="converted")
+    if problem:
+        raise ConversionError(
+            f"the converted weights do not fit the {what}: {problem}. Likely cause: {cause}"
+        )
     target.load_state_dict(state_dict, strict=True)
 
 

@@ -89,7 +89,16 @@ def attention_maps(
     return tokens, maps.float().cpu()
 
 
-class AttentionExplorer:
+class _Panel:
+    """A panel displays as its ``widget`` (an ipywidgets box), so a cell can end with the panel itself."""
+
+    widget: Any
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+class AttentionExplorer(_Panel):
     """Type a sentence, pick a layer and a head, see that head's attention map.
 
     Attributes: ``widget`` (the VBox to display), the controls ``text``, ``layer`` and ``head``,
@@ -166,9 +175,6 @@ class AttentionExplorer:
             "&middot; each row sums to 1"
         )
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
-
 
 def attention_explorer(
     encoder: torch.nn.Module,
@@ -192,7 +198,7 @@ def attention_explorer(
 EXAMPLE_PROMPT = "The government said"
 
 
-class GenerationPanel:
+class GenerationPanel(_Panel):
     """Type a prompt, set temperature, top-k, top-p, length and seed, press Generate: the model's
     continuation appears under the controls, after the prompt in bold.
 
@@ -294,9 +300,6 @@ class GenerationPanel:
         self.status.value = f"{len(text)} new characters &middot; {how} &middot; {seconds:.2f} s"
         return text
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
-
 
 def generation_panel(
     model: torch.nn.Module,
@@ -334,7 +337,7 @@ def _probabilities(predict_proba: Callable[[list[str]], Any], text: str, n_label
     return probs[0]
 
 
-class ClassifierPanel:
+class ClassifierPanel(_Panel):
     """Type a text (or pick an example): the classifier's label and a bar chart of its class probabilities.
 
     Attributes: ``widget`` (the VBox to display), ``text`` (the text box: the model runs when it changes,
@@ -426,9 +429,6 @@ class ClassifierPanel:
         if self.title:
             self.ax.set_title(self.title)
         self.image.value = _png(self.figure)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def classifier_panel(
