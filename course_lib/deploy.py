@@ -270,23 +270,35 @@ def _as_args(example: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Te
     return example if isinstance(example, tuple) else (example,)
 
 
+def _dynamic_shapes(args: tuple[torch.Tensor, ...], dynamic_dims: Sequence[int]) -> tuple | None:
+    """Mark ``dynamic_dims`` of every input as free to change (e.g. (0,) batch, (0, 1) batch and length)."""
+    for x in args:
+        if any(d >= x.dim() for d in dynamic_dims):
+            raise ValueError(
+                f"dynamic_dims={tuple(dynamic_dims)} but an example input has shape {tuple(x.shape)}; "
+                "use (0,) for one example per row, (0, 1) for token ids (batch, length)"
+            )
+    return tuple({d: torch.export.Dim.AUTO for d in dynamic_dims} for _ in args) if dynamic_dims else None
+
+
 def export_torch(
     model: nn.Module,
     example: torch.Tensor | tuple[torch.Tensor, ...],
     path: str | Path,
-    dynamic_batch: bool = True,
+    dynamic_dims: Sequence[int] = (0,),
 ) -> Path:
     """Trace ``model`` with ``torch.export`` and save the graph to ``path`` (``.pt2``).
 
     The file holds the operations and the weights, so :func:`load_exported` runs it without the model's
-    Python class. With ``dynamic_batch`` the first dimension of every input may change; give an example
-    batch of at least 2 (a size of 1 is treated as a constant by the tracer).
+    Python class. The ``dynamic_dims`` of every input may change from call to call: (0,) the batch size,
+    (0, 1) also the length of token ids; () fixes every shape. Give an example with at least 2 along
+    each of them (the tracer treats a size of 1 as a constant).
     """
     path = Path(path)
     if path.suffix != ".pt2":
         raise ValueError(f"torch.export files end in .pt2, got {path.name!r}")
     args = _as_args(example)
-    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in args) if dynamic_batch else None
+    dynamic = _dynamic_shapes(args, dynamic_dims)
     was_training = model.training
     program = torch.export.export(model.eval(), args, dynamic_shapes=dynamic)
     model.train(was_training)
@@ -312,14 +324,15 @@ def export_onnx(
     model: nn.Module,
     example: torch.Tensor | tuple[torch.Tensor, ...],
     path: str | Path,
-    dynamic_batch: bool = True,
+    dynamic_dims: Sequence[int] = (0,),
     external_data: bool = False,
 ) -> Path:
     """Export to an ONNX file (for ONNX Runtime, browsers, other languages); checked with ``onnx.checker``.
 
     Needs ``pip install onnx onnxscript`` (``onnxruntime`` to run the file); the inputs are named
-    ``input_0, input_1, ...`` and the output ``output``. The weights go inside the one file unless
-    ``external_data=True`` puts them in ``<path>.data`` beside it (needed above ONNX's 2 GB limit).
+    ``input_0, input_1, ...`` and the output ``output``; ``dynamic_dims`` as in :func:`export_torch`.
+    The weights go inside the one file unless ``external_data=True`` puts them in ``<path>.data``
+    beside it (needed above ONNX's 2 GB limit).
     """
     if not onnx_available():
         raise ModuleNotFoundError(
@@ -331,7 +344,7 @@ def export_onnx(
     if path.suffix != ".onnx":
         raise ValueError(f"ONNX files end in .onnx, got {path.name!r}")
     args = _as_args(example)
-    dynamic = tuple({0: torch.export.Dim.AUTO} for _ in args) if dynamic_batch else None
+    dynamic = _dynamic_shapes(args, dynamic_dims)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     exporter_log = logging.getLogger("torch.onnx")

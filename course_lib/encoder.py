@@ -176,17 +176,19 @@ class Encoder(nn.Module):
                 f"input has {input_ids.size(1)} tokens but the position table holds {cfg.max_position}; "
                 f"truncate, e.g. tokenizer.encode_batch(texts, max_length={cfg.max_position})"
             )
-        if input_ids.numel() and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < cfg.vocab_size:
-            raise ValueError(
-                f"input_ids must lie in [0, {cfg.vocab_size}), got values {int(input_ids.min())}.."
-                f"{int(input_ids.max())}; encode with the model's own tokenizer"
-            )
         for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if t is not None and t.shape != input_ids.shape:
                 raise ValueError(
                     f"{name} has shape {tuple(t.shape)} but input_ids has {tuple(input_ids.shape)}; pass the "
                     "tensors the tokenizer returned together"
                 )
+        if torch.compiler.is_compiling():
+            return  # torch.export / torch.compile trace shapes, not values: the checks below need values
+        if input_ids.numel() and not 0 <= int(input_ids.min()) <= int(input_ids.max()) < cfg.vocab_size:
+            raise ValueError(
+                f"input_ids must lie in [0, {cfg.vocab_size}), got values {int(input_ids.min())}.."
+                f"{int(input_ids.max())}; encode with the model's own tokenizer"
+            )
 
     def forward(
         self,

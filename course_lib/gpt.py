@@ -334,6 +334,8 @@ class GPT(nn.Module):
                 f"sequence of {where} tokens is longer than block_size={c.block_size}; crop it to the last "
                 f"{c.block_size} tokens (idx[:, -block_size:]) or build the model with a larger block_size"
             )
+        if torch.compiler.is_compiling():
+            return  # torch.export / torch.compile trace shapes; the id check below needs the values
         if ((idx < 0) | (idx >= c.vocab_size)).any():
             raise ValueError(
                 f"token ids must lie in [0, {c.vocab_size}), got min {int(idx.min())}, max {int(idx.max())}; "

@@ -17,6 +17,7 @@ from course_lib.checkpoint import CheckpointError  # noqa: E402
 from course_lib.classic import MLP, DigitCNN  # noqa: E402
 from course_lib.deploy import (  # noqa: E402
     ARCHITECTURES,
+    TEXT_ARCHITECTURES,
     batched_throughput,
     build_model,
     encode_texts,
@@ -179,6 +180,45 @@ def test_export_onnx_matches_the_model(tmp_path):
     x = torch.randn(7, 64)
     (y,) = session.run(None, {"input_0": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(y), model(x).detach(), atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+
+
+def _token_batch(batch: int, length: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), right-padded: row i keeps its first length - i tokens."""
+    ids = torch.randint(0, vocab, (batch, length))
+    mask = torch.ones_like(ids)
+    for i in range(batch):
+        mask[i, max(1, length - i) :] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("arch", sorted(TEXT_ARCHITECTURES))
+def test_text_classifiers_export_with_free_batch_and_length(arch, tmp_path, bpe_path, wordpiece_path):
+    model, *_ = _tiny(arch, bpe_path, wordpiece_path)
+    example = _token_batch(3, 10, 280)
+    exported = load_exported(export_torch(model, example, tmp_path / "m.pt2", dynamic_dims=(0, 1)))
+    for batch, length in ((3, 10), (5, 7), (2, 20)):  # other batch sizes and lengths than traced
+        ids, mask = _token_batch(batch, length, 280)
+        (got, _), (ref, _) = exported(ids, mask), model(ids, mask)
+        torch.testing.assert_close(got, ref, atol=EXPORT_ATOL, rtol=EXPORT_ATOL)
+    # the checks that read values are skipped only while tracing: the eager model still says what is wrong
+    with pytest.raises(ValueError, match="ids must lie"):
+        model(torch.full((1, 4), 10**6), torch.ones(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"dynamic_dims=\(0, 2\).*shape \(2, 4\)"):
+        export_torch(MLP([4, 2]), torch.randn(2, 4), tmp_path / "mlp.pt2", dynamic_dims=(0, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not onnx_available(), reason="optional packages onnx and onnxscript are not installed")
+def test_encoder_classifier_exports_to_onnx(tmp_path, bpe_path, wordpiece_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, *_ = _tiny("EncoderClassifier", bpe_path, wordpiece_path)
+    path = export_onnx(model, _token_batch(3, 10, 280), tmp_path / "enc.onnx", dynamic_dims=(0, 1))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids, mask = _token_batch(6, 17, 280)
+    (y,) = session.run(None, {"input_0": ids.numpy(), "input_1": mask.numpy()})
+    torch.testing.assert_close(
+        torch.from_numpy(y), model(ids, mask)[0].detach(), atol=EXPORT_ATOL, rtol=EXPORT_ATOL
+    )
 
 
 def test_export_onnx_without_the_packages_says_what_to_install(tmp_path, monkeypatch):
