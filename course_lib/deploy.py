@@ -9,7 +9,8 @@ Read top to bottom:
 2. Exported graphs -- :func:`export_torch` (``torch.export``, a ``.pt2`` file that runs without the
    Python class) and :func:`export_onnx` (needs the optional ``onnx`` and ``onnxscript`` packages).
 3. :func:`batched_throughput` -- items per second at several batch sizes.
-4. :func:`predict_main` -- ``python -m course_lib predict MODEL_DIR "some text"``: labels + probabilities.
+4. :func:`predict_main` -- ``python -m course_lib predict MODEL_DIR "some text"`` (or image files, for
+   an image model): labels + probabilities.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import pickle
 import shutil
 import warnings
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -419,22 +422,85 @@ def format_table(rows: Sequence[Mapping[str, Any]], floatfmt: str = ".3g") -> st
 # 4. Command line
 
 
-def predict_main(argv: Sequence[str] | None = None) -> int:
-    """``predict MODEL_DIR TEXT [TEXT ...] [--top K] [--device D]``: label and probabilities per text.
+IMAGE_ARCHITECTURES = ("DigitCNN", "MLP")  # take the digits' (N, 1, side, side) images, flat for the MLP
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
-    For each text it prints the text, then the ``--top`` most likely labels with their probabilities,
-    best first. Returns 0 (the exit code).
+
+def image_side(config: Mapping[str, Any]) -> int:
+    """The side of the square images an image bundle reads: ``image_size``, or sqrt(inputs) of an MLP."""
+    kwargs = config.get("kwargs", {})
+    if config["architecture"] != "MLP":
+        return int(kwargs.get("image_size", 8))  # DigitCNN's default: the digits' 8 x 8
+    n_in = int(kwargs["sizes"][0])
+    side = math.isqrt(n_in)
+    if side * side != n_in:
+        raise ValueError(
+            f"this MLP takes {n_in} inputs, not a square image; pass it tensors, not image files"
+        )
+    return side
+
+
+def read_images(paths: Sequence[str | Path], side: int) -> torch.Tensor:
+    """Image files or ``.npy`` arrays -> (N, 1, side, side) in [0, 1], 1 = ink, as ``load_digits() / 16``.
+
+    A picture is turned grey and resized to side x side (box filter: each pixel averages its area);
+    a light background (mean above one half, i.e. dark ink on paper) is inverted. A ``.npy`` file holds
+    one (side, side) image or a stack (k, side, side), already scaled to [0, 1].
+    """
+    from PIL import Image
+
+    images = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no image at {path}; pass image files ({', '.join(IMAGE_SUFFIXES)}) or .npy"
+            )
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path).astype(np.float32)
+            arr = arr[None] if arr.ndim == 2 else arr
+            if arr.ndim != 3 or arr.shape[1:] != (side, side) or arr.min() < 0 or arr.max() > 1:
+                raise ValueError(
+                    f"{path}: expected ({side}, {side}) or (k, {side}, {side}) values in [0, 1], got shape "
+                    f"{arr.shape}, range {arr.min():g}..{arr.max():g}; scale the digits with / 16"
+                )
+            images.extend(arr)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            grey = Image.open(path).convert("L").resize((side, side), Image.Resampling.BOX)
+            arr = np.asarray(grey, dtype=np.float32) / 255.0  # (side, side), 1 = white
+            images.append(1.0 - arr if arr.mean() > 0.5 else arr)
+        else:
+            raise ValueError(f"{path}: unknown image type; use {', '.join(IMAGE_SUFFIXES)} or .npy")
+    return torch.from_numpy(np.stack(images)).unsqueeze(1)  # (N, 1, side, side)
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """``predict MODEL_DIR INPUT [INPUT ...] [--top K] [--device D]``: label and probabilities per input.
+
+    Inputs are texts for a text model, image files or ``.npy`` arrays (:func:`read_images`) for an
+    image model. For each it prints the input, then the ``--top`` most likely labels with their
+    probabilities, best first. Returns 0 (the exit code).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m course_lib predict", description="classify texts with a saved model bundle"
+        prog="python -m course_lib predict", description="classify texts or images with a saved model bundle"
     )
     parser.add_argument("model_dir", help="a folder written by course_lib.deploy.save_for_inference")
-    parser.add_argument("texts", nargs="+", help="one or more texts (quote each one)")
-    parser.add_argument("--top", type=int, default=3, help="how many labels to show per text (default 3)")
+    parser.add_argument(
+        "inputs", nargs="+", help="texts (quote each one), or image files / .npy arrays for an image model"
+    )
+    parser.add_argument("--top", type=int, default=3, help="how many labels to show per input (default 3)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best one found)")
     args = parser.parse_args(argv)
     bundle = load_for_inference(args.model_dir, device=args.device)
-    probs = predict_proba(bundle, args.texts)  # (N, C)
+    if bundle.config["architecture"] in IMAGE_ARCHITECTURES:
+        images = read_images(args.inputs, image_side(bundle.config))  # (N, 1, side, side)
+        if bundle.config["architecture"] == "MLP":
+            images = images.flatten(1)  # (N, side * side)
+        names = [Path(p).name for p in args.inputs]
+        if len(images) != len(names):  # a .npy stack holds several images
+            names = [f"image {i}" for i in range(len(images))]
+        probs = predict_proba(bundle, images)  # (N, C)
+    else:
+        names, probs = args.inputs, predict_proba(bundle, args.inputs)  # (N, C)
     labels = bundle.labels or [str(i) for i in range(probs.shape[1])]
     if len(labels) != probs.shape[1]:
         raise ValueError(
@@ -442,9 +508,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
             "fix config['labels'] and save the bundle again"
         )
     top = max(1, min(args.top, probs.shape[1]))
-    for text, p in zip(args.texts, probs):
-        short = text if len(text) <= 70 else text[:67] + "..."
-        print(short)
+    for name, p in zip(names, probs):
+        print(name if len(name) <= 70 else name[:67] + "...")
         values, idx = torch.topk(p, top)
         for v, i in zip(values.tolist(), idx.tolist()):
             print(f"  {labels[i]:<16} {v:.4f}")

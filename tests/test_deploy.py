@@ -7,6 +7,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -272,3 +273,45 @@ def test_the_command_line_predict_is_predict_main(tmp_path, capsys, bpe_path, wo
     direct = capsys.readouterr().out
     assert main(["predict", *args]) == 0
     assert capsys.readouterr().out == direct and direct.strip()
+
+
+@pytest.mark.parametrize("arch", ["DigitCNN", "MLP"])
+def test_predict_main_reads_image_files_like_the_digits(arch, tmp_path, capsys):
+    """Real digits written as 32 x 32 PNGs, dark ink on white (as a scan or a drawing would be), and as a
+    .npy stack: the CLI must give the probabilities of the original 8 x 8 arrays."""
+    from PIL import Image
+
+    from course_lib.datasets import digits
+
+    images, _ = digits()  # (N, 8, 8) in [0, 1]
+    chosen = images[:3]
+    torch.manual_seed(0)
+    kwargs = {"channels": [4, 8], "n_classes": 10} if arch == "DigitCNN" else {"sizes": [64, 32, 10]}
+    config = {"architecture": arch, "kwargs": kwargs, "labels": [str(d) for d in range(10)]}
+    path = save_for_inference(build_model(config).eval(), tmp_path / "digits", config)
+    files = []
+    for i, img in enumerate(chosen):
+        paper = np.round((1.0 - img) * 255).astype(np.uint8)  # ink is dark on a white page
+        Image.fromarray(paper).resize((32, 32), Image.Resampling.NEAREST).save(tmp_path / f"d{i}.png")
+        files.append(str(tmp_path / f"d{i}.png"))
+    np.save(tmp_path / "stack.npy", chosen)
+    x = torch.from_numpy(chosen).unsqueeze(1)  # (3, 1, 8, 8)
+    expected = predict_proba(
+        load_for_inference(path, device="cpu"), x if arch == "DigitCNN" else x.flatten(1)
+    )
+    for inputs, names in ((files, ["d0.png", "d1.png", "d2.png"]), ([str(tmp_path / "stack.npy")], None)):
+        assert predict_main([str(path), *inputs, "--top", "10", "--device", "cpu"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert len(out) == 3 * 11
+        assert [out[11 * i] for i in range(3)] == (names or ["image 0", "image 1", "image 2"])
+        for i in range(3):
+            printed = dict(
+                re.match(r"\s+(\S+)\s+([0-9.]+)$", line).groups() for line in out[11 * i + 1 : 11 * i + 11]
+            )
+            for label, value in printed.items():  # PNG stores 8 bits a pixel: 1/510 of rounding at most
+                assert abs(float(value) - float(expected[i, int(label)])) <= 2e-3
+    with pytest.raises(ValueError, match=r"values in \[0, 1\].*/ 16"):
+        np.save(tmp_path / "raw.npy", chosen * 16)
+        predict_main([str(path), str(tmp_path / "raw.npy")])
+    with pytest.raises(FileNotFoundError, match="no image at"):
+        predict_main([str(path), str(tmp_path / "missing.png")])

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
+from PIL import Image
 
 from course_lib import applications as apps
 from course_lib import cache_dir, pick, seed_everything
@@ -132,6 +133,24 @@ texts = ["Shares fell sharply in Tokyo after the bank raised interest rates.",
 result = subprocess.run([sys.executable, "-m", "course_lib", "predict", str(topic_dir), *texts, "--top", "2",
                          "--device", "cpu"], capture_output=True, text=True, check=True)
 print(result.stdout)
+
+# %% [markdown]
+# An image model reads image files the same way (`deploy.read_images`): a picture is turned grey,
+# shrunk to the digits' 8 x 8 pixels and, when the ink is dark on a light page, inverted so that ink
+# is bright, as in `load_digits`. Two test digits saved as ordinary PNG files, dark on white, go to
+# the digit CNN's folder from 5.5.1:
+
+# %%
+pngs = []
+for i in range(2):
+    page = np.round((1.0 - x_test[i, 0].numpy()) * 255).astype(np.uint8)  # dark ink on a white page
+    png = cache_dir("apps", "deploy-demo") / f"digit_{i}.png"
+    Image.fromarray(page).resize((64, 64), Image.Resampling.NEAREST).save(png)
+    pngs.append(str(png))
+result = subprocess.run([sys.executable, "-m", "course_lib", "predict", str(folder), *pngs, "--top", "2",
+                         "--device", "cpu"], capture_output=True, text=True, check=True)
+print(result.stdout)
+print("true labels:", y_test[:2].tolist())
 
 # %% [markdown]
 # ## 5.5.3 Exporting the graph
