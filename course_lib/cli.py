@@ -592,7 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     # `predict` has its own parser (course_lib.deploy.predict_main); listed here for --help
-    sub.add_parser("predict", help="classify texts with a model saved by course_lib.deploy", add_help=False)
+    sub.add_parser(
+        "predict", help="classify texts or images with a model saved by course_lib.deploy", add_help=False
+    )
     return parser
 
 
