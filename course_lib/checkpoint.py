@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,9 @@ def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def _list(keys: list[str], limit: int = 12) -> str:
+def format_keys(keys: Iterable[str], limit: int = 12) -> str:
+    """State-dict keys for an error message: sorted, quoted, the first ``limit`` of them."""
+    keys = sorted(keys)
     shown = ", ".join(repr(k) for k in keys[:limit])
     return "[" + shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "") + "]"
 
@@ -98,9 +100,9 @@ def state_dict_mismatch(
     ]
     parts = []
     if missing:
-        parts.append(f"missing keys {_list(missing)}")
+        parts.append(f"missing keys {format_keys(missing)}")
     if unexpected:
-        parts.append(f"unexpected keys {_list(unexpected)}")
+        parts.append(f"unexpected keys {format_keys(unexpected)}")
     if mis_shaped:
         parts.append(f"shape mismatches [{'; '.join(mis_shaped[:8])}]")
     return ", ".join(parts) or None

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from course_lib.checkpoint import state_dict_mismatch
+from course_lib.checkpoint import format_keys, state_dict_mismatch
 from course_lib.gpt import GPT, GPTConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the course never fetches weights from a hub
@@ -43,12 +42,6 @@ def _transformers():
             "course_lib.convert needs the 'transformers' package; install it with `pip install transformers`"
         ) from e
     return transformers
-
-
-def _list(keys: Iterable[str], limit: int = 12) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 class _Source:
@@ -73,9 +66,9 @@ class _Source:
         if self.missing or unused:
             parts = []
             if self.missing:
-                parts.append(f"missing from the {what}: {_list(self.missing)}")
+                parts.append(f"missing from the {what}: {format_keys(self.missing)}")
             if unused:
-                parts.append(f"unexpected in the {what}: {_list(unused)}")
+                parts.append(f"unexpected in the {what}: {format_keys(unused)}")
             raise ConversionError("; ".join(parts) + f". Likely cause: {cause}")
 
 
