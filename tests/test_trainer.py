@@ -389,8 +389,9 @@ def test_a_callback_can_stop_the_run(tmp_path):
 # --------------------------------------------------------------------------------------------- early stopping
 
 
-def test_early_stopping_restores_the_best_weights(tmp_path):
-    """Train towards y = x while validating on y = -x: val loss rises from step 0, so step 0 is best."""
+def _diverging_run(tmp_path, max_steps: int, patience: int):
+    """Train towards y = x while validating on y = -x: val loss rises from step 0, so step 0 is best.
+    Returns the finished trainer and the model's initial parameters."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=g)
     train = TensorDataset(x, x.sum(-1))
@@ -399,38 +400,31 @@ def test_early_stopping_restores_the_best_weights(tmp_path):
     model = TinyRegressor()
     initial = params_of(model)
     cfg = TrainConfig(
-        max_steps=100, batch_size=16, lr=1e-2, warmup_steps=0, eval_every=2, eval_steps=None,
-        early_stopping_patience=3, device="cpu", out_dir=str(tmp_path), progress=False,
+        max_steps=max_steps, batch_size=16, lr=1e-2, warmup_steps=0, eval_every=2, eval_steps=None,
+        early_stopping_patience=patience, device="cpu", out_dir=str(tmp_path), progress=False,
     )  # fmt: skip
     trainer = Trainer(model, cfg, train, val)
     trainer.fit()
+    return trainer, initial
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path):
+    trainer, initial = _diverging_run(tmp_path, max_steps=100, patience=3)
     assert trainer.step == 2 * 3  # three evaluations without improvement after the one at step 0
     assert trainer.best_step == 0
     vals = [r["val_loss"] for r in trainer.history if "val_loss" in r]
     assert vals == sorted(vals)  # it did get worse every time
-    for k, v in params_of(model).items():
+    for k, v in params_of(trainer.model).items():
         assert torch.equal(v, initial[k]), k  # the best weights are back in the model
     assert load_checkpoint(trainer.best_path)["step"] == 0
     assert load_checkpoint(trainer.last_path)["step"] == 6  # last.pt keeps the final state for resuming
 
 
 def test_early_stopping_puts_the_best_weights_back_even_when_the_run_reaches_max_steps(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 4, generator=g)
-    train = TensorDataset(x, x.sum(-1))
-    val = TensorDataset(x, -x.sum(-1))  # training on the train targets makes val worse after step 0
-    torch.manual_seed(0)
-    model = TinyRegressor()
-    initial = params_of(model)
-    cfg = TrainConfig(
-        max_steps=4, batch_size=16, lr=1e-2, warmup_steps=0, eval_every=2, eval_steps=None,
-        early_stopping_patience=5, device="cpu", out_dir=str(tmp_path), progress=False,
-    )  # fmt: skip
-    trainer = Trainer(model, cfg, train, val)
-    trainer.fit()
+    trainer, initial = _diverging_run(tmp_path, max_steps=4, patience=5)
     assert trainer.step == 4 and not trainer.should_stop  # patience never ran out
     assert trainer.best_step == 0
-    for k, v in params_of(model).items():
+    for k, v in params_of(trainer.model).items():
         assert torch.equal(v, initial[k]), k
 
 
