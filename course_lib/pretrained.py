@@ -1,7 +1,7 @@
 """The GPT that chapter 3 pretrains on BBC News, kept in the cache so later chapters can load it.
 
 One :class:`PretrainRecipe` fixes everything about the run: which articles, the BPE vocabulary, the
-model shape and the training settings. The notebook of chapter 3.4 and :func:`bbc_gpt` call the same
+model shape and the training settings. The notebook of chapter 3.6 and :func:`bbc_gpt` call the same
 functions with the same recipe, so a chapter that needs the model and finds no checkpoint rebuilds
 exactly what the notebook would have made:
 
@@ -298,7 +298,7 @@ def load_bbc_gpt(
     path = checkpoint_path(recipe)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no pretrained BBC GPT at {path}; run notebook 3.4 (chapters/03_training/04_pretraining_a_gpt) "
+            f"no pretrained BBC GPT at {path}; run notebook 3.6 (chapters/03_training/06_pretraining_a_gpt) "
             "or call course_lib.pretrained.bbc_gpt(train_if_missing=True) to train it"
         )
     ckpt = load_checkpoint(path)
@@ -334,7 +334,7 @@ def bbc_gpt(
     """Chapter 3's pretrained BBC News GPT and its tokenizer.
 
     Loads ``<cache>/pretrained/bbc-gpt-<mode>-<key>/last.pt``. When it is missing (or was interrupted)
-    and ``train_if_missing`` is true, trains it first with the recipe of notebook 3.4 (learner mode:
+    and ``train_if_missing`` is true, trains it first with the recipe of notebook 3.6 (learner mode:
     about ten minutes on a laptop CPU; fast mode: seconds), showing a progress bar when ``progress``.
     """
     recipe = bbc_recipe(fast)

@@ -115,7 +115,7 @@ def test_the_tokenizer_never_saw_the_validation_articles(in_cache):
 
 def test_without_a_checkpoint_and_without_training_the_error_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"run notebook 3\.4.*bbc_gpt\(train_if_missing=True\)"):
+    with pytest.raises(FileNotFoundError, match=r"run notebook 3\.6.*bbc_gpt\(train_if_missing=True\)"):
         pretrained.bbc_gpt(train_if_missing=False, fast=True)
 
 
