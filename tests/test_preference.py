@@ -8,11 +8,10 @@ from collections import defaultdict
 import pytest
 import torch
 import torch.nn.functional as F
+import trl.trainer.dpo_trainer as trl_dpo  # a dev dependency: the reference only
 
 from course_lib.gpt import GPT, get_config
 from course_lib.preference import check_preference_pair, completion_logprobs, dpo_loss
-
-trl_dpo = pytest.importorskip("trl.trainer.dpo_trainer")  # a dev dependency: the reference only
 
 
 def _trl_dpo(per_token_logps, ref_chosen, ref_rejected, completion_mask, beta, loss_type):
