@@ -51,7 +51,8 @@ def test_openai_client_gets_the_models_answer(client, reference):
     assert (r.object, r.model, r.id[:9]) == ("chat.completion", "tiny", "chatcmpl-")
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == expected
     assert r.choices[0].finish_reason == stream.finish_reason
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (stream.prompt_tokens, stream.completion_tokens)
+    assert r.usage.prompt_tokens == stream.prompt_tokens
+    assert r.usage.completion_tokens == stream.completion_tokens
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
