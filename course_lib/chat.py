@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from course_lib.tokenizers import printable
+
 ROLES = ("system", "user", "assistant")
 IM_START, IM_END, EOS = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 DEFAULT_STOP = (IM_END,)
@@ -374,7 +376,9 @@ def chat_main(args: argparse.Namespace) -> int:
 
 
 def _answer(chat_model: ChatModel, messages: list[dict[str, str]], options: dict[str, Any]) -> str:
-    """Stream the answer to stdout; cropping warnings become ``warning:`` lines on stderr."""
+    """Stream the answer to stdout (control characters shown as U+FFFD, see ``printable``); cropping
+    warnings become ``warning:`` lines on stderr. Returns the answer as the model wrote it."""
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pieces = chat_model.stream(messages, **options)
@@ -382,7 +386,7 @@ def _answer(chat_model: ChatModel, messages: list[dict[str, str]], options: dict
         print(f"warning: {w.message}", file=sys.stderr)
     answer = []
     for piece in pieces:
-        print(piece, end="", flush=True)
+        print(printable(piece), end="", flush=True)
         answer.append(piece)
     print(flush=True)
     return "".join(answer)
