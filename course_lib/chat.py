@@ -268,7 +268,8 @@ class ChatStream:
     """An iterator of text pieces; once it is exhausted it also tells how generation ended.
 
     ``prompt_tokens``, ``completion_tokens`` (tokens sampled, a stop token included) and
-    ``finish_reason``: "stop" (a stop token or string) or "length" (max_new_tokens or the context).
+    ``finish_reason``: "stop" (a stop token or string), "length" (max_new_tokens or the context), or
+    None (still running, or closed early).
     """
 
     def __init__(
@@ -297,24 +298,24 @@ class ChatStream:
         self._steps.close()
 
     def _run(self, decoder: Utf8StreamDecoder, stop_ids: set[int], stop_texts: StopStrings) -> Iterator[str]:
-        self.finish_reason = "length"
+        finish = "length"  # unless a stop comes first: the steps ran out (max_new_tokens or the context)
         with contextlib.closing(self._steps):
             for next_id in self._steps:  # (1, 1)
                 token = int(next_id)
                 self.completion_tokens += 1
                 if token in stop_ids:
-                    self.finish_reason = "stop"
+                    finish = "stop"
                     break
                 text, stopped = stop_texts.push(decoder.push(token))
+                if stopped:
+                    self.finish_reason = "stop"
                 if text:
                     yield text
                 if stopped:
-                    self.finish_reason = "stop"
                     return
         text, stopped = stop_texts.push(decoder.flush())
         text += "" if stopped else stop_texts.flush()
-        if stopped:
-            self.finish_reason = "stop"
+        self.finish_reason = "stop" if stopped else finish
         if text:
             yield text
 

@@ -7,20 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from chat_helpers import tiny_chat_model, user
 
+from course_lib.cli import main
 from course_lib.serve import MAX_BODY_BYTES, BackgroundServer, PortInUseError, bind_socket, create_app
 
-ROOT = Path(__file__).resolve().parents[1]
 QUESTION = user("What is two plus two?")
 
 
@@ -189,12 +186,11 @@ def test_server_shuts_down_cleanly():
         pass
 
 
-def test_a_port_in_use_is_a_clear_error():
+def test_a_port_in_use_is_a_clear_error(capsys):
     with bind_socket("127.0.0.1", 0) as taken:
         port = taken.getsockname()[1]
         with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is already in use"):
             bind_socket("127.0.0.1", port)
-        cmd = [sys.executable, "-m", "course_lib", "serve", "--model", "smollm2", "--port", str(port)]
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert res.stderr.startswith(f"error: port {port} on 127.0.0.1 is already in use")
+        assert main(["serve", "--model", "smollm2", "--port", str(port)]) == 1  # fails before loading
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: port {port} on 127.0.0.1 is already in use") and "Traceback" not in err
