@@ -227,3 +227,12 @@ def test_cli_errors_are_one_line_without_traceback(tiny_registered, capsys):
     assert err.startswith("error: unknown chat model 'nosuch'") and "Traceback" not in err
     assert main(["chat", "--model", "tiny", "--prompt", "the cat " * 200]) == 1
     assert "error: " in capsys.readouterr().err
+
+
+def test_cli_repl_warns_when_it_drops_old_turns(monkeypatch, capsys):
+    cm = tiny_chat_model(block_size=128)
+    monkeypatch.setitem(chat_mod.CHAT_MODELS, "tiny", lambda device: cm)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is two plus two?\n" * 4))
+    assert main(["chat", "--model", "tiny", "--temperature", "0", "--max-new-tokens", "30"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the conversation" in err and "dropped its" in err and "Traceback" not in err
