@@ -1,8 +1,10 @@
-"""The command line: pretrain a GPT, fine-tune it as a classifier, sample from it.
+"""The command line: pretrain a GPT, fine-tune it as a classifier, sample from it, chat and serve.
 
     python -m course_lib pretrain --config configs/pretrain_tiny.json --set train.max_steps=20 model.n_layer=2
     python -m course_lib finetune --config configs/finetune_bbc.json --set finetune.mode=lora
     python -m course_lib generate --checkpoint ~/.cache/course_lib/runs/pretrain_tiny/last.pt --prompt "The"
+    python -m course_lib chat --model smollm2 --prompt "What is a transformer?"
+    python -m course_lib serve --model smollm2 --port 8000
 
 A config file (JSON or TOML) has up to five sections:
 
@@ -591,6 +593,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass p")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    c = sub.add_parser("chat", help="talk with a pretrained chat model (a REPL, or --prompt once)")
+    c.add_argument("--model", default="smollm2", help="a name from course_lib.chat.CHAT_MODELS")
+    c.add_argument("--prompt", default=None, help="answer this one message and exit (for scripts)")
+    c.add_argument("--system", default=None, help="a system message that starts the conversation")
+    c.add_argument("--max-new-tokens", type=int, default=256)
+    c.add_argument("--temperature", type=float, default=0.2, help="0 = greedy; higher = more random")
+    c.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    c.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling: smallest set with mass p")
+    c.add_argument("--seed", type=int, default=None, help="fix the sampling (default: a fresh one)")
+    c.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    s = sub.add_parser("serve", help="serve a chat model over HTTP with an OpenAI-compatible API")
+    s.add_argument("--model", default="smollm2", help="a name from course_lib.chat.CHAT_MODELS")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     # `predict` has its own parser (course_lib.deploy.predict_main); listed here for --help
     sub.add_parser(
         "predict", help="classify texts or images with a model saved by course_lib.deploy", add_help=False
@@ -611,6 +628,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return predict_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "chat":
+            from course_lib.chat import chat_main
+
+            return chat_main(args)
+        if args.command == "serve":
+            from course_lib.serve import serve_main
+
+            return serve_main(args)
         if args.command == "generate":
             cmd_generate(args)
             return 0

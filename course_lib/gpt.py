@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -416,8 +417,49 @@ class GPT(nn.Module):
         recompute the cropped window, exactly as without a cache. With ``eos_id``, a sequence that
         produced it is padded with it, and generation stops early when every sequence has.
         """
+        steps = self.generate_steps(
+            idx, max_new_tokens, temperature, top_k, top_p, use_cache, eos_id, generator
+        )
+        return torch.cat([idx, *steps], dim=1)  # (B, T + new)
+
+    def generate_steps(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensor]:
+        """:meth:`generate` one step at a time: yields each new token column (B, 1) as it is sampled.
+
+        The next step is computed only when the caller asks for it, so a caller that stops reading
+        (a stop token, a closed connection) costs no further forward pass. Same arguments and the
+        same tokens as :meth:`generate`; training mode is restored when the iterator ends or is closed.
+        """
         was_training = self.training
         self.eval()
+        try:
+            yield from self._steps(
+                idx, max_new_tokens, temperature, top_k, top_p, use_cache, eos_id, generator
+            )
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()  # on a generator function: gradients off inside each step, not in the caller
+    def _steps(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        use_cache: bool,
+        eos_id: int | None,
+        generator: torch.Generator | None,
+    ) -> Iterator[Tensor]:
         block = self.config.block_size
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         caches = None
@@ -432,15 +474,14 @@ class GPT(nn.Module):
                 next_id = next_id.masked_fill(finished[:, None], eos_id)
                 finished |= next_id[:, 0] == eos_id
             idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
+            yield next_id
             if (eos_id is not None and bool(finished.all())) or step == max_new_tokens - 1:
-                break
+                return
             if caches is not None:
                 if caches[0].length >= block:
                     caches = None  # cache full: continue without it (identical results, slower)
                 else:
                     logits = self._last_logits(next_id, caches)  # one new position through the model
-        self.train(was_training)
-        return idx
 
     def _last_logits(self, idx: Tensor, kv_caches: list[KVCache] | None = None) -> Tensor:
         """Logits (B, V) of the last position only: generation never needs the others."""
