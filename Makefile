@@ -28,10 +28,10 @@ lint unit nbval book browser: setup
 	@bash tools/run_checks.sh $@
 
 notebooks: setup
-	$(BIN)/python -m course_lib.classroom build
+	$(BIN)/python tools/classroom.py build
 
 learner: setup
-	$(BIN)/python -m course_lib.classroom generate
+	$(BIN)/python tools/classroom.py generate
 
 bench: setup
 	$(BIN)/python benchmarks/bench_models.py

@@ -26,7 +26,6 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_lib.classic import MLP, DigitCNN
 from course_lib.compress import (
     count_parameters,
     distill,
@@ -40,6 +39,7 @@ from course_lib.compress import (
 )
 from course_lib.datasets import digits, stratified_split
 from course_lib.env import seed_everything
+from course_lib.mlp_cnn import MLP, DigitCNN
 
 
 def load_digits_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -110,7 +110,7 @@ def bench_minilm(repeats: int) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from course_lib.datasets import bbc_news
     from course_lib.encoder import SentenceEncoder
-    from course_lib.search import mean_reciprocal_rank, recall_at_k
+    from course_lib.semantic_search import mean_reciprocal_rank, recall_at_k
 
     fp32 = SentenceEncoder.from_minilm(device="cpu")
     int8 = SentenceEncoder(quantize_dynamic_int8(fp32.encoder), fp32.tokenizer)

@@ -46,13 +46,13 @@ DEFAULT_MAX_LENGTH = 256  # tokens per text when the config does not say
 
 
 def _build_mlp(kw: dict[str, Any]) -> nn.Module:
-    from course_lib.classic import MLP
+    from course_lib.mlp_cnn import MLP
 
     return MLP(**kw)
 
 
 def _build_digit_cnn(kw: dict[str, Any]) -> nn.Module:
-    from course_lib.classic import DigitCNN
+    from course_lib.mlp_cnn import DigitCNN
 
     return DigitCNN(**kw)
 

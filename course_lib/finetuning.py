@@ -15,7 +15,7 @@ The four modes, from cheapest to most expensive:
 
 Memory is measured, not estimated: :func:`measure_training_memory` runs one training step and adds up
 the weights, the gradients of the trainable weights, AdamW's two states per trainable weight and the
-activations autograd saved for the backward pass (:mod:`course_lib.scale` has the same arithmetic as
+activations autograd saved for the backward pass (:mod:`course_lib.model_costs` has the same arithmetic as
 formulas).
 """
 
@@ -33,7 +33,7 @@ from torch import nn
 from course_lib.heads import count_trainable, freeze, unfreeze, unfreeze_last_blocks
 from course_lib.lora import apply_lora, mark_only_lora_trainable
 from course_lib.metrics import accuracy, precision_recall_f1
-from course_lib.scale import TrainingMemory
+from course_lib.model_costs import TrainingMemory
 from course_lib.trainer import TrainConfig, Trainer, default_loss, move_to_device
 
 FINETUNE_MODES = ("head", "last_n", "lora", "full")

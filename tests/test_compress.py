@@ -12,7 +12,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
 
-from course_lib.classic import MLP, DigitCNN
 from course_lib.compress import (
     INT8_MAX,
     QuantLinear,
@@ -32,6 +31,7 @@ from course_lib.compress import (
     quantize_tensor_int8,
     sparsity,
 )
+from course_lib.mlp_cnn import MLP, DigitCNN
 
 FP32_ATOL = 1e-5  # fp32 results of the same math summed in another order
 LOSS_ATOL = 1e-6  # two formulas of the same scalar loss on small logits
@@ -409,7 +409,7 @@ def test_removing_dead_neurons_leaves_the_output_unchanged(activation):
 
 
 def test_neuron_pruning_errors():
-    with pytest.raises(TypeError, match="course_lib.classic.MLP"):
+    with pytest.raises(TypeError, match="course_lib.mlp_cnn.MLP"):
         prune_mlp_neurons(nn.Sequential(nn.Linear(2, 2)), 0.5)
     with pytest.raises(ValueError, match="amount must be in"):
         prune_mlp_neurons(MLP([4, 4, 2]), 1.0)

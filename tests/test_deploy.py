@@ -15,7 +15,6 @@ import torch.nn.functional as F
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the MiniLM tokenizer comes from its package folder
 
 from course_lib.checkpoint import CheckpointError  # noqa: E402
-from course_lib.classic import MLP, DigitCNN  # noqa: E402
 from course_lib.deploy import (  # noqa: E402
     ARCHITECTURES,
     TEXT_ARCHITECTURES,
@@ -32,6 +31,7 @@ from course_lib.deploy import (  # noqa: E402
     predict_proba,
     save_for_inference,
 )
+from course_lib.mlp_cnn import MLP, DigitCNN  # noqa: E402
 
 SAME_ATOL = 1e-6  # the same weights through the same kernels: equal but for reduction order
 EXPORT_ATOL = 1e-5  # an exported graph may fuse or reorder fp32 ops

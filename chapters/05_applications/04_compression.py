@@ -35,9 +35,7 @@ import torch
 from IPython.display import Markdown, display
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_lib import applications as apps
-from course_lib import pick, pretrained, seed_everything
-from course_lib.classic import MLP
+from course_lib import pick, pretrained, ready_models, seed_everything
 from course_lib.compress import (
     count_parameters,
     distill,
@@ -53,6 +51,7 @@ from course_lib.compress import (
 from course_lib.deploy import encode_texts, format_table
 from course_lib.lm_data import get_batch
 from course_lib.metrics import accuracy
+from course_lib.mlp_cnn import MLP
 from course_lib.plots import use_course_style
 
 use_course_style()
@@ -66,8 +65,8 @@ torch.set_num_threads(1)  # every latency below is for one CPU thread: comparabl
 #
 # - an **MLP** 64-512-512-10 on the 8x8 digits, trained here in a few seconds (it is also the
 #   teacher of section 5.4.3);
-# - chapter 3's **digit CNN** (`apps.digit_cnn()`, as in notebook 5.2);
-# - the **MiniLM topic classifier** of notebook 5.2 (`apps.bbc_topic_classifier()`, 22.7 million
+# - chapter 3's **digit CNN** (`ready_models.digit_cnn()`, as in notebook 5.2);
+# - the **MiniLM topic classifier** of notebook 5.2 (`ready_models.bbc_topic_classifier()`, 22.7 million
 #   parameters);
 # - chapter 3's **BBC News GPT** (`pretrained.bbc_gpt()`).
 #
@@ -77,7 +76,7 @@ torch.set_num_threads(1)  # every latency below is for one CPU thread: comparabl
 # training.
 
 # %%
-x_all, y_all, dsplits = apps.digit_data()
+x_all, y_all, dsplits = ready_models.digit_data()
 flat = x_all.flatten(1)  # (N, 64): the MLPs read flat pixels
 (x_train, x_val, x_test), (y_train, y_val, y_test) = dsplits.take(flat), dsplits.take(y_all)
 epochs = pick(fast=3, full=40)
@@ -96,7 +95,7 @@ def digit_accuracy(model: torch.nn.Module, x: torch.Tensor = x_test) -> float:
 torch.manual_seed(0)
 teacher = MLP([64, 512, 512, 10])
 distill(None, teacher, loader(x_train, y_train, 0), epochs=epochs, lr=1e-3, alpha=0.0)
-cnn = apps.digit_cnn().model
+cnn = ready_models.digit_cnn().model
 print(f"MLP: {count_parameters(teacher):,} parameters, test accuracy {digit_accuracy(teacher):.3f}")
 print(f"CNN: {count_parameters(cnn):,} parameters, test accuracy {digit_accuracy(cnn, dsplits.take(x_all).test):.3f}"
       f" ({len(y_test)} test images: one image is {100 / len(y_test):.2f} percentage points)")
@@ -162,9 +161,9 @@ print(f"mean error {float(err.mean()):.2e}, mean |weight| {float(w.abs().mean())
 # new code; this older API works in the installed version.) Applied to the four models:
 
 # %%
-recipe = apps.topic_recipe()
-articles, topic_labels, tsplits = apps.bbc_topic_data(recipe)
-topic_bundle = apps.bbc_topic_classifier()
+recipe = ready_models.topic_recipe()
+articles, topic_labels, tsplits = ready_models.bbc_topic_data(recipe)
+topic_bundle = ready_models.bbc_topic_classifier()
 test_texts = [articles[i].body for i in tsplits.test]
 test_topics = topic_labels[tsplits.test]
 topic_batch = encode_texts(topic_bundle, test_texts)  # token ids (N, T) and mask, at most 128 tokens

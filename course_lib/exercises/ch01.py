@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from course_lib.exercises import Case, check_function
 from course_lib.gpt import count_parameters, get_config
-from course_lib.scale import training_memory
+from course_lib.model_costs import training_memory
 
 # (vocab_size, block_size, n_layer, d_model): GPT-2's four published shapes and two odd small ones
 _GPT2_SHAPES = [
