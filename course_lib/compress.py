@@ -476,8 +476,3 @@ def prune_mlp_neurons(mlp: nn.Module, amount: float) -> tuple[nn.Module, list[to
         dst.weight.copy_(src.weight[rows][:, cols])  # (out_kept, in_kept)
         dst.bias.copy_(src.bias[rows])
     return new.train(mlp.training), keeps
-
-
-def count_parameters(model: nn.Module) -> int:
-    """All parameters, trainable or not."""
-    return sum(p.numel() for p in model.parameters())
