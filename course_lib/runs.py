@@ -266,7 +266,8 @@ def generate_from_checkpoint(
     seed: int = 0,
     device: str | None = None,
 ) -> str:
-    """The prompt and the continuation a pretraining checkpoint samples (:func:`generation.generate_text`).
+    """The prompt and the continuation that a pretraining checkpoint samples after it
+    (:func:`course_lib.generation.generate_text`).
 
     An empty prompt starts a fresh document: from ``<|endoftext|>`` when the tokenizer has it, else from
     a newline.

@@ -39,7 +39,7 @@ from torch import nn
 
 from course_lib import choose_device, model_costs, pick, seed_everything
 from course_lib.attention import MultiHeadAttention, causal_mask
-from course_lib.gpt import GPT, count_parameters, get_config
+from course_lib.gpt import GPT, get_config
 from course_lib.mlp_cnn import MLP, DigitCNN
 from course_lib.plots import pipeline_diagram, use_course_style
 
@@ -152,7 +152,7 @@ print("GPT (causal):\n", causal_mask(T).to(torch.int64).numpy())
 #
 # ### Exercise 1.1 — a parameter counter
 # Write `gpt2_parameter_count(vocab_size, block_size, n_layer, d_model)` from the list above. The
-# check compares it with `course_lib.gpt.count_parameters` on six shapes, from GPT-2 1.5B down to
+# check compares it with `course_lib.gpt.GPTConfig.num_parameters` on six shapes, from GPT-2 1.5B down to
 # models with a handful of weights.
 
 # %% tags=["exercise"]
@@ -168,7 +168,7 @@ from course_lib.exercises.ch01 import check_gpt2_parameter_count
 check_gpt2_parameter_count(gpt2_parameter_count)
 
 # %% [markdown]
-# Now the real configurations. `count_parameters` works from the configuration alone, so it counts
+# Now the real configurations. `GPTConfig.num_parameters` works from the configuration alone, so it counts
 # a 7-billion-parameter model without allocating a single weight. The published sizes are the
 # names the models were released under; the check is that our count rounds to them.
 
@@ -181,7 +181,7 @@ published = {  # name -> size the model was published as
     "gpt2-xl": 1.5e9,
     "llama2-7b": 6.7e9,
 }
-counts = {name: count_parameters(get_config(name)) for name in published}
+counts = {name: get_config(name).num_parameters() for name in published}
 print(f"{'model':<12} {'parameters':>15} {'published':>10} {'difference':>10}")
 for name, n in counts.items():
     rel = n / published[name] - 1
@@ -358,7 +358,7 @@ def duration(days: float) -> str:
 
 
 print(f"assumed utilisation {UTILISATION:.0%}; H100 peak {H100_BF16_PEAK / 1e12:,.0f} TFLOP/s")
-small = count_parameters(get_config("small"))
+small = get_config("small").num_parameters()
 plans = [
     ("the course's 'small' GPT on 5M tokens", small, 5e6),  # about the size of chapter 3's BBC corpus
     ("GPT-2 124M, compute-optimal", counts["gpt2"], model_costs.chinchilla_tokens(counts["gpt2"])),

@@ -39,8 +39,8 @@ import torch
 from IPython.display import Markdown, display
 
 from course_lib import get_device, pick, pretrained, seed_everything
-from course_lib.deploy import format_table
 from course_lib.generation import continuation_nll, distinct_n, generate_text
+from course_lib.metrics import format_table
 from course_lib.plots import use_course_style
 from course_lib.tokenizers import printable
 from course_lib.widgets import generation_panel

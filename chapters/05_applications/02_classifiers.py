@@ -41,9 +41,9 @@ from sklearn.pipeline import make_pipeline
 
 from course_lib import pick, ready_models, seed_everything
 from course_lib.datasets import BBC_LABELS, Splits, chinese_reviews
-from course_lib.deploy import format_table, predict_proba
+from course_lib.deploy import predict_proba
 from course_lib.encoder import SentenceEncoder
-from course_lib.metrics import accuracy, classification_report
+from course_lib.metrics import accuracy, classification_report, format_table
 from course_lib.plots import use_course_style
 from course_lib.training_plots import plot_image_grid, plot_train_val
 from course_lib.widgets import classifier_panel

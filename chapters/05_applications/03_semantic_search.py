@@ -39,8 +39,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from course_lib import cache_dir, ready_models, seed_everything, semantic_search
 from course_lib.compress import median_time
 from course_lib.datasets import BBC_LABELS
-from course_lib.deploy import format_table
 from course_lib.encoder import SentenceEncoder
+from course_lib.metrics import format_table
 from course_lib.plots import use_course_style
 from course_lib.semantic_search import SemanticIndex, ranks_from_scores, tfidf_keywords
 

@@ -47,13 +47,13 @@ from course_lib.deploy import (
     encode_texts,
     export_onnx,
     export_torch,
-    format_table,
     load_exported,
     load_for_inference,
     onnx_available,
     predict_proba,
     save_for_inference,
 )
+from course_lib.metrics import format_table
 from course_lib.plots import use_course_style
 
 use_course_style()
