@@ -9,13 +9,12 @@ Read top to bottom:
 2. Exported graphs -- :func:`export_torch` (``torch.export``, a ``.pt2`` file that runs without the
    Python class) and :func:`export_onnx` (needs the optional ``onnx`` and ``onnxscript`` packages).
 3. :func:`batched_throughput` -- items per second at several batch sizes.
-4. :func:`predict_main` -- ``python -m course_lib predict MODEL_DIR "some text"`` (or image files, for
-   an image model): labels + probabilities.
+4. :func:`print_predictions` -- what ``python -m course_lib predict MODEL_DIR "some text"`` runs (or
+   image files, for an image model): labels + probabilities.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
@@ -46,13 +45,13 @@ DEFAULT_MAX_LENGTH = 256  # tokens per text when the config does not say
 
 
 def _build_mlp(kw: dict[str, Any]) -> nn.Module:
-    from course_lib.classic import MLP
+    from course_lib.mlp_cnn import MLP
 
     return MLP(**kw)
 
 
 def _build_digit_cnn(kw: dict[str, Any]) -> nn.Module:
-    from course_lib.classic import DigitCNN
+    from course_lib.mlp_cnn import DigitCNN
 
     return DigitCNN(**kw)
 
@@ -407,19 +406,8 @@ def batched_throughput(
     return rows
 
 
-def format_table(rows: Sequence[Mapping[str, Any]], floatfmt: str = ".3g") -> str:
-    """Rows of equal keys -> a Markdown table (numbers formatted with ``floatfmt``)."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    cell = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------------------------------
-# 4. Command line
+# 4. Predictions on the command line
 
 
 IMAGE_ARCHITECTURES = ("DigitCNN", "MLP")  # take the digits' (N, 1, side, side) images, flat for the MLP
@@ -473,44 +461,34 @@ def read_images(paths: Sequence[str | Path], side: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).unsqueeze(1)  # (N, 1, side, side)
 
 
-def predict_main(argv: Sequence[str] | None = None) -> int:
-    """``predict MODEL_DIR INPUT [INPUT ...] [--top K] [--device D]``: label and probabilities per input.
+def print_predictions(
+    model_dir: str | Path, inputs: Sequence[str], top: int = 3, device: torch.device | str | None = None
+) -> None:
+    """Print, for each input, the input, then the ``top`` most likely labels with their probabilities.
 
-    Inputs are texts for a text model, image files or ``.npy`` arrays (:func:`read_images`) for an
-    image model. For each it prints the input, then the ``--top`` most likely labels with their
-    probabilities, best first. Returns 0 (the exit code).
+    ``model_dir`` is a bundle of :func:`save_for_inference`. Inputs are texts for a text model, image files
+    or ``.npy`` arrays (:func:`read_images`) for an image model.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m course_lib predict", description="classify texts or images with a saved model bundle"
-    )
-    parser.add_argument("model_dir", help="a folder written by course_lib.deploy.save_for_inference")
-    parser.add_argument(
-        "inputs", nargs="+", help="texts (quote each one), or image files / .npy arrays for an image model"
-    )
-    parser.add_argument("--top", type=int, default=3, help="how many labels to show per input (default 3)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best one found)")
-    args = parser.parse_args(argv)
-    bundle = load_for_inference(args.model_dir, device=args.device)
+    bundle = load_for_inference(model_dir, device=device)
     if bundle.config["architecture"] in IMAGE_ARCHITECTURES:
-        images = read_images(args.inputs, image_side(bundle.config))  # (N, 1, side, side)
+        images = read_images(inputs, image_side(bundle.config))  # (N, 1, side, side)
         if bundle.config["architecture"] == "MLP":
             images = images.flatten(1)  # (N, side * side)
-        names = [Path(p).name for p in args.inputs]
+        names = [Path(p).name for p in inputs]
         if len(images) != len(names):  # a .npy stack holds several images
             names = [f"image {i}" for i in range(len(images))]
         probs = predict_proba(bundle, images)  # (N, C)
     else:
-        names, probs = args.inputs, predict_proba(bundle, args.inputs)  # (N, C)
+        names, probs = list(inputs), predict_proba(bundle, inputs)  # (N, C)
     labels = bundle.labels or [str(i) for i in range(probs.shape[1])]
     if len(labels) != probs.shape[1]:
         raise ValueError(
             f"the config lists {len(labels)} labels but the model outputs {probs.shape[1]} classes; "
             "fix config['labels'] and save the bundle again"
         )
-    top = max(1, min(args.top, probs.shape[1]))
+    top = max(1, min(top, probs.shape[1]))
     for name, p in zip(names, probs):
         print(name if len(name) <= 70 else name[:67] + "...")
         values, idx = torch.topk(p, top)
         for v, i in zip(values.tolist(), idx.tolist()):
             print(f"  {labels[i]:<16} {v:.4f}")
-    return 0

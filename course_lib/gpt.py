@@ -26,12 +26,13 @@ from course_lib.layers import (
     RotaryEmbedding,
     SinusoidalPositions,
     SwiGLU,
+    num_parameters,
 )
+from course_lib.lm_data import IGNORE_INDEX  # targets equal to it are left out of the loss
 
 POSITIONS = ("learned", "rope", "sinusoidal")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
-IGNORE_INDEX = -100  # targets equal to this are left out of the loss (padding, masked prompts)
 
 
 @dataclass
@@ -112,6 +113,30 @@ class GPTConfig:
         if self.mlp == "swiglu":
             return 64 * math.ceil(8 * self.d_model / 3 / 64)  # ~ the parameters of a 4 d GELU MLP
         return 4 * self.d_model
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """The parameter count of ``GPT(self)``, computed from the shapes without building it.
+
+        Same convention as :meth:`GPT.num_parameters`, which counts the built model's tensors.
+        """
+        c = self
+        d, ff, hs = c.d_model, c.ff_dim, c.head_dim
+        qkv_out = (c.n_head + 2 * c.kv_heads) * hs
+        attn = d * qkv_out + d * d + ((qkv_out + d) if c.bias else 0)  # fused q/k/v + output projection
+        if c.mlp == "swiglu":
+            mlp = 3 * d * ff + ((2 * ff + d) if c.bias else 0)  # w1, w3: d -> ff; w2: ff -> d
+        else:
+            mlp = 2 * d * ff + ((ff + d) if c.bias else 0)  # c_fc, c_proj
+        norm = d + (d if (c.norm == "layernorm" and c.bias) else 0)  # weight (+ bias)
+        per_block = attn + mlp + 2 * norm
+
+        token_table = c.vocab_size * d
+        position_table = c.block_size * d if c.positions == "learned" else 0
+        head = 0 if c.tie_weights else c.vocab_size * d
+        total = token_table + position_table + c.n_layer * per_block + norm + head
+        if exclude_embeddings:
+            total -= position_table + (0 if c.tie_weights else token_table)
+        return total
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -267,7 +292,7 @@ class GPT(nn.Module):
         ``exclude_embeddings`` drops the position table and the token table, except that a token
         table tied to the output layer stays, because it is also the output layer (nanoGPT's rule).
         """
-        n = sum(p.numel() for p in self.parameters())
+        n = num_parameters(self)
         if exclude_embeddings:
             if self.config.positions == "learned":
                 n -= self.transformer.wpe.weight.numel()
@@ -520,35 +545,3 @@ def sample_next_token(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Counting parameters from the configuration alone.
-
-
-def count_parameters(config: GPTConfig, exclude_embeddings: bool = False) -> int:
-    """The parameter count of ``GPT(config)``, computed from the shapes without building it.
-
-    Same convention as :meth:`GPT.num_parameters`.
-    """
-    c = config
-    d, ff, hs = c.d_model, c.ff_dim, c.head_dim
-    qkv_out = (c.n_head + 2 * c.kv_heads) * hs
-    attn = d * qkv_out + d * d + ((qkv_out + d) if c.bias else 0)  # fused q/k/v + output projection
-    if c.mlp == "swiglu":
-        mlp = 3 * d * ff + ((2 * ff + d) if c.bias else 0)  # w1, w3: d -> ff; w2: ff -> d
-    else:
-        mlp = 2 * d * ff + ((ff + d) if c.bias else 0)  # c_fc, c_proj
-    norm = d + (d if (c.norm == "layernorm" and c.bias) else 0)  # weight (+ bias)
-    per_block = attn + mlp + 2 * norm
-
-    token_table = c.vocab_size * d
-    position_table = c.block_size * d if c.positions == "learned" else 0
-    head = 0 if c.tie_weights else c.vocab_size * d
-    total = token_table + position_table + c.n_layer * per_block + norm + head
-    if exclude_embeddings:
-        total -= position_table + (0 if c.tie_weights else token_table)
-    return total
-
-
-GPT.count_parameters = staticmethod(count_parameters)  # GPT.count_parameters(config) reads naturally too

@@ -9,13 +9,15 @@ precision 0, a class that never occurs has recall 0 -- scikit-learn's ``zero_div
     F1_c        = 2 TP_c / (2 TP_c + FP_c + FN_c)   the harmonic mean of the two
     perplexity  = exp(mean negative log-likelihood per token)
     ROUGE-L F1  = 2 P R / (P + R) with P = LCS / |candidate|, R = LCS / |reference| (in words)
+
+:func:`format_table` shows rows of results (one dict per run or model) as a Markdown table.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -214,10 +216,22 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def format_table(rows: Sequence[Mapping[str, Any]], floatfmt: str = ".3g") -> str:
+    """Rows of equal keys -> a Markdown table (numbers formatted with ``floatfmt``)."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    cell = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 __all__ = [
     "accuracy",
     "classification_report",
     "confusion_matrix",
+    "format_table",
     "perplexity",
     "longest_common_subsequence",
     "precision_recall_f1",

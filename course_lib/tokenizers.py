@@ -21,7 +21,7 @@ import heapq
 import json
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -633,6 +633,46 @@ def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
     if fmt not in classes:
         raise ValueError(f"{path} has unknown format {fmt!r}; expected one of {sorted(classes)}")
     return classes[fmt].load(path)
+
+
+def cached_tokenizer(
+    name: str, kind: str, vocab_size: int, texts: Callable[[], Sequence[str]], show_progress: bool = False
+) -> tuple[CharTokenizer | BPETokenizer, Path]:
+    """A tokenizer trained once and kept as ``<cache>/tokenizers/<name>.json``; later calls (and other
+    ranks of a distributed run) load it. ``kind`` is ``"bpe"`` (``vocab_size`` ids) or ``"char"``;
+    ``texts`` is only called on a cache miss."""
+    from course_lib.env import cache_dir
+
+    if kind not in ("bpe", "char"):
+        raise ValueError(f"tokenizer kind must be 'bpe' or 'char', got {kind!r}")
+    path = cache_dir("tokenizers") / f"{name}.json"
+    if path.is_file():
+        return load_tokenizer(path), path
+    if kind == "char":
+        tok: CharTokenizer | BPETokenizer = CharTokenizer.train(texts())
+    else:
+        tok = BPETokenizer.train(texts(), vocab_size, show_progress=show_progress)
+    tok.save(path)
+    return tok, path
+
+
+def tokenizer_meta(path: str | Path) -> dict[str, str]:
+    """What a checkpoint keeps of its tokenizer: the file's path and, for another machine, its text."""
+    path = Path(path)
+    return {"tokenizer_path": str(path), "tokenizer_json": path.read_text(encoding="utf-8")}
+
+
+def tokenizer_from_meta(meta: Mapping[str, str]) -> CharTokenizer | BPETokenizer:
+    """The tokenizer a checkpoint was trained with (:func:`tokenizer_meta`): its file, or the copy inside
+    the checkpoint when the file is gone (the cache was cleared or the checkpoint came from elsewhere)."""
+    from course_lib.env import cache_dir
+
+    path = Path(meta["tokenizer_path"])
+    if not path.is_file():
+        digest = hashlib.sha256(meta["tokenizer_json"].encode()).hexdigest()[:12]
+        path = cache_dir("tokenizers") / f"restored-{digest}.json"
+        path.write_text(meta["tokenizer_json"], encoding="utf-8")
+    return load_tokenizer(path)
 
 
 def _progress(total: int, disable: bool):

@@ -50,7 +50,7 @@ from course_lib.distributed import (
     init_distributed,
     launched_by_torchrun,
 )
-from course_lib.env import cache_dir, get_device, seed_everything
+from course_lib.env import cache_dir, get_device, move_to_device, seed_everything
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 CHECKPOINT_FORMAT = "course_lib.trainer/1"
@@ -390,19 +390,6 @@ _ITERABLE_HINT = (
     "an IterableDataset cannot be sharded across processes or resumed mid-epoch; wrap it in a callable "
     "(step, generator) -> batch, or use a map-style Dataset"
 )
-
-
-def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move every tensor in a (nested) tuple/list/dict batch to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        if non_blocking and device.type == "cuda" and batch.device.type == "cpu":
-            batch = batch.pin_memory()  # page-locked memory lets the copy overlap with GPU work
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
-    return batch
 
 
 def count_items(batch: Any) -> tuple[int, str]:
@@ -929,7 +916,6 @@ __all__ = [
     "enable_tf32",
     "lr_at",
     "make_batches",
-    "move_to_device",
     "param_groups",
     "resolve_amp",
 ]

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course_lib.attention import MultiHeadAttention
+from course_lib.gpt import GPT, GPTConfig
 from course_lib.lora import (
     LoRALinear,
     apply_lora,
@@ -45,9 +47,8 @@ class TinyModel(nn.Module):
 
 
 def _attention_model():
-    """The course's own MultiHeadAttention when it exists (targets qkv/proj are named for it)."""
-    attention = pytest.importorskip("course_lib.attention")
-    return attention.MultiHeadAttention(16, 4)
+    """The course's own MultiHeadAttention (targets qkv/proj are named for it)."""
+    return MultiHeadAttention(16, 4)
 
 
 @pytest.mark.parametrize("r, alpha, bias", [(1, 1.0, True), (4, 8.0, False), (8, 16.0, True)])
@@ -152,9 +153,8 @@ def test_lora_on_course_attention_layer():
 
 
 def test_lora_on_course_gpt_merges_exactly():
-    gpt_mod = pytest.importorskip("course_lib.gpt")
     torch.manual_seed(4)
-    gpt = gpt_mod.GPT(gpt_mod.GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, d_model=16))
+    gpt = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, d_model=16))
     names = apply_lora(gpt, targets=("qkv", "attn.proj"), r=4, alpha=8)
     assert names == [f"transformer.h.{i}.attn.{n}" for i in (0, 1) for n in ("qkv", "proj")]
     n = mark_only_lora_trainable(gpt)
