@@ -35,11 +35,14 @@ Fine-tuning
     lora             low-rank adapters
     finetuning       fine-tuning a classifier: what trains, what it costs, how well it does
     instruct         instruction tuning with the prompt masked out of the loss
+    preference       preference tuning: the DPO loss and the log-probabilities of answers
     config           run configs for the command line: sections, files, --set overrides
     runs             pretrain / fine-tune / generate from a config (what the command line runs)
 
 Applications
     generation       sampling text from a GPT, and measures of the samples
+    chat             talking with a chat model: template, streamed answers, the REPL
+    serve            an OpenAI-compatible HTTP server for a chat model
     semantic_search  sentence vectors, a searchable index, recall@k and MRR
     ready_models     chapter 5's ready-made classifiers, trained once and cached
     compress         quantization, distillation, pruning
@@ -50,7 +53,7 @@ Course helpers
     training_plots   loss curves, optimizer paths, confusion matrices
     widgets          interactive explorers for the notebooks
     exercises        the self-checks of the notebooks' exercises (one module per chapter)
-    cli              ``python -m course_lib pretrain|finetune|generate|predict``: parses, then dispatches
+    cli              ``python -m course_lib pretrain|finetune|generate|predict|chat|serve``: parses, dispatches
 """
 
 from course_lib.env import cache_dir, choose_device, fast_mode, get_device, pick, seed_everything
