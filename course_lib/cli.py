@@ -37,6 +37,7 @@ import numpy as np
 
 from course_lib.env import cache_dir, fast_mode, get_device, seed_everything
 from course_lib.finetuning import FINETUNE_MODES
+from course_lib.tokenizers import tokenizer_from_meta, tokenizer_meta
 
 SECTIONS = {
     "pretrain": ("data", "model", "train"),
@@ -292,21 +293,6 @@ def build_tokenizer(
     return tok, path
 
 
-def _tokenizer_meta(tok: Any, path: Path) -> dict[str, str]:
-    return {"tokenizer_path": str(path), "tokenizer_json": path.read_text(encoding="utf-8")}
-
-
-def tokenizer_from_meta(meta: Mapping[str, Any]) -> Any:
-    """The tokenizer a checkpoint was trained with: its cached file, or the copy inside the checkpoint."""
-    from course_lib.tokenizers import load_tokenizer
-
-    path = Path(meta["tokenizer_path"])
-    if not path.is_file():  # the cache was cleared or the checkpoint came from another machine
-        path = cache_dir("tokenizers") / f"restored-{abs(hash(meta['tokenizer_json'])) % 10**12}.json"
-        path.write_text(meta["tokenizer_json"], encoding="utf-8")
-    return load_tokenizer(path)
-
-
 # ----------------------------------------------------------------------------------------------------
 # commands
 
@@ -388,7 +374,7 @@ def cmd_pretrain(
             "model_name": name,
             "model_config": gpt_cfg.to_dict(),
             "data": dataclasses.asdict(data),
-            **_tokenizer_meta(tok, tok_path),
+            **tokenizer_meta(tok, tok_path),
         }
         trainer = Trainer(model, train_cfg, train_batch, val_batch, resume=resume, meta=meta)
         trainer.fit()
@@ -494,8 +480,7 @@ def cmd_finetune(
             "finetune": dataclasses.asdict(ft),
             "labels": names,
             "data": dataclasses.asdict(data),
-            "tokenizer_path": meta["tokenizer_path"],
-            "tokenizer_json": meta["tokenizer_json"],
+            **tokenizer_meta(tok, meta["tokenizer_path"]),
         }
         trainer = Trainer(clf, train_cfg, train_loader, val_loader, resume=resume, meta=run_meta)
         trainer.fit()
@@ -536,11 +521,13 @@ def cmd_generate(args: argparse.Namespace) -> str:
             f"{args.checkpoint} is not a language-model checkpoint (kind {meta.get('kind')!r}); "
             "generate from a `python -m course_lib pretrain` checkpoint"
         )
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     device = get_device(args.device)
     model = GPT(GPTConfig.from_dict(meta["model_config"]))
     load_model_state(model, ckpt["model"])
     model.to(device).eval()
-    tok = tokenizer_from_meta(meta)
+    tok = tokenizer_from_meta(meta)  # the copy inside the checkpoint, checked against its fingerprint
     ids = tok.encode(args.prompt) if args.prompt else []
     if not ids:  # an empty prompt starts from the end-of-text token (BPE) or a newline (characters)
         specials = getattr(tok, "special_tokens", None)
@@ -598,19 +585,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_CODES = {  # what `python -m course_lib` returns (README, "Exit codes")
+    0: "success",
+    1: "the run failed: unreadable checkpoint or bundle, out_dir unusable or locked, NaN, out of memory",
+    2: "bad command line or config: fix the option or key the message names",
+    130: "Ctrl-C (SIGINT): a checkpoint was saved at the last full step; add --resume",
+    143: "SIGTERM (preemption, docker stop): a checkpoint was saved; add --resume",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m course_lib`` and the ``course`` script; returns the exit status."""
+    """Entry point of ``python -m course_lib`` and the ``course`` script; returns the exit status
+    (:data:`EXIT_CODES`). Every expected failure is one ``error:`` line on stderr saying what to do."""
+    import torch
+
     from course_lib.checkpoint import CheckpointError
     from course_lib.trainer import NonFiniteLossError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach for the network
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["predict"]:
-        from course_lib.deploy import predict_main
-
-        return predict_main(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:1] == ["predict"]:
+            from course_lib.deploy import predict_main
+
+            return predict_main(argv[1:])
+        args = build_parser().parse_args(argv)
         if args.command == "generate":
             cmd_generate(args)
             return 0
@@ -621,15 +620,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = cmd_pretrain if args.command == "pretrain" else cmd_finetune
         run(config, args.resume, Path(args.config).stem if args.config else None)
         return 0
-    except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, NonFiniteLossError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)  # OSError: missing files, read-only or full disks, bad images
         return 2 if isinstance(e, ConfigError) else 1
-    except KeyboardInterrupt:
+    except RuntimeError as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise  # a bug: keep the traceback
+        first = str(e).splitlines()[0][:200]
+        print(
+            f"error: out of memory ({first}); lower the batch size (train.batch_size, or fewer inputs for "
+            "predict), use grad_accum_steps for the same effective batch, or a smaller model",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt as e:
         print("interrupted; continue with the same command plus --resume", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)
 
 
 __all__ = [
+    "EXIT_CODES",
     "ConfigError",
     "DataConfig",
     "FinetuneConfig",

@@ -39,7 +39,7 @@ from course_lib.datasets import SplitLists
 from course_lib.env import cache_dir, fast_mode, get_device
 from course_lib.gpt import GPT, GPTConfig, get_config
 from course_lib.lm_data import TokenCache, get_batch
-from course_lib.tokenizers import ENDOFTEXT, BPETokenizer
+from course_lib.tokenizers import ENDOFTEXT, BPETokenizer, tokenizer_meta
 from course_lib.trainer import TrainConfig, Trainer
 
 RECIPE_VERSION = 1  # bump when the code below changes what a recipe produces
@@ -262,8 +262,7 @@ def make_trainer(
         "model_name": recipe.base_config,
         "model_config": model.config.to_dict(),
         "data": {"corpus": "bbc_news", "tokenizer": "bpe", "vocab_size": tokenizer.vocab_size},
-        "tokenizer_path": str(tokenizer_path),
-        "tokenizer_json": tokenizer_path.read_text(encoding="utf-8"),
+        **tokenizer_meta(tokenizer, tokenizer_path),
         "recipe": recipe.to_dict(),
         "recipe_key": recipe.key,
     }
