@@ -44,6 +44,7 @@ from course_lib.checkpoint import (
     RunDirLock,
     capture_rng_state,
     check_out_dir,
+    kept_path,
     load_checkpoint,
     load_model_state,
     restore_rng_state,
@@ -604,6 +605,7 @@ class Trainer:
         self._interval_items, self._item_unit = 0, "samples"
         self._interrupted: int | None = None  # the signal that asked the loop to stop, if one did
         self._lock = RunDirLock(self.out_dir)
+        self._saved_step: int | None = None  # the step of the weights in last.pt, when this process knows it
         self._forward_model: nn.Module = self.model
         if resume:
             self.resume(None if resume is True else resume)
@@ -656,6 +658,8 @@ class Trainer:
     def _write(self, state: Mapping[str, Any], path: Path) -> None:
         keep = self.config.keep_last if path == self.last_path else 1
         save_checkpoint(state, path, keep=keep)
+        if path == self.last_path:
+            self._saved_step = self.step
 
     def _check_weights(self) -> None:
         """Stop (NonFiniteLossError) when a parameter holds NaN/inf: one host-device sync per save."""
@@ -684,6 +688,7 @@ class Trainer:
                 )
         load_model_state(unwrap_model(self.model), ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        self._saved_step = int(ckpt["step"]) if path == self.last_path else None
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
@@ -770,21 +775,46 @@ class Trainer:
         self._pending = []
         for s, v in zip(steps, values):
             if not math.isfinite(v):
-                self._stop_non_finite(s, v)
+                self._stop_non_finite(s, v, weights_step=s)  # step s ran on the weights after s updates
         self._interval_losses.extend(values)
 
-    def _stop_non_finite(self, step: int, value: float, what: str | None = None) -> None:
-        kept = (
-            f"the last good checkpoint {self.last_path} is untouched"
-            if self.last_path.is_file()
-            else ("no checkpoint had been written yet")
-        )
+    def _stop_non_finite(
+        self, step: int, value: float, what: str | None = None, weights_step: int | None = None
+    ) -> None:
+        """Raise NonFiniteLossError; ``weights_step``: the updates behind the weights that gave ``value``.
+
+        Finite weights can still give NaN: when they are the ones in last.pt, that file is moved aside
+        (last.nonfinite.pt) and the save before it becomes last.pt again.
+        """
+        bad = self._demote_last(weights_step)
+        if bad is not None:
+            before = f"{self.last_path} is the save before" if self.last_path.is_file() else "none is older"
+            kept = f"last.pt of step {weights_step} held the weights that gave it: moved to {bad}; {before}"
+        elif self.last_path.is_file():
+            kept = f"the last good checkpoint {self.last_path} is untouched"
+        else:
+            kept = "no checkpoint had been written yet"
         what = what or f"the training loss is {value}"
         raise NonFiniteLossError(
             f"{what} at step {step + 1} (of {self.config.max_steps}); training "
             f"stopped and {kept}. Try a lower lr (now {self.config.lr:g}), gradient clipping "
             "(grad_clip=1.0), amp='off' (full fp32), a longer warmup, or check the batches for NaN/inf"
         )
+
+    def _demote_last(self, weights_step: int | None) -> Path | None:
+        """Move last.pt aside when it holds the weights of ``weights_step``; last.1.pt ... move up."""
+        if weights_step is None or self._saved_step != weights_step or not self.dist.is_main:
+            return None
+        if not self.last_path.is_file():
+            return None
+        bad = self.out_dir / "last.nonfinite.pt"
+        os.replace(self.last_path, bad)
+        newer, i = self.last_path, 1
+        while kept_path(self.last_path, i).is_file():
+            os.replace(kept_path(self.last_path, i), newer)
+            newer, i = kept_path(self.last_path, i), i + 1
+        self._saved_step = None
+        return bad
 
     # ------------------------------------------------------------------ evaluation
 
@@ -825,7 +855,7 @@ class Trainer:
         """Early-stopping bookkeeping: keep (and save) the best weights, count evals without progress."""
         cfg = self.config
         if not math.isfinite(val_loss):
-            self._stop_non_finite(self.step - 1, val_loss)
+            self._stop_non_finite(self.step - 1, val_loss, weights_step=self.step)
         if self.best_val is None or val_loss < self.best_val - cfg.min_delta:
             self.best_val, self.best_step, self.bad_evals = val_loss, self.step, 0
             if cfg.early_stopping_patience is not None:

@@ -232,16 +232,26 @@ def test_nan_weights_after_a_finite_loss_never_reach_a_checkpoint(tmp_path):
     assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
-def test_lr_1e3_keeps_only_finite_checkpoints(tmp_path):
-    """The issue's run: lr=1e3 diverges; whatever is on disk afterwards must be finite."""
+def test_lr_1e3_leaves_a_last_pt_whose_weights_give_a_finite_loss(tmp_path):
+    """The issue's run: lr=1e3 stopped with a clear message, but the last.pt it called the last good one
+    held (finite) weights that gave the NaN. That file must be moved aside and the save before restored."""
     trainer = lm_trainer(tmp_path, "callable", lr=1e3, min_lr=1e2, warmup_steps=0, grad_clip=None,
                          save_every=1, max_steps=40, eval_every=10**6)  # fmt: skip
-    with pytest.raises(NonFiniteLossError):
+    with pytest.raises(NonFiniteLossError, match=r"last.pt of step \d+ held the weights that gave") as info:
         trainer.fit()
-    saved = [p for p in (tmp_path / "last.pt", kept_path(tmp_path / "last.pt", 1)) if p.is_file()]
-    assert saved
-    for path in saved:
-        assert all(torch.isfinite(v).all() for v in load_checkpoint(path)["model"].values()), path
+    bad_step = int(re.search(r"of step (\d+) held", str(info.value))[1])
+    x, y = window_batches(token_stream())(0, torch.Generator().manual_seed(0))
+
+    def loss_of(path: Path) -> float:
+        model = make_lm()
+        model.load_state_dict(load_checkpoint(path)["model"])
+        with torch.no_grad():
+            return float(model.eval()(x, y)[1])
+
+    assert load_checkpoint(tmp_path / "last.nonfinite.pt")["step"] == bad_step
+    assert not np.isfinite(loss_of(tmp_path / "last.nonfinite.pt"))  # the weights that gave the NaN
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == bad_step - 1
+    assert np.isfinite(loss_of(tmp_path / "last.pt"))
 
 
 @pytest.mark.parametrize("keep_last", [2, 3])
