@@ -564,6 +564,20 @@ def test_a_huge_batch_is_an_out_of_memory_error_line(tmp_path, course_cache, cap
     assert err.startswith("error: out of memory") and "train.batch_size" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_a_cli_resume_under_another_tokenizer_of_the_same_size_is_refused(tmp_path, course_cache, capsys):
+    """The cached tokenizer was retrained (same size, other ids): --resume used to carry on with it."""
+    assert main(_pretrain(tmp_path)) == 0
+    cached = course_cache / "tokenizers" / "bbc_news-char-20.json"
+    tok = CharTokenizer.load(cached)
+    chars = tok.itos[len(tok.special_tokens) :]
+    CharTokenizer(chars[::-1], tok.special_tokens).save(cached)  # the same vocabulary size, other ids
+    capsys.readouterr()
+    assert main([*_pretrain(tmp_path, "train.max_steps=2"), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "another tokenizer" in err and "Traceback" not in err
+
+
 def test_exit_codes_are_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     for code in EXIT_CODES:
