@@ -585,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_CODES = {  # what `python -m course_lib` returns (README, "Exit codes")
+EXIT_CODES = {  # what `python -m course_lib` returns (README: "Interruptions, errors and exit codes")
     0: "success",
     1: "the run failed: unreadable checkpoint or bundle, out_dir unusable or locked, NaN, out of memory",
     2: "bad command line or config: fix the option or key the message names",
