@@ -53,7 +53,7 @@ Course helpers
     training_plots   loss curves, optimizer paths, confusion matrices
     widgets          interactive explorers for the notebooks
     exercises        the self-checks of the notebooks' exercises (one module per chapter)
-    cli              ``python -m course_lib pretrain|finetune|generate|predict|chat|serve``: parses, dispatches
+    cli              ``python -m course_lib pretrain|finetune|generate|predict|chat|serve``
 """
 
 from course_lib.env import cache_dir, choose_device, fast_mode, get_device, pick, seed_everything

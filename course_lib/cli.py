@@ -65,6 +65,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> None:
     from course_lib.runs import generate_from_checkpoint
 
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     text = generate_from_checkpoint(
         args.checkpoint,
         args.prompt,
@@ -90,6 +92,8 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from course_lib.deploy import print_predictions
 
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
     print_predictions(args.model_dir, args.inputs, top=args.top, device=args.device)
 
 
@@ -146,8 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_CODES = {  # what `python -m course_lib` returns (README: "Interruptions, errors and exit codes")
+    0: "success",
+    1: "the run failed: unreadable checkpoint or bundle, out_dir unusable or locked, NaN, out of memory",
+    2: "bad command line or config: fix the option or key the message names",
+    130: "Ctrl-C (SIGINT): a checkpoint was saved at the last full step; add --resume",
+    143: "SIGTERM (preemption, docker stop): a checkpoint was saved; add --resume",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m course_lib`` and the ``course`` script; returns the exit status."""
+    """Entry point of ``python -m course_lib`` and the ``course`` script; returns the exit status
+    (:data:`EXIT_CODES`). Every expected failure is one ``error:`` line on stderr saying what to do."""
+    import torch
+
     from course_lib.checkpoint import CheckpointError
     from course_lib.trainer import NonFiniteLossError
 
@@ -155,12 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         return SUBCOMMANDS[args.command][2](args) or 0
-    except (ConfigError, CheckpointError, FileNotFoundError, NonFiniteLossError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, NonFiniteLossError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)  # OSError: missing files, read-only or full disks, bad images
         return 2 if isinstance(e, ConfigError) else 1
-    except KeyboardInterrupt:
+    except RuntimeError as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise  # a bug: keep the traceback
+        first = str(e).splitlines()[0][:200]
+        print(
+            f"error: out of memory ({first}); lower the batch size (train.batch_size, or fewer inputs for "
+            "predict), use grad_accum_steps for the same effective batch, or a smaller model",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt as e:
         print("interrupted; continue with the same command plus --resume", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)
 
 
-__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+__all__ = ["EXIT_CODES", "SUBCOMMANDS", "build_parser", "main"]

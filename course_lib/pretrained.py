@@ -251,7 +251,13 @@ def make_trainer(
         tokenizer.save(tokenizer_path)
     data = {"corpus": "bbc_news", "tokenizer": "bpe", "vocab_size": tokenizer.vocab_size}
     meta = pretrain_meta(
-        recipe.base_config, model.config, data, tokenizer_path, recipe=recipe.to_dict(), recipe_key=recipe.key
+        recipe.base_config,
+        model.config,
+        data,
+        tokenizer,
+        tokenizer_path,
+        recipe=recipe.to_dict(),
+        recipe_key=recipe.key,
     )
     return lm_trainer(model, cfg, train_ids, val_ids, meta, resume=resume)
 

@@ -66,6 +66,7 @@ def pretrain_meta(
     model_name: str,
     model_config: GPTConfig,
     data: Mapping[str, Any],
+    tokenizer: Any,
     tokenizer_path: str | Path,
     **extra: Any,
 ) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def pretrain_meta(
         "model_name": model_name,
         "model_config": model_config.to_dict(),
         "data": dict(data),
-        **tokenizer_meta(tokenizer_path),
+        **tokenizer_meta(tokenizer, tokenizer_path),
         **extra,
     }
 
@@ -159,7 +160,7 @@ def run_pretrain(
         model = GPT(gpt_cfg)
         sizes = f"{len(cache.train):,} train / {len(cache.val):,} val tokens"
         _say(dist, f"pretrain: {model.num_parameters():,} parameters, {sizes}, {dist.world_size} process(es)")
-        meta = pretrain_meta(name, gpt_cfg, dataclasses.asdict(data), tok_path)
+        meta = pretrain_meta(name, gpt_cfg, dataclasses.asdict(data), tok, tok_path)
         trainer = lm_trainer(model, train_cfg, cache.train, cache.val, meta, resume=resume)
         trainer.fit()
         _say(dist, f"checkpoint: {trainer.last_path}")
@@ -235,8 +236,7 @@ def run_finetune(
             "finetune": dataclasses.asdict(ft),
             "labels": names,
             "data": dataclasses.asdict(data),
-            "tokenizer_path": meta["tokenizer_path"],
-            "tokenizer_json": meta["tokenizer_json"],
+            **tokenizer_meta(tok, meta["tokenizer_path"]),
         }
         trainer = Trainer(clf, train_cfg, train_loader, val_loader, resume=resume, meta=run_meta)
         trainer.fit()

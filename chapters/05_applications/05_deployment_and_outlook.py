@@ -163,11 +163,13 @@ print("true labels:", y_test[:2].tolist())
 #   servers and phones, in browsers, from C++, C#, Java or JavaScript.
 #
 # Both trace one example input. The batch size is marked as variable, so one export serves any
-# number of images:
+# number of images. A `.pt2` file is not as safe to open as the bundle: `torch.export.load`
+# unpickles parts of it without `weights_only`, so a crafted file can run code. `load_exported`
+# therefore opens only files marked `trusted=True`, such as one we have just written ourselves:
 
 # %%
 pt2 = export_torch(digits_bundle.model, x_test[:4], cache_dir("apps", "deploy-demo") / "digit_cnn.pt2")
-exported = load_exported(pt2)
+exported = load_exported(pt2, trusted=True)  # a file we just wrote ourselves
 print(f"{pt2.name}: {pt2.stat().st_size:,} bytes")
 
 # %%
@@ -217,7 +219,7 @@ example = encode_texts(topic_bundle, texts)  # the two sentences of 5.5.2, padde
 example = (example["input_ids"], example["attention_mask"])
 topic_pt2 = export_torch(topic_bundle.model, example, cache_dir("apps", "deploy-demo") / "minilm_topics.pt2",
                          dynamic_dims=(0, 1))
-topic_exported = load_exported(topic_pt2)
+topic_exported = load_exported(topic_pt2, trusted=True)
 news = encode_texts(topic_bundle, [articles[i].body for i in tsplits.test][: pick(fast=4, full=16)])
 news = (news["input_ids"], news["attention_mask"])
 print(f"{topic_pt2.name}: {topic_pt2.stat().st_size / 1e6:.1f} MB; traced with {tuple(example[0].shape)}, "
@@ -360,7 +362,8 @@ plt.show()
 # ## Summary
 #
 # - An inference bundle is weights plus a config that rebuilds the architecture; loading with
-#   `weights_only=True` keeps model files from running code. The loaded model, the command-line
+#   `weights_only=True` keeps model files from running code (a `.pt2` graph is opened only when
+#   trusted). The loaded model, the command-line
 #   predictor, the `torch.export` graph and the ONNX file all gave the original's outputs.
 # - Batching raises throughput at the cost of latency; how much depends on how much arithmetic each
 #   item needs, so it has to be measured for each model and machine.
