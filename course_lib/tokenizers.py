@@ -239,22 +239,27 @@ def bytes_to_unicode() -> dict[int, str]:
 
 _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
+# str.translate tables (C speed for 49k-token vocabularies): byte b as chr(b) <-> its visible character;
+# a character below 256 that stands for no byte is deleted, so a length change flags it
+_TO_VISIBLE = {b: c for b, c in _BYTE_TO_CHAR.items()}
+_FROM_VISIBLE = {**{b: None for b in range(256)}, **{ord(c): b for c, b in _CHAR_TO_BYTE.items()}}
 
 
 def token_str(token: bytes) -> str:
     """Bytes -> GPT-2's visible form (``b" the"`` -> ``"Ġthe"``)."""
-    return "".join(_BYTE_TO_CHAR[b] for b in token)
+    return token.decode("latin-1").translate(_TO_VISIBLE)
 
 
 def token_bytes_from_str(visible: str) -> bytes:
     """GPT-2's visible form -> bytes; the inverse of :func:`token_str`."""
-    try:
-        return bytes(_CHAR_TO_BYTE[c] for c in visible)
-    except KeyError as err:
-        raise ValueError(
-            f"{visible!r} is not a byte-level token string ({err.args[0]!r} stands for no byte); "
-            "tokens are written with GPT-2's byte alphabet, e.g. 'Ġthe' for ' the'"
-        ) from None
+    raw = visible.translate(_FROM_VISIBLE)
+    if len(raw) == len(visible) and (not raw or max(raw) <= "\xff"):
+        return raw.encode("latin-1")
+    bad = next(c for c in visible if c not in _CHAR_TO_BYTE)
+    raise ValueError(
+        f"{visible!r} is not a byte-level token string ({bad!r} stands for no byte); "
+        "tokens are written with GPT-2's byte alphabet, e.g. 'Ġthe' for ' the'"
+    )
 
 
 _CONTROL_CHARS = regex.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -714,6 +719,8 @@ class BPETokenizer:
         text since its last cut. Text is cut just before whitespace that follows a non-space: with this
         module's patterns a pre-token holds whitespace only at its start, so no pre-token or special token
         (whose names hold no whitespace) spans such a cut, and what lies left of it encodes the same alone.
+        Memory: one chunk, the text since the last cut (text without whitespace is held until some comes),
+        the ids of one chunk, and the pre-token cache that ``encode`` shares (at most 500,000 entries).
         """
         if self.pattern not in PRE_TOKENIZER_PATTERNS.values():
             raise ValueError(
