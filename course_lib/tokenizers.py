@@ -46,6 +46,8 @@ SMOLLM_SPLIT_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{
 # GGUF ``tokenizer.ggml.pre`` names -> pattern. Both patterns put whitespace only at the start of a piece,
 # which is what lets encode_iterable cut a stream before any whitespace that follows a non-space.
 PRE_TOKENIZER_PATTERNS = {"gpt2": GPT2_SPLIT_PATTERN, "smollm": SMOLLM_SPLIT_PATTERN}
+# roles a GGUF file names by id -> its metadata key under tokenizer.ggml.
+GGUF_ROLES = {"bos": "bos_token_id", "eos": "eos_token_id", "pad": "padding_token_id"}
 
 UNK = "<unk>"
 ENDOFTEXT = "<|endoftext|>"
@@ -308,8 +310,9 @@ class BPETokenizer:
     :meth:`from_vocab_and_merges` and :meth:`from_gguf_metadata` keep the ids exactly as given.
 
     ``vocab[i]`` is the bytes of id ``i`` (a special token's UTF-8 name for a special id); ``special_tokens``
-    maps each special token's name to its id. ``bos_id``/``eos_id``/``pad_id`` are the ids a model file names
-    for those roles (``None`` for a tokenizer trained here).
+    maps each special token's name to its id. ``role_ids`` holds the ids a model file names for the roles
+    ``"bos"``, ``"eos"`` and ``"pad"`` (SmolLM2: ``<|im_start|>``, ``<|im_end|>``, ``<|im_end|>``; empty for a
+    tokenizer trained here).
     """
 
     def __init__(
@@ -343,9 +346,7 @@ class BPETokenizer:
         merges: Sequence[str | tuple[str, str]],
         special_tokens: Iterable[str] = (),
         pattern: str = GPT2_SPLIT_PATTERN,
-        bos_id: int | None = None,
-        eos_id: int | None = None,
-        pad_id: int | None = None,
+        role_ids: Mapping[str, int] | None = None,
     ) -> BPETokenizer:
         """A tokenizer with a pretrained model's ids: ``vocab[i]`` is token ``i`` in GPT-2's visible byte
         alphabet (``"Ġthe"``), ``merges`` are ``"Ġ t"`` strings or ``("Ġ", "t")`` pairs in rank order,
@@ -373,7 +374,7 @@ class BPETokenizer:
                 )
             pairs.append((token_bytes_from_str(parts[0]), token_bytes_from_str(parts[1])))
         tok = cls.__new__(cls)
-        tok._build(as_bytes, pairs, specials, pattern, bos_id, eos_id, pad_id)
+        tok._build(as_bytes, pairs, specials, pattern, role_ids or {})
         tok._numbered_here = False
         return tok
 
@@ -409,7 +410,13 @@ class BPETokenizer:
                 f"tokenizer.ggml.pre is {pre!r}, a pre-tokenizer this code does not know; known: "
                 f"{sorted(PRE_TOKENIZER_PATTERNS)} (add its split pattern to PRE_TOKENIZER_PATTERNS)"
             )
-        tokens = list(get("tokens"))
+        tokens, merges = list(get("tokens")), list(get("merges"))
+        for key, values in (("tokens", tokens), ("merges", merges)):
+            if not all(isinstance(v, str) for v in values[:100]):
+                raise ValueError(
+                    f"tokenizer.ggml.{key} holds {type(values[0]).__name__} values; pass the metadata with "
+                    "GGUF strings decoded as UTF-8 str (e.g. GGUFFile(path).metadata)"
+                )
         types = list(get("token_type", required=False) or [1] * len(tokens))
         if len(types) != len(tokens):
             raise ValueError(
@@ -418,18 +425,12 @@ class BPETokenizer:
             )
         specials = [t for t, kind in zip(tokens, types) if kind in (3, 4)]  # 3 control, 4 user-defined
 
-        def token_id(key: str) -> int | None:
-            i = get(key, required=False)
-            return None if i is None else int(i)
-
         return cls.from_vocab_and_merges(
             tokens,
-            list(get("merges")),
+            merges,
             specials,
             PRE_TOKENIZER_PATTERNS[pre],
-            bos_id=token_id("bos_token_id"),
-            eos_id=token_id("eos_token_id"),
-            pad_id=token_id("padding_token_id"),
+            {role: int(i) for role, key in GGUF_ROLES.items() if (i := get(key, required=False)) is not None},
         )
 
     def _build(
@@ -438,9 +439,7 @@ class BPETokenizer:
         merges: Sequence[tuple[bytes, bytes]],
         special_tokens: dict[str, int],
         pattern: str,
-        bos_id: int | None = None,
-        eos_id: int | None = None,
-        pad_id: int | None = None,
+        role_ids: Mapping[str, int] | None = None,
     ) -> None:
         """Set up the lookup tables from a complete vocabulary (id -> bytes) and ranked merges."""
         self.pattern = pattern
@@ -473,10 +472,10 @@ class BPETokenizer:
                 raise ValueError(f"merge #{rank} ({token_str(left)!r}, {token_str(right)!r}) is listed twice")
             self._ranks[(a, b)] = (rank, new)
             self.merges.append((left, right))
-        for name, i in (("bos_id", bos_id), ("eos_id", eos_id), ("pad_id", pad_id)):
-            if i is not None and not 0 <= i < len(vocab):
-                raise ValueError(f"{name}={i} is outside the vocabulary (size {len(vocab)})")
-        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.role_ids: dict[str, int] = dict(role_ids or {})
+        for role, i in self.role_ids.items():
+            if not 0 <= i < len(vocab):
+                raise ValueError(f"the {role!r} id {i} is outside the vocabulary (size {len(vocab)})")
         self._special_split = self._special_regex(self.special_tokens)
         self._cache: dict[str, list[int]] = {}
 
@@ -782,7 +781,7 @@ class BPETokenizer:
             "special_tokens": self.special_tokens,
         }
         if not self._numbered_here:
-            d["roles"] = {"bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
+            d["role_ids"] = self.role_ids
             d["vocab"] = [self.id_to_token(i) for i in range(self.vocab_size)]
         d["merges"] = [[token_str(a), token_str(b)] for a, b in self.merges]
         return d
@@ -813,8 +812,8 @@ class BPETokenizer:
             pattern = data["pattern"]
             regex.compile(pattern)
             if "vocab" in data:  # a pretrained model's numbering
-                roles = {k: data["roles"][k] for k in ("bos_id", "eos_id", "pad_id")}
-                tok = cls.from_vocab_and_merges(data["vocab"], data["merges"], specials, pattern, **roles)
+                roles = data["role_ids"]
+                tok = cls.from_vocab_and_merges(data["vocab"], data["merges"], specials, pattern, roles)
         except (KeyError, TypeError, ValueError, regex.error) as err:
             raise ValueError(
                 f"{path} is a corrupt BPE file ({type(err).__name__}: {err}); re-create it with "
