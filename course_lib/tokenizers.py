@@ -533,13 +533,12 @@ class BPETokenizer:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``texts``.
 
         Each step merges the most frequent adjacent pair of token ids. Ties go to the smallest pair
-        ``(left id, right id)``, compared by the left id first, then the right id. A byte's id is its
-        value (``b"e"`` is 101, ``b"h"`` is 104) and each new token takes the next id (256, 257, ...): trained
-        on ``"the"``, where ("t", "h") and ("h", "e") both occur once, the first merge is ("h", "e") since
-        ``(104, 101) < (116, 104)``, and a pair of two bytes wins over an equally frequent pair that holds a
-        learned token. Counts are over pre-tokens
-        weighted by how often each pre-token occurs; within one word every adjacent position counts
-        (``"aaa"`` counts ``(a, a)`` twice), while a merge replaces non-overlapping occurrences left to right.
+        ``(left id, right id)``: the smaller left id wins, and for equal left ids the smaller right id. A
+        byte's id is its value (``b" "`` is 32, ``b"e"`` is 101, ``b"h"`` is 104) and each new token takes
+        the next id (256, 257, ...). Trained on ``"the"``, where ("t", "h") and ("h", "e") both occur once,
+        the first merge is ("h", "e") because ``(104, 101) < (116, 104)``. A pair is counted once per
+        adjacent position in each pre-token, times how often that pre-token occurs (``"aaa"`` counts
+        ``(a, a)`` twice), while a merge replaces non-overlapping occurrences left to right.
         Pre-tokens are counted once; after a merge only the words that contain the merged pair are
         rewritten and their pair counts adjusted, which keeps training fast in pure Python.
         Special tokens found in the text are cut out and never take part in merges.
