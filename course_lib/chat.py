@@ -19,8 +19,8 @@ the context loses its oldest turns (the system message and the last message stay
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
+import functools
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,13 +28,16 @@ from typing import Any
 
 import torch
 
-from course_lib.tokenizers import printable
+from course_lib.chat_template import IM_END, IM_START, check_messages, render_chat
+from course_lib.tokenizers import ENDOFTEXT as EOS
+from course_lib.tokenizers import StreamDecoder, printable
 
-ROLES = ("system", "user", "assistant")
-IM_START, IM_END, EOS = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 DEFAULT_STOP = (IM_END,)
 
 Message = Mapping[str, str]  # {"role": "system" | "user" | "assistant", "content": text}
+
+
+PLAIN_CHATML = functools.partial(render_chat, system_prompt=None)  # ChatML, no default system message
 
 
 class PromptTooLongError(ValueError):
@@ -42,38 +45,7 @@ class PromptTooLongError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Template and incremental decoding.
-
-
-def render_chatml(messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-    """ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then the assistant's header."""
-    # INTEGRATE: h15b's course_lib render_chat(messages, add_generation_prompt=True) replaces this
-    # function (as ChatModel's default template); keep no second copy.
-    text = "".join(f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages)
-    return text + (f"{IM_START}assistant\n" if add_generation_prompt else "")
-
-
-class Utf8StreamDecoder:
-    """Token ids -> text, one id at a time, never splitting a UTF-8 character between two pieces.
-
-    A byte-level token can end in the middle of a character; its bytes wait until the character is
-    complete. Invalid bytes become U+FFFD, as in ``bytes.decode("utf-8", "replace")``.
-    """
-
-    # INTEGRATE: h15b's StreamDecoder(tokenizer) replaces this class (ChatModel.make_decoder); if it has
-    # no flush(), ChatStream's call to flush() at the end must change to its way of emitting held bytes.
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def push(self, token_id: int) -> str:
-        """The text that token ``token_id`` completes (often '' or a whole word)."""
-        return self._utf8.decode(self.tokenizer.token_bytes(token_id))
-
-    def flush(self) -> str:
-        """The bytes still held (an unfinished character) as U+FFFD; '' when nothing is held."""
-        return self._utf8.decode(b"", final=True)
+# Stop strings that may arrive split across streamed pieces.
 
 
 class StopStrings:
@@ -103,25 +75,6 @@ class StopStrings:
         return text
 
 
-def check_messages(messages: Sequence[Message]) -> list[dict[str, str]]:
-    """Messages as plain dicts, checked: a non-empty list of {"role": one of ROLES, "content": str}."""
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
-        raise ValueError(
-            'messages must be a non-empty list of {"role": ..., "content": ...} dicts, e.g. '
-            '[{"role": "user", "content": "Hello"}]'
-        )
-    out = []
-    for k, m in enumerate(messages):
-        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
-            raise ValueError(f'messages[{k}] must be a dict with "role" and "content", got {m!r}')
-        if m["role"] not in ROLES:
-            raise ValueError(f"messages[{k}] has role {m['role']!r}; use one of {ROLES}")
-        if not isinstance(m["content"], str):
-            raise ValueError(f"messages[{k}]['content'] must be a string, got {type(m['content']).__name__}")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
-
 # ----------------------------------------------------------------------------------------------------
 # The chat model.
 
@@ -137,7 +90,7 @@ class ChatModel:
         self,
         model: torch.nn.Module,
         tokenizer: Any,
-        template: Callable[..., str] = render_chatml,
+        template: Callable[..., str] = PLAIN_CHATML,
         name: str = "chat",
     ) -> None:
         if not isinstance(getattr(tokenizer, "special_tokens", None), dict):
@@ -164,8 +117,8 @@ class ChatModel:
     def device(self) -> torch.device:
         return self.model.lm_head.weight.device
 
-    def make_decoder(self) -> Utf8StreamDecoder:
-        return Utf8StreamDecoder(self.tokenizer)
+    def make_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self.tokenizer)
 
     def encode_prompt(self, messages: Sequence[Message], max_new_tokens: int) -> list[int]:
         """The prompt's token ids, the oldest turns dropped (with a warning) when the context is short.
@@ -276,7 +229,7 @@ class ChatStream:
         self,
         steps: Iterator[torch.Tensor],
         prompt_tokens: int,
-        decoder: Utf8StreamDecoder,
+        decoder: StreamDecoder,
         stop_ids: set[int],
         stop_texts: StopStrings,
     ) -> None:
@@ -297,7 +250,7 @@ class ChatStream:
         self._pieces.close()
         self._steps.close()
 
-    def _run(self, decoder: Utf8StreamDecoder, stop_ids: set[int], stop_texts: StopStrings) -> Iterator[str]:
+    def _run(self, decoder: StreamDecoder, stop_ids: set[int], stop_texts: StopStrings) -> Iterator[str]:
         finish = "length"  # unless a stop comes first: the steps ran out (max_new_tokens or the context)
         with contextlib.closing(self._steps):
             for next_id in self._steps:  # (1, 1)
@@ -330,7 +283,7 @@ def _load_smollm2(device: Any = None) -> ChatModel:
     from course_lib import smollm2  # imported only when asked for: it reads a GGUF file
 
     model, tokenizer = smollm2.load(device)
-    return ChatModel(model, tokenizer, name="smollm2")
+    return ChatModel(model, tokenizer, template=render_chat, name="smollm2")  # with its default system prompt
 
 
 CHAT_MODELS: dict[str, ChatLoader] = {"smollm2": _load_smollm2}

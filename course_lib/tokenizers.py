@@ -8,7 +8,10 @@ Both turn text into integer ids and back, save to human-readable JSON and load a
 * :class:`BPETokenizer` works on UTF-8 bytes, so it can encode *any* string with no ``<unk>``:
   text -> pre-tokens (GPT-2's regex) -> UTF-8 bytes -> merges applied by rank -> ids.
   Training counts pre-token frequencies once and then updates pair counts incrementally,
-  touching only the words that contain the pair just merged.
+  touching only the words that contain the pair just merged. It also takes a pretrained model's own
+  vocabulary, merges and pre-tokenizer (:meth:`BPETokenizer.from_gguf_metadata`, e.g. SmolLM2's), encodes
+  a stream of text in bounded memory (:meth:`BPETokenizer.encode_iterable`), and :class:`StreamDecoder`
+  turns generated ids back into text piece by piece without cutting a character in two.
 
 The module name shadows Hugging Face's ``tokenizers`` package only for relative imports; this module
 does not need that package (the tests use it as the reference).
@@ -16,20 +19,35 @@ does not need that package (the tests use it as the reference).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import heapq
 import json
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import regex
 
 # GPT-2's pre-tokenisation pattern: contractions, runs of letters, runs of digits, runs of other symbols
 # (each optionally led by one space), and whitespace (trailing whitespace is kept apart from the next word).
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+# SmolLM2's pre-tokenisation (GGUF ``tokenizer.ggml.pre = "smollm"``, StarCoder's too). Its tokenizer.json
+# chains Hugging Face's Digits(individual_digits=True), which cuts every number character out as a piece of
+# its own, and ByteLevel(use_regex=True), which applies the GPT-2 pattern to each stretch between those
+# digits; llama.cpp does the same with the two patterns "\p{N}" and GPT-2's. One pattern does both: a digit
+# is a piece; GPT-2's " ?\p{N}+" can no longer match; and a whitespace run also ends where a digit follows
+# (a stretch ends there), so "  42" gives "  ", "4", "2" where GPT-2's pattern alone gives " ", " 42".
+SMOLLM_SPLIT_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
+
+# GGUF ``tokenizer.ggml.pre`` names -> pattern. Both patterns put whitespace only at the start of a piece,
+# which is what lets encode_iterable cut a stream before any whitespace that follows a non-space.
+PRE_TOKENIZER_PATTERNS = {"gpt2": GPT2_SPLIT_PATTERN, "smollm": SMOLLM_SPLIT_PATTERN}
+# roles a GGUF file names by id -> its metadata key under tokenizer.ggml.
+GGUF_ROLES = {"bos": "bos_token_id", "eos": "eos_token_id", "pad": "padding_token_id"}
 
 UNK = "<unk>"
 ENDOFTEXT = "<|endoftext|>"
@@ -234,22 +252,27 @@ def bytes_to_unicode() -> dict[int, str]:
 
 _BYTE_TO_CHAR = bytes_to_unicode()
 _CHAR_TO_BYTE = {c: b for b, c in _BYTE_TO_CHAR.items()}
+# str.translate tables (C speed for 49k-token vocabularies): byte b as chr(b) <-> its visible character;
+# a character below 256 that stands for no byte is deleted, so a length change flags it
+_TO_VISIBLE = {b: c for b, c in _BYTE_TO_CHAR.items()}
+_FROM_VISIBLE = {**{b: None for b in range(256)}, **{ord(c): b for c, b in _CHAR_TO_BYTE.items()}}
 
 
 def token_str(token: bytes) -> str:
     """Bytes -> GPT-2's visible form (``b" the"`` -> ``"Ġthe"``)."""
-    return "".join(_BYTE_TO_CHAR[b] for b in token)
+    return token.decode("latin-1").translate(_TO_VISIBLE)
 
 
 def token_bytes_from_str(visible: str) -> bytes:
     """GPT-2's visible form -> bytes; the inverse of :func:`token_str`."""
-    try:
-        return bytes(_CHAR_TO_BYTE[c] for c in visible)
-    except KeyError as err:
-        raise ValueError(
-            f"{visible!r} is not a byte-level token string ({err.args[0]!r} stands for no byte); "
-            "tokens are written with GPT-2's byte alphabet, e.g. 'Ġthe' for ' the'"
-        ) from None
+    raw = visible.translate(_FROM_VISIBLE)
+    if len(raw) == len(visible) and (not raw or max(raw) <= "\xff"):
+        return raw.encode("latin-1")
+    bad = next(c for c in visible if c not in _CHAR_TO_BYTE)
+    raise ValueError(
+        f"{visible!r} is not a byte-level token string ({bad!r} stands for no byte); "
+        "tokens are written with GPT-2's byte alphabet, e.g. 'Ġthe' for ' the'"
+    )
 
 
 _CONTROL_CHARS = regex.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -278,11 +301,29 @@ def _merge_pair(ids: list[int], a: int, b: int, new: int) -> list[int]:
     return out
 
 
-class BPETokenizer:
-    """GPT-2 style byte-level BPE: ids 0-255 are the bytes, then one id per merge, then the special tokens.
+# the last place a stream of text can be cut: before whitespace that follows a non-space (searched backwards)
+_STREAM_CUT = regex.compile(r"(?r)\S(?=\s)")
 
-    ``merges`` are byte-string pairs in rank order (lowest rank merges first). A merge whose result already
-    exists in the vocabulary reuses that id (as Hugging Face's trainer does), so every id has distinct bytes.
+
+def _last_cut(text: str) -> int:
+    """The largest ``i`` with ``text[i - 1]`` not whitespace and ``text[i]`` whitespace, or 0 if none."""
+    m = _STREAM_CUT.search(text)
+    return m.end() if m else 0
+
+
+class BPETokenizer:
+    """GPT-2 style byte-level BPE: a vocabulary of byte strings, merges ranked by priority, special tokens.
+
+    ``BPETokenizer(merges, special_tokens)`` numbers the ids itself: ids 0-255 are the bytes, then one id per
+    merge, then the special tokens. ``merges`` are byte-string pairs in rank order (lowest rank merges first).
+    A merge whose result already exists in the vocabulary reuses that id (as Hugging Face's trainer does), so
+    every id has distinct bytes. A pretrained model brings its own numbering instead:
+    :meth:`from_vocab_and_merges` and :meth:`from_gguf_metadata` keep the ids exactly as given.
+
+    ``vocab[i]`` is the bytes of id ``i`` (a special token's UTF-8 name for a special id); ``special_tokens``
+    maps each special token's name to its id. ``role_ids`` holds the ids a model file names for the roles
+    ``"bos"``, ``"eos"`` and ``"pad"`` (SmolLM2: ``<|im_start|>``, ``<|im_end|>``, ``<|im_end|>``; empty for a
+    tokenizer trained here).
     """
 
     def __init__(
@@ -291,33 +332,161 @@ class BPETokenizer:
         special_tokens: Sequence[str] = (ENDOFTEXT,),
         pattern: str = GPT2_SPLIT_PATTERN,
     ):
-        self.pattern = pattern
-        self._split = regex.compile(pattern)
-        self.vocab: list[bytes] = [bytes([b]) for b in range(256)]  # id -> bytes (regular tokens)
-        self._bytes_to_id: dict[bytes, int] = {t: i for i, t in enumerate(self.vocab)}
-        self.merges: list[tuple[bytes, bytes]] = []
-        self._ranks: dict[tuple[int, int], tuple[int, int]] = {}  # (a, b) -> (rank, merged id)
+        vocab: list[bytes] = [bytes([b]) for b in range(256)]
+        known = set(vocab)
         for rank, (left, right) in enumerate(merges):
-            a, b = self._bytes_to_id.get(left), self._bytes_to_id.get(right)
-            if a is None or b is None:
-                missing = left if a is None else right
+            if left not in known or right not in known:
+                missing = left if left not in known else right
                 raise ValueError(
                     f"merge #{rank} ({token_str(left)!r}, {token_str(right)!r}) uses {token_str(missing)!r}, "
                     "which no earlier merge creates; merges must be listed in the order they were learned"
                 )
+            if left + right not in known:
+                known.add(left + right)
+                vocab.append(left + right)
+        special_tokens = _check_special_tokens(special_tokens)
+        specials = {s: len(vocab) + k for k, s in enumerate(special_tokens)}
+        vocab += [s.encode("utf-8") for s in special_tokens]
+        self._build(vocab, merges, specials, pattern)
+        self._numbered_here = True  # saved files need no vocabulary: the merges rebuild it
+
+    @classmethod
+    def from_vocab_and_merges(
+        cls,
+        vocab: Sequence[str],
+        merges: Sequence[str | tuple[str, str]],
+        special_tokens: Iterable[str] = (),
+        pattern: str = GPT2_SPLIT_PATTERN,
+        role_ids: Mapping[str, int] | None = None,
+    ) -> BPETokenizer:
+        """A tokenizer with a pretrained model's ids: ``vocab[i]`` is token ``i`` in GPT-2's visible byte
+        alphabet (``"Ġthe"``), ``merges`` are ``"Ġ t"`` strings or ``("Ġ", "t")`` pairs in rank order,
+        and ``special_tokens`` names the entries of ``vocab`` recognised whole in text (``"<|im_end|>"``)."""
+        tokens = list(vocab)
+        specials: dict[str, int] = {}
+        for name in _check_special_tokens(list(special_tokens)):
+            if name not in tokens:
+                raise ValueError(
+                    f"special token {name!r} is not in the vocabulary; list only tokens of vocab"
+                )
+            specials[name] = tokens.index(name)
+        as_bytes: list[bytes] = []
+        for i, t in enumerate(tokens):
+            try:
+                as_bytes.append(t.encode("utf-8") if t in specials else token_bytes_from_str(t))
+            except ValueError as err:
+                raise ValueError(f"vocab entry {i} {t!r} is not a byte-level token ({err})") from None
+        pairs: list[tuple[bytes, bytes]] = []
+        for rank, m in enumerate(merges):
+            parts = m.split(" ") if isinstance(m, str) else list(m)
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(
+                    f"merge #{rank} {m!r} is not two tokens; write merges as 'Ġ t' or ('Ġ', 't')"
+                )
+            pairs.append((token_bytes_from_str(parts[0]), token_bytes_from_str(parts[1])))
+        tok = cls.__new__(cls)
+        tok._build(as_bytes, pairs, specials, pattern, role_ids or {})
+        tok._numbered_here = False
+        return tok
+
+    @classmethod
+    def from_gguf_metadata(cls, metadata: Mapping[str, Any]) -> BPETokenizer:
+        """The tokenizer a GGUF file describes, from its metadata as a plain mapping of key -> value.
+
+        Reads ``tokenizer.ggml.model`` (must be ``"gpt2"``: byte-level BPE), ``.pre`` (the pre-tokenizer,
+        see :data:`PRE_TOKENIZER_PATTERNS`), ``.tokens``, ``.merges``, ``.token_type`` (control (3) and
+        user-defined (4) tokens are matched whole in text, as llama.cpp and transformers do) and the
+        ``.bos_token_id``/``.eos_token_id``/``.padding_token_id``. A byte the vocabulary lacks (SmolLM2 has no
+        token for 21 bytes, e.g. the control character 0x04) is dropped when encoding, as the model's own
+        tokenizer and llama.cpp do, so such text does not round-trip.
+        """
+
+        def get(key: str, required: bool = True) -> Any:
+            full = f"tokenizer.ggml.{key}"
+            if full not in metadata and required:
+                raise ValueError(
+                    f"the GGUF metadata has no {full!r}; the file holds no byte-level BPE tokenizer "
+                    f"(keys present: {sorted(k for k in metadata if k.startswith('tokenizer.'))})"
+                )
+            return metadata.get(full)
+
+        model = get("model")
+        if model != "gpt2":
+            raise ValueError(
+                f"tokenizer.ggml.model is {model!r}; only 'gpt2' (byte-level BPE) is supported here"
+            )
+        pre = get("pre", required=False) or "gpt2"
+        if pre not in PRE_TOKENIZER_PATTERNS:
+            raise ValueError(
+                f"tokenizer.ggml.pre is {pre!r}, a pre-tokenizer this code does not know; known: "
+                f"{sorted(PRE_TOKENIZER_PATTERNS)} (add its split pattern to PRE_TOKENIZER_PATTERNS)"
+            )
+        tokens, merges = list(get("tokens")), list(get("merges"))
+        for key, values in (("tokens", tokens), ("merges", merges)):
+            if not all(isinstance(v, str) for v in values[:100]):
+                raise ValueError(
+                    f"tokenizer.ggml.{key} holds {type(values[0]).__name__} values; pass the metadata with "
+                    "GGUF strings decoded as UTF-8 str (e.g. GGUFFile(path).metadata)"
+                )
+        types = list(get("token_type", required=False) or [1] * len(tokens))
+        if len(types) != len(tokens):
+            raise ValueError(
+                f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens; "
+                "the file is corrupt"
+            )
+        specials = [t for t, kind in zip(tokens, types) if kind in (3, 4)]  # 3 control, 4 user-defined
+
+        return cls.from_vocab_and_merges(
+            tokens,
+            merges,
+            specials,
+            PRE_TOKENIZER_PATTERNS[pre],
+            {role: int(i) for role, key in GGUF_ROLES.items() if (i := get(key, required=False)) is not None},
+        )
+
+    def _build(
+        self,
+        vocab: list[bytes],
+        merges: Sequence[tuple[bytes, bytes]],
+        special_tokens: dict[str, int],
+        pattern: str,
+        role_ids: Mapping[str, int] | None = None,
+    ) -> None:
+        """Set up the lookup tables from a complete vocabulary (id -> bytes) and ranked merges."""
+        self.pattern = pattern
+        self._split = regex.compile(pattern)
+        self.vocab: list[bytes] = vocab
+        self.special_tokens: dict[str, int] = dict(special_tokens)
+        self._special_names: dict[int, str] = {i: s for s, i in self.special_tokens.items()}
+        self._bytes_to_id: dict[bytes, int] = {}  # regular tokens only: merges never produce a special id
+        for i, t in enumerate(vocab):
+            if i in self._special_names:
+                continue
+            if t in self._bytes_to_id:
+                raise ValueError(
+                    f"ids {self._bytes_to_id[t]} and {i} both stand for {token_str(t)!r}; "
+                    "every regular token must have distinct bytes"
+                )
+            self._bytes_to_id[t] = i
+        self._byte_ids: list[int | None] = [self._bytes_to_id.get(bytes([b])) for b in range(256)]
+        self.merges: list[tuple[bytes, bytes]] = []
+        self._ranks: dict[tuple[int, int], tuple[int, int]] = {}  # (a, b) -> (rank, merged id)
+        for rank, (left, right) in enumerate(merges):
+            a, b, new = (self._bytes_to_id.get(t) for t in (left, right, left + right))
+            if a is None or b is None or new is None:
+                missing = left if a is None else right if b is None else left + right
+                raise ValueError(
+                    f"merge #{rank} ({token_str(left)!r}, {token_str(right)!r}) needs "
+                    f"{token_str(missing)!r}, which is not a regular token of the vocabulary"
+                )
             if (a, b) in self._ranks:
                 raise ValueError(f"merge #{rank} ({token_str(left)!r}, {token_str(right)!r}) is listed twice")
-            joined = left + right
-            new = self._bytes_to_id.get(joined)
-            if new is None:
-                new = len(self.vocab)
-                self.vocab.append(joined)
-                self._bytes_to_id[joined] = new
             self._ranks[(a, b)] = (rank, new)
             self.merges.append((left, right))
-        special_tokens = _check_special_tokens(special_tokens)
-        self.special_tokens: dict[str, int] = {s: len(self.vocab) + k for k, s in enumerate(special_tokens)}
-        self._special_bytes = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
+        self.role_ids: dict[str, int] = dict(role_ids or {})
+        for role, i in self.role_ids.items():
+            if not 0 <= i < len(vocab):
+                raise ValueError(f"the {role!r} id {i} is outside the vocabulary (size {len(vocab)})")
         self._special_split = self._special_regex(self.special_tokens)
         self._cache: dict[str, list[int]] = {}
 
@@ -325,7 +494,7 @@ class BPETokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.vocab) + len(self.special_tokens)
+        return len(self.vocab)
 
     def __len__(self) -> int:
         return self.vocab_size
@@ -334,18 +503,13 @@ class BPETokenizer:
         """The bytes an id stands for (a special token's UTF-8 bytes for special ids)."""
         if 0 <= i < len(self.vocab):
             return self.vocab[i]
-        if i in self._special_bytes:
-            return self._special_bytes[i]
         raise KeyError(f"id {i} is outside the vocabulary (size {self.vocab_size})")
 
     def id_to_token(self, i: int) -> str:
         """An id in GPT-2's visible form (``"Ġthe"`` for ``b" the"``), or the special token's name."""
-        if 0 <= i < len(self.vocab):
-            return token_str(self.vocab[i])
-        for s, j in self.special_tokens.items():
-            if j == i:
-                return s
-        raise KeyError(f"id {i} is outside the vocabulary (size {self.vocab_size})")
+        if i in self._special_names:
+            return self._special_names[i]
+        return token_str(self.token_bytes(i))
 
     def token_to_id(self, token: str) -> int:
         """A special token's name or a regular token in GPT-2's visible form -> its id."""
@@ -364,9 +528,7 @@ class BPETokenizer:
 
     def get_vocab(self) -> dict[str, int]:
         """Visible token string -> id, special tokens included (the layout Hugging Face uses)."""
-        vocab = {token_str(t): i for i, t in enumerate(self.vocab)}
-        vocab.update(self.special_tokens)
-        return vocab
+        return {self.id_to_token(i): i for i in range(len(self.vocab))}
 
     # -- training -------------------------------------------------------------------------------------------
 
@@ -381,7 +543,13 @@ class BPETokenizer:
     ) -> BPETokenizer:
         """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``texts``.
 
-        Each step merges the most frequent adjacent pair (ties: the pair with the smallest ids).
+        Each step merges the most frequent adjacent pair of token ids. Ties go to the smallest pair
+        ``(left id, right id)``: the smaller left id wins, and for equal left ids the smaller right id. A
+        byte's id is its value (``b" "`` is 32, ``b"e"`` is 101, ``b"h"`` is 104) and each new token takes
+        the next id (256, 257, ...). Trained on ``"the"``, where ("t", "h") and ("h", "e") both occur once,
+        the first merge is ("h", "e") because ``(104, 101) < (116, 104)``. A pair is counted once per
+        adjacent position in each pre-token, times how often that pre-token occurs (``"aaa"`` counts
+        ``(a, a)`` twice), while a merge replaces non-overlapping occurrences left to right.
         Pre-tokens are counted once; after a merge only the words that contain the merged pair are
         rewritten and their pair counts adjusted, which keeps training fast in pure Python.
         Special tokens found in the text are cut out and never take part in merges.
@@ -488,7 +656,8 @@ class BPETokenizer:
 
     def _bpe(self, piece: bytes) -> list[int]:
         """Merge the bytes of one pre-token: repeatedly apply the lowest-rank merge present."""
-        ids = list(piece)
+        byte_ids = self._byte_ids
+        ids = [i for i in map(byte_ids.__getitem__, piece) if i is not None]  # bytes with no token: dropped
         ranks = self._ranks
         while len(ids) > 1:
             best, best_rank = None, None
@@ -550,20 +719,53 @@ class BPETokenizer:
     def encode_batch(self, texts: Iterable[str], allowed_special: AllowedSpecial = "all") -> list[list[int]]:
         return [self.encode(t, allowed_special) for t in texts]
 
+    def encode_iterable(
+        self, chunks: Iterable[str], allowed_special: AllowedSpecial = "all"
+    ) -> Iterator[int]:
+        """Encode a stream of text (the lines of an open file, or any pieces of one text) lazily.
+
+        Yields exactly the ids of ``encode("".join(chunks))`` while holding only the current chunk plus the
+        text since its last cut. Text is cut just before whitespace that follows a non-space: with this
+        module's patterns a pre-token holds whitespace only at its start, so no pre-token or special token
+        (whose names hold no whitespace) spans such a cut, and what lies left of it encodes the same alone.
+        Memory: one chunk, the text since the last cut (text without whitespace is held until some comes),
+        the ids of one chunk, and the pre-token cache that ``encode`` shares (at most 500,000 entries).
+        """
+        if self.pattern not in PRE_TOKENIZER_PATTERNS.values():
+            raise ValueError(
+                "encode_iterable cuts text where its pre-tokenizer pattern is known to split; this "
+                "tokenizer's pattern is not in PRE_TOKENIZER_PATTERNS: encode the whole text with encode()"
+            )
+        spaced = [s for s in self.special_tokens if any(c.isspace() for c in s)]
+        if spaced:
+            raise ValueError(
+                f"special tokens {spaced} hold whitespace, so a cut could split them; use encode()"
+            )
+        pending = ""
+        for chunk in chunks:
+            if not isinstance(chunk, str):
+                raise TypeError(
+                    f"encode_iterable expects str chunks, got {type(chunk).__name__}; open files in text mode"
+                )
+            pending += chunk
+            cut = _last_cut(pending)
+            if cut > 0:
+                yield from self.encode(pending[:cut], allowed_special)
+                pending = pending[cut:]
+        if pending:
+            yield from self.encode(pending, allowed_special)
+
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         vocab, n = self.vocab, len(self.vocab)
         parts = []
         for i in ids:
             i = int(i)
-            if 0 <= i < n:
-                parts.append(vocab[i])
-            elif i in self._special_bytes:
-                parts.append(self._special_bytes[i])
-            else:
+            if not 0 <= i < n:
                 raise ValueError(
                     f"id {i} is outside the vocabulary (size {self.vocab_size}); "
                     "decode only ids this tokenizer made"
                 )
+            parts.append(vocab[i])
         return b"".join(parts)
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -580,13 +782,19 @@ class BPETokenizer:
     # -- saving ---------------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return {
+        """Everything that defines the ids. A tokenizer with a pretrained model's numbering also stores its
+        vocabulary (id order) and the ids of its roles; one trained here is rebuilt from its merges."""
+        d: dict[str, Any] = {
             "format": BPE_FORMAT,
             "version": FORMAT_VERSION,
             "pattern": self.pattern,
             "special_tokens": self.special_tokens,
-            "merges": [[token_str(a), token_str(b)] for a, b in self.merges],
         }
+        if not self._numbered_here:
+            d["role_ids"] = self.role_ids
+            d["vocab"] = [self.id_to_token(i) for i in range(self.vocab_size)]
+        d["merges"] = [[token_str(a), token_str(b)] for a, b in self.merges]
+        return d
 
     def fingerprint(self) -> str:
         """A short hash of pattern, merges and special tokens; caches of token ids are keyed by it."""
@@ -596,11 +804,14 @@ class BPETokenizer:
     def save(self, path: str | Path) -> Path:
         """Write JSON: the pattern, the special tokens and one merge per line in GPT-2's visible form."""
         d = self.to_dict()
-        head = {k: v for k, v in d.items() if k != "merges"}
-        lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()]
-        merges = ",\n".join(f"    {json.dumps(m, ensure_ascii=False)}" for m in d["merges"])
-        text = "{\n" + "\n".join(lines) + '\n  "merges": [\n' + merges + "\n  ]\n}\n"
-        return _write_text_atomic(path, text)
+        lines = []
+        for k, v in d.items():
+            if k in ("vocab", "merges"):  # one entry per line
+                items = ",\n".join(f"    {json.dumps(x, ensure_ascii=False)}" for x in v)
+                lines.append(f"  {json.dumps(k)}: [\n{items}\n  ]")
+            else:
+                lines.append(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}")
+        return _write_text_atomic(path, "{\n" + ",\n".join(lines) + "\n}\n")
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
@@ -615,11 +826,21 @@ class BPETokenizer:
             specials = data["special_tokens"]
             pattern = data["pattern"]
             regex.compile(pattern)
+            if "vocab" in data:  # a pretrained model's numbering
+                roles = data["role_ids"]
+                tok = cls.from_vocab_and_merges(data["vocab"], data["merges"], specials, pattern, roles)
         except (KeyError, TypeError, ValueError, regex.error) as err:
             raise ValueError(
                 f"{path} is a corrupt BPE file ({type(err).__name__}: {err}); re-create it with "
                 "BPETokenizer.train(...).save(path)"
             ) from err
+        if "vocab" in data:
+            if tok.special_tokens != specials:
+                raise ValueError(
+                    f"{path} lists special token ids {specials} but its vocabulary gives "
+                    f"{tok.special_tokens}; the file was edited by hand or is corrupt: re-save it"
+                )
+            return tok
         names = sorted(specials, key=specials.get) if isinstance(specials, dict) else list(specials)
         tok = cls(merges, names, pattern)
         if isinstance(specials, dict) and tok.special_tokens != specials:
@@ -634,6 +855,39 @@ class BPETokenizer:
             f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
             f"special_tokens={list(self.special_tokens)})"
         )
+
+
+class StreamDecoder:
+    """Turns generated ids into text one id at a time, never cutting a character's UTF-8 bytes apart.
+
+    A byte-level token can end in the middle of a character (an emoji is four bytes, often two tokens), so
+    decoding each id alone would show U+FFFD. ``push`` returns the text that is complete so far ("" while a
+    character is unfinished) and keeps the rest; ``flush`` returns what is left at the end (an unfinished
+    character becomes U+FFFD). Joined, the pieces equal ``tokenizer.decode(ids)`` for text ``encode`` made.
+
+        dec = StreamDecoder(tok)
+        for i in generated_ids:
+            print(dec.push(i), end="", flush=True)
+        print(dec.flush())
+    """
+
+    def __init__(self, tokenizer: BPETokenizer, skip_special: bool = False):
+        self.tokenizer = tokenizer
+        self.skip_special = skip_special  # True: special tokens (e.g. <|im_end|>) produce no text
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        """The text completed by ``token_id`` (possibly "")."""
+        token_id = int(token_id)
+        if self.skip_special and token_id in self.tokenizer.special_tokens.values():
+            return ""
+        return self._utf8.decode(self.tokenizer.token_bytes(token_id))
+
+    def flush(self) -> str:
+        """The text still held back; the decoder is then ready for a new stream."""
+        text = self._utf8.decode(b"", final=True)
+        self._utf8.reset()
+        return text
 
 
 def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:

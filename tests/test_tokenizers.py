@@ -200,6 +200,16 @@ def test_token_lookup_is_consistent():
         tok.token_to_id(" the")
 
 
+def test_training_tie_break_is_the_documented_one():
+    """BPETokenizer.train's docstring: equal counts go to the smallest (left id, right id)."""
+    tok = BPETokenizer.train("the", 258, special_tokens=(), show_progress=False)
+    assert tok.merges == [(b"h", b"e"), (b"t", b"he")]  # ("h", "e") = (104, 101) < (116, 104) = ("t", "h")
+    tok = BPETokenizer.train("ab ab cd cd", 257, special_tokens=(), show_progress=False)
+    # pre-tokens "ab", " ab", " cd", " cd": (a, b), (" ", c) and (c, d) are each counted twice, and the
+    # smallest ids win: (32, 99) before (97, 98) and (99, 100)
+    assert tok.merges == [(b" ", b"c")]
+
+
 def test_vocab_size_too_small_is_an_error():
     with pytest.raises(ValueError, match="vocab_size >= 258"):
         BPETokenizer.train("abc", 257, special_tokens=(ENDOFTEXT, "<|pad|>"), show_progress=False)
