@@ -10,8 +10,10 @@ Rules of thumb used across the course (chapter 1 derives them):
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 BYTES_PER_VALUE = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1, "int4": 0.5}
@@ -99,6 +101,16 @@ def training_flops(n_params: float, n_tokens: float) -> float:
 def chinchilla_tokens(n_params: float) -> float:
     """Tokens a compute-optimal model of ``n_params`` parameters is trained on (about 20 per parameter)."""
     return CHINCHILLA_TOKENS_PER_PARAMETER * n_params
+
+
+def fit_power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares fit of ``y = a * x**b`` on log-log axes (a straight line there); returns ``(a, b)``."""
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape or xa.ndim != 1 or xa.size < 2 or not (np.all(xa > 0) and np.all(ya > 0)):
+        raise ValueError(f"fit_power_law needs at least 2 positive (x, y) pairs of equal length, got {xa.size} and {ya.size}")
+    lx, ly = np.log(xa), np.log(ya)
+    b, log_a = np.polyfit(lx, ly, 1)
+    return float(np.exp(log_a)), float(b)
 
 
 def measure_matmul_flops(
