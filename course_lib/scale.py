@@ -136,6 +136,48 @@ def measure_matmul_flops(
     return 2 * n**3 / seconds
 
 
+def measure_training_tokens_per_second(
+    model: torch.nn.Module,
+    batch_size: int,
+    block_size: int,
+    steps: int = 3,
+    device: torch.device | str = "cpu",
+    lr: float = 1e-3,
+) -> float:
+    """Measured training throughput of a language model: tokens per second of forward, backward and AdamW.
+
+    Times ``steps`` optimizer steps on random token ids after one warm-up step, on a copy of ``model``
+    (the model itself is left untouched). ``model(idx, targets)`` must return ``(logits, loss)``.
+    """
+    import copy
+
+    if steps < 1 or batch_size < 1 or block_size < 1:
+        raise ValueError(f"steps, batch_size and block_size must be >= 1, got {steps}, {batch_size}, {block_size}")
+    device = torch.device(device)
+    net = copy.deepcopy(model).to(device).train()
+    vocab = net.config.vocab_size
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, vocab, (batch_size, block_size + 1), generator=g).to(device)  # (B, T + 1)
+    x, y = idx[:, :-1], idx[:, 1:]  # (B, T) inputs and next-token targets
+
+    def step() -> None:
+        _, loss = net(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up: allocation, optimizer state
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * batch_size * block_size / (time.perf_counter() - t0)
+
+
 def training_days(
     n_params: float, n_tokens: float, flops_per_second: float, utilisation: float = 0.4
 ) -> float:

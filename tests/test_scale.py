@@ -67,3 +67,19 @@ def test_fit_power_law_recovers_exponent_and_matches_numpy_lstsq():
 def test_fit_power_law_needs_positive_pairs():
     with pytest.raises(ValueError, match="positive"):
         scale.fit_power_law([1.0, -2.0], [1.0, 2.0])
+
+
+def test_measured_training_throughput_leaves_the_model_alone():
+    import torch
+
+    from course_lib.gpt import GPT, get_config
+
+    torch.manual_seed(0)
+    model = GPT(get_config("tiny", vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rate = scale.measure_training_tokens_per_second(model, batch_size=4, block_size=16, steps=2)
+    assert 100 < rate < 1e9  # tokens/s of a 1-layer toy model on any CPU
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="steps"):
+        scale.measure_training_tokens_per_second(model, batch_size=4, block_size=16, steps=0)
