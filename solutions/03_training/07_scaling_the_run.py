@@ -14,9 +14,9 @@
 # ---
 
 # %% [markdown]
-# # 3.5 · Scaling the run
+# # 3.7 · Scaling the run
 #
-# The GPT of notebook 3.4 trained for minutes on one CPU. Real pretraining runs last weeks on
+# The GPT of notebook 3.6 trained for minutes on one CPU. Real pretraining runs last weeks on
 # thousands of GPUs, and the code has to cope with things a notebook never meets: numbers that no
 # longer fit, batches that no longer fit, machines that stop halfway, and many processes that must
 # act as one. The course's `Trainer` handles each of them with one setting. This notebook opens them
@@ -48,7 +48,7 @@ seed_everything(0)
 torch.set_num_threads(1)  # a tiny model: one thread is fastest, and leaves a core for the two-process run below
 
 # %% [markdown]
-# The data are the BBC News tokens of the fast recipe of notebook 3.4 (120 articles, a 512-token
+# The data are the BBC News tokens of the fast recipe of notebook 3.6 (120 articles, a 512-token
 # BPE vocabulary): plenty for a model of this size.
 
 # %%
@@ -60,7 +60,7 @@ cfg = get_config("tiny", vocab_size=tokenizer.vocab_size, block_size=64, dropout
 print(f"{len(train_ids):,} training tokens; a GPT of {GPT(cfg).num_parameters():,} parameters")
 
 # %% [markdown]
-# ## 3.5.1 Mixed precision
+# ## 3.7.1 Mixed precision
 #
 # A float32 number has 8 exponent bits and 23 mantissa bits. Two 16-bit formats halve the memory
 # and, on hardware built for them, run matrix products many times faster:
@@ -126,7 +126,7 @@ for device_type, bf16 in [("cuda", True), ("cuda", False), ("cpu", None)]:
     print(f"{label:<22} dtype={str(plan.dtype):<15} loss scaling={plan.use_scaler!s:<5}  {plan.reason}")
 
 # %% [markdown]
-# ## 3.5.2 Gradient accumulation
+# ## 3.7.2 Gradient accumulation
 #
 # The batch a recipe asks for may not fit in memory: activations grow with batch size (chapter 1).
 # The way out is to split it. Because the loss is a **mean** over the batch, the gradient of a batch
@@ -158,7 +158,7 @@ assert worst < 1e-6
 # masks only; with batch normalisation, which averages over the batch, they would differ — one
 # reason transformers use layer normalisation.)
 #
-# ## 3.5.3 Checkpoint and resume
+# ## 3.7.3 Checkpoint and resume
 #
 # A long run will be interrupted: a crash, a pre-empted cloud machine, a laptop lid. A checkpoint
 # must therefore hold everything the next step depends on, not only the weights: the optimizer's
@@ -215,7 +215,7 @@ assert losses_straight == losses_resumed and same_weights
 # %% [markdown]
 # Bit-for-bit the same: resuming is invisible in the result.
 #
-# ## 3.5.4 `torch.compile`
+# ## 3.7.4 `torch.compile`
 #
 # In eager mode PyTorch runs one operation at a time, writing each intermediate result to memory
 # and reading it back for the next. `torch.compile(model)` traces the model once and generates fused
@@ -242,7 +242,7 @@ else:
     print("skipped: set RUN_COMPILE = True to compare eager and compiled speed")
 
 # %% [markdown]
-# ## 3.5.5 Distributed data parallel: several processes, one model
+# ## 3.7.5 Distributed data parallel: several processes, one model
 #
 # With $P$ GPUs (or CPU processes), **data parallelism** gives each process a full copy of the
 # model and a different slice of the data. Every step, each process computes the gradient of its
@@ -308,4 +308,4 @@ assert ddp_checkpoint["world_size"] == 2
 # - **DDP** trains one model with several processes, averaging gradients every step; `torchrun`
 #   starts the same script on each.
 #
-# Chapter 4 takes the pretrained GPT of notebook 3.4 and fine-tunes it for tasks.
+# Chapter 4 takes the pretrained GPT of notebook 3.6 and fine-tunes it for tasks.
