@@ -199,8 +199,10 @@ def _self_check() -> int:
 
     info = init_distributed("cpu")
     if not info.enabled:
-        print("start this with torchrun and at least 2 processes: "
-              "python -m torch.distributed.run --standalone --nproc_per_node 2 -m course_lib.distributed")
+        print(
+            "start this with torchrun and at least 2 processes: "
+            "python -m torch.distributed.run --standalone --nproc_per_node 2 -m course_lib.distributed"
+        )
         return 2
     try:
         torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)

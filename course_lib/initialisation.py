@@ -67,7 +67,9 @@ def signal_statistics(model: MLP, x: torch.Tensor, y: torch.Tensor) -> SignalSta
     gradient of the loss with respect to each hidden layer's weights.
     """
     if x.dim() != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x must be (B, features) with one label per row, got x {tuple(x.shape)}, y {tuple(y.shape)}")
+        raise ValueError(
+            f"x must be (B, features) with one label per row, got x {tuple(x.shape)}, y {tuple(y.shape)}"
+        )
     model.zero_grad(set_to_none=True)
     activations = []
     h = x
@@ -84,8 +86,9 @@ def signal_statistics(model: MLP, x: torch.Tensor, y: torch.Tensor) -> SignalSta
     )
 
 
-def deep_mlp(n_inputs: int, width: int, depth: int, n_classes: int, activation: str, scheme: str,
-             seed: int = 0) -> MLP:
+def deep_mlp(
+    n_inputs: int, width: int, depth: int, n_classes: int, activation: str, scheme: str, seed: int = 0
+) -> MLP:
     """An MLP of ``depth`` hidden layers of ``width`` units, initialised with ``scheme`` from ``seed``."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1 hidden layer, got {depth}")

@@ -62,12 +62,13 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
 
 
 def accuracy_interval(n_correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for an accuracy of ``n_correct`` out of ``n`` (stays inside [0, 1], works at 100%)."""
+    """Wilson score interval for an accuracy of ``n_correct`` out of ``n`` (inside [0, 1], fine at 100%)."""
     if n < 1 or not 0 <= n_correct <= n:
         raise ValueError(f"need 0 <= n_correct <= n and n >= 1, got n_correct={n_correct}, n={n}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence is a fraction in (0, 1), got {confidence}")
-    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + confidence / 2, dtype=torch.float64)))
+    quantile = torch.tensor(0.5 + confidence / 2, dtype=torch.float64)
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(quantile))  # 1.96 for 95%
     p = n_correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))

@@ -107,7 +107,9 @@ def fit_power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]
     """Least-squares fit of ``y = a * x**b`` on log-log axes (a straight line there); returns ``(a, b)``."""
     xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if xa.shape != ya.shape or xa.ndim != 1 or xa.size < 2 or not (np.all(xa > 0) and np.all(ya > 0)):
-        raise ValueError(f"fit_power_law needs at least 2 positive (x, y) pairs of equal length, got {xa.size} and {ya.size}")
+        raise ValueError(
+            f"fit_power_law needs at least 2 positive (x, y) pairs of equal length, got {xa.size}, {ya.size}"
+        )
     lx, ly = np.log(xa), np.log(ya)
     b, log_a = np.polyfit(lx, ly, 1)
     return float(np.exp(log_a)), float(b)
@@ -152,7 +154,9 @@ def measure_training_tokens_per_second(
     import copy
 
     if steps < 1 or batch_size < 1 or block_size < 1:
-        raise ValueError(f"steps, batch_size and block_size must be >= 1, got {steps}, {batch_size}, {block_size}")
+        raise ValueError(
+            f"steps, batch_size and block_size must be >= 1, got {steps}, {batch_size}, {block_size}"
+        )
     device = torch.device(device)
     net = copy.deepcopy(model).to(device).train()
     vocab = net.config.vocab_size

@@ -89,17 +89,34 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 @pytest.mark.slow
 def test_ddp_self_check_shows_gradients_averaged_and_weights_identical():
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "course_lib.distributed"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--nnodes",
+        "1",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "course_lib.distributed",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run(cmd, env=env, timeout=TORCHRUN_TIMEOUT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = {line.split()[0]: float(line.split()[1]) for line in proc.stdout.splitlines()
-              if line.split() and line.split()[0] in
-              ("ranks_local_spread", "synced_minus_mean", "synced_spread", "weights_spread_after_3_steps")}
+    report = {
+        line.split()[0]: float(line.split()[1])
+        for line in proc.stdout.splitlines()
+        if line.split()
+        and line.split()[0]
+        in ("ranks_local_spread", "synced_minus_mean", "synced_spread", "weights_spread_after_3_steps")
+    }
     assert len(report) == 4, proc.stdout
-    # The ranks' own gradients differ (different batches). Without averaging the synced gradient would be
-    # the local one, so synced_spread would equal ranks_local_spread and synced_minus_mean be about half of it.
+    # The ranks' own gradients differ (different batches). Without averaging, the synced gradient would
+    # be the local one: synced_spread would equal ranks_local_spread and synced_minus_mean be half of it.
     assert report["ranks_local_spread"] > 1e-3
     assert report["synced_minus_mean"] < DDP_TOL and report["synced_spread"] == 0.0
     assert report["weights_spread_after_3_steps"] == 0.0
