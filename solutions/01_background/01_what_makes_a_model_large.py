@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib import choose_device, pick, scale, seed_everything
+from course_lib import choose_device, pick, pretrained, scale, seed_everything
 from course_lib.attention import MultiHeadAttention, causal_mask
 from course_lib.classic import MLP, DigitCNN
 from course_lib.gpt import GPT, count_parameters, get_config
@@ -207,24 +207,40 @@ real = sum(p.numel() for p in gpt2_on_meta.parameters())
 print(f"GPT-2 built on the meta device: {real:,} parameters; the formula says {counts['gpt2']:,}")
 
 # %% [markdown]
-# Where do the parameters sit? For small models the embedding table dominates; as width and depth
-# grow, the blocks take over, because they grow with $d^2 L$ while the embeddings grow with $d$.
+# Where do the parameters sit? The embedding table grows with $V d$ (vocabulary times width), the
+# blocks with about $12 d^2 L$, so the answer depends on the vocabulary against the width and depth.
+# Next to the published models, the plot shows two small ones: notebook 3.6's GPT (a 1,024-token
+# vocabulary) and a 2-block model of width 128 with GPT-2's 50,257-token vocabulary.
 
 # %%
-names = list(counts)
-embedding_share = []
-for name in names:
-    cfg = get_config(name)
+shapes = {
+    "GPT-2 vocab, d=128, L=2": get_config("gpt2", n_layer=2, n_head=4, d_model=128),
+    "notebook 3.6's GPT": pretrained.bbc_recipe(fast=False).gpt_config(pretrained.bbc_recipe(fast=False).vocab_size),
+    **{name: get_config(name) for name in counts},
+}
+embedding_share = {}
+for name, cfg in shapes.items():
     emb = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_weights else 2)
     emb += cfg.block_size * cfg.d_model if cfg.positions == "learned" else 0
-    embedding_share.append(emb / counts[name])
-fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.barh(names, [1 - s for s in embedding_share], label="blocks (attention + MLP + norms)")
-ax.barh(names, embedding_share, left=[1 - s for s in embedding_share], label="embeddings")
+    embedding_share[name] = emb / count_parameters(cfg)
+names, shares = list(embedding_share), np.array(list(embedding_share.values()))
+fig, ax = plt.subplots(figsize=(7, 3.6))
+ax.barh(names, 1 - shares, label="blocks (attention + MLP + norms)")
+ax.barh(names, shares, left=1 - shares, label="embeddings")
+ax.invert_yaxis()
 ax.set_xlabel("share of all parameters")
-ax.legend(loc="lower right")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the axes, clear of the bars
 ax.set_title("Where the parameters are")
 plt.show()
+for name, share in embedding_share.items():
+    print(f"{name:<26} {count_parameters(shapes[name]):>15,} parameters, {share:6.1%} in embeddings")
+
+# %% [markdown]
+# A small model with a large vocabulary is mostly embedding table (the top bar). With a small
+# vocabulary, as in notebook 3.6, the blocks hold most of the parameters even in a small model. In
+# GPT-2 124M the embeddings hold about a third, and their share falls as the models grow wider and
+# deeper ($d^2 L$ outgrows $V d$); Llama 2 7B, whose output layer is a second $V \times d$ matrix,
+# still keeps most of its parameters in the blocks.
 
 # %% [markdown]
 # ## 1.4 Memory
@@ -366,17 +382,38 @@ def duration(days: float) -> str:
 
 
 print(f"assumed utilisation {UTILISATION:.0%}; H100 peak {H100_BF16_PEAK / 1e12:,.0f} TFLOP/s")
-small = count_parameters(get_config("small"))
+recipe = pretrained.bbc_recipe()  # notebook 3.6's run: this model, these steps, these batches
+gpt36 = GPT(recipe.gpt_config(recipe.vocab_size))
+run = recipe.train_config()
+n36 = gpt36.num_parameters()
+tokens36 = run.max_steps * run.batch_size * run.grad_accum_steps * gpt36.config.block_size
 plans = [
-    ("the course's 'small' GPT on 5M tokens", small, 5e6),  # about the size of chapter 3's BBC corpus
+    ("notebook 3.6's GPT and its run", n36, tokens36),
     ("GPT-2 124M, compute-optimal", counts["gpt2"], scale.chinchilla_tokens(counts["gpt2"])),
     ("Llama-2-7B shape, compute-optimal", counts["llama2-7b"], scale.chinchilla_tokens(counts["llama2-7b"])),
 ]
-print(f"{'plan':<40} {'this machine':>16} {'one H100':>12}")
+print(f"{'plan':<36} {'parameters':>14} {'tokens':>9} {'this machine':>18} {'one H100':>12}")
 for label, n, d in plans:
     here = scale.training_days(n, d, best, utilisation=UTILISATION)
     h100 = scale.training_days(n, d, H100_BF16_PEAK, utilisation=UTILISATION)
-    print(f"{label:<40} {duration(here):>16} {duration(h100):>12}")
+    print(f"{label:<36} {n:>14,} {d:>9.3g} {duration(here):>18} {duration(h100):>12}")
+
+# %% [markdown]
+# The first row is a run this course really does: notebook 3.6 trains exactly that model for
+# exactly that many tokens. Instead of assuming a utilisation, we can measure: a few training steps
+# of that model (forward, backward and AdamW, on batches of the same shape) give its throughput on
+# this machine, and the run's length follows. Notebook 3.6 prints the throughput of the whole run
+# next to this prediction.
+
+# %%
+measured = scale.measure_training_tokens_per_second(gpt36, run.batch_size, gpt36.config.block_size,
+                                                    steps=pick(fast=2, full=5), device=device)
+flops_per_token = gpt36.flops_per_token()
+print(f"notebook 3.6's GPT: {n36:,} parameters, {tokens36:,} training tokens "
+      f"({run.max_steps} steps of {run.batch_size} x {gpt36.config.block_size})")
+print(f"measured here: {measured:,.0f} tokens/s, so the run takes about {duration(tokens36 / measured / 86_400)}")
+print(f"that is {measured * flops_per_token / 1e9:,.1f} GFLOP/s of training ({flops_per_token / 1e6:.1f} MFLOP per "
+      f"token), {measured * flops_per_token / best:.0%} of the best matrix-multiply rate measured above")
 
 # %% [markdown]
 # This is why the course trains small models for real on a laptop, and reads large ones: the code is
