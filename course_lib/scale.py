@@ -138,6 +138,26 @@ def measure_matmul_flops(
     return 2 * n**3 / seconds
 
 
+def measure_memory_bandwidth(
+    device: torch.device | str = "cpu", n_bytes: int = 256 * 2**20, repeats: int = 5
+) -> float:
+    """Measured bytes/s of copying a large float32 tensor on ``device`` (a copy reads and writes it once)."""
+    device = torch.device(device)
+    src = torch.ones(n_bytes // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up: first-touch page faults
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / best  # bytes read + bytes written
+
+
 def measure_training_tokens_per_second(
     model: torch.nn.Module,
     batch_size: int,

@@ -83,3 +83,8 @@ def test_measured_training_throughput_leaves_the_model_alone():
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match="steps"):
         scale.measure_training_tokens_per_second(model, batch_size=4, block_size=16, steps=0)
+
+
+def test_measured_memory_bandwidth_is_plausible():
+    rate = scale.measure_memory_bandwidth("cpu", n_bytes=16 * 2**20, repeats=2)
+    assert 1e8 < rate < 1e13  # between 0.1 GB/s and 10 TB/s on any CPU
