@@ -162,8 +162,9 @@ for name, (toks, m) in {"tired": (tokens, maps), "wide": (tokens_wide, maps_wide
 print("'it' looks more at 'animal' than at 'street' in both sentences:",
       all(a > s for a, s in held_out.values()))# %% [markdown]
 # Here are all the heads of that layer for the "tired" sentence. Each small map is one head; the
-# rows are the tokens that look, the columns the tokens looked at. Many heads put most of their
-# weight on the `[CLS]` column, one pattern among several that section 2.13 measures.
+# rows are the tokens that look, the columns the tokens looked at. Several heads put much of their
+# weight on the `[CLS]` column, one pattern among several that section 2.13 measures. In the chosen
+# head it is not only "it" that looks at "animal": most rows do.
 
 # %%
 fig = heatmap_grid(
@@ -198,8 +199,9 @@ plt.show()
 # %% [markdown]
 # Read the test with care. The head chosen on other sentences does carry over: on the new sentence
 # "it" puts much more weight on "animal" than on "street". But it keeps doing so when "wide" makes
-# the street the referent (the weights printed above): the head seems to follow the grammar, "it"
-# looking back to the subject of the sentence, rather than the meaning that the last word decides.
+# the street the referent (the weights printed above), and in the grid above most other tokens
+# look at "animal" too: the head seems to point words at the subject of the sentence, rather than
+# follow the meaning that the last word decides.
 # Ten sentences, most of them with the subject as referent, select for exactly that; a fair test of
 # "meaning" needs selection sentences where the subject and the referent differ as often as not.
 #

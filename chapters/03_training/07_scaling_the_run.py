@@ -438,16 +438,18 @@ print(f"power law fitted to the frontier: loss = {a:.2f} x C^{b:.3f} over {len(f
       f"(Kaplan et al. report an exponent of about -0.05 for compute, over many orders of magnitude)")
 
 # %% [markdown]
-# Read these figures with their limits. Four models, one seed each, trained for about a minute on
-# a hundred thousand tokens of one news source are a sketch of a scaling law, not a measurement of
-# one: the exponent comes from a single decade or so of compute, and every size here sits at the
-# edge where the published rules were never fitted (the vocabulary's embedding table alone is a
-# large share of the smallest models). Compare the best size found here with the Chinchilla size
-# printed above to see how far this tiny setting is from the rule; the published laws come from
-# hundreds of runs spanning many orders of magnitude. What the miniature shows is the shape of the
-# argument: at a fixed compute budget there is a best model size, too small a model stops improving
-# and too large a one has not seen enough tokens, and the frontier across sizes falls steadily as
-# compute grows.
+# Read these figures with their limits. At this budget the smallest of the four models ends lowest,
+# and it is also the one closest to the Chinchilla size printed above, having seen about 20 tokens
+# per parameter (the table); the larger models stopped after a fraction of a token per parameter,
+# still far from what their size could reach. But the loss is still falling towards the smallest
+# size, so these four points do not bracket the best size: a model smaller still might do as well
+# or better, and the agreement with the rule may be partly luck. The frontier on the right is, at
+# almost every budget here, the curve of the smallest model, so its fitted exponent describes one
+# model's training curve more than a law across sizes. Four models, one seed each, trained for
+# about a minute on a hundred thousand tokens of one news source are a sketch of the experiment,
+# not a measurement: the published laws come from hundreds of runs spanning many orders of
+# magnitude. What the miniature does show is the shape of the argument: at a fixed compute budget,
+# a larger model is not automatically better, because it pays for its size with fewer tokens.
 #
 # ## Summary
 #
@@ -461,9 +463,9 @@ print(f"power law fitted to the frontier: loss = {a:.2f} x C^{b:.3f} over {len(f
 # - **DDP** trains one model with several processes, averaging gradients every step; `torchrun`
 #   starts the same script on each. The check showed the two processes' gradients averaged and
 #   their weights identical to the bit.
-# - **Scaling**: at a fixed compute budget there is a best model size; Chinchilla's rule puts it at
-#   $\sqrt{C/120}$ parameters, and section 3.7.6 compares that with four tiny models trained here.
-#   The lowest loss across sizes fell with compute roughly as a power law (its fitted exponent is
-#   printed there).
+# - **Scaling**: at a fixed compute budget a larger model is not automatically better, because it
+#   sees fewer tokens; Chinchilla's rule puts the best size at $\sqrt{C/120}$ parameters. Of four
+#   tiny models trained here at one budget, the smallest, the one closest to that size, ended
+#   lowest; a power law fitted to the lowest loss against compute is printed in section 3.7.6.
 #
 # Chapter 4 takes the pretrained GPT of notebook 3.6 and fine-tunes it for tasks.
