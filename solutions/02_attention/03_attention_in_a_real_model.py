@@ -141,7 +141,7 @@ for text, referent, other in SELECTION:
     score += (weights_from(toks, m, "it", referent) - weights_from(toks, m, "it", other)) / len(SELECTION)
 layer, head = divmod(int(score.argmax()), cfg.n_head)
 print(f"chosen on the ten sentences: layer {layer}, head {head} (mean score {score[layer, head]:.0%}; "
-      f"median over all heads {score.median():.0%})")
+      f"median over all heads {score.median():+.1%})")
 toks_check = [tokenizer.tokens(text) for text, _, _ in SELECTION]
 assert all(r in t and o in t for t, (_, r, o) in zip(toks_check, SELECTION)), "each noun must be one token"
 
