@@ -303,14 +303,6 @@ from course_lib.exercises.ch02 import check_previous_token_weight
 check_previous_token_weight(previous_token_weight)
 
 # %% [markdown]
-# On the sentence of 2.12, in the strongest previous-token head found above:
-
-# %%
-L_prev, H_prev = strongest["previous"]
-print(f"layer {L_prev}, head {H_prev}: mean weight on the previous token in '{sentence}': "
-      f"{previous_token_weight(maps[L_prev], len(tokens))[H_prev]:.0%}")
-
-# %% [markdown]
 # The numbers and the maps show a division of labour that has also been reported for BERT:
 #
 # - a few heads, all in the first layers (the list printed above), attend mostly to the
