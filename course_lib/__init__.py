@@ -26,6 +26,7 @@ Training
     checkpoint       crash-safe checkpoints
     trainer          the Trainer, from a CPU notebook to torchrun
     training_basics  the training loop written out by hand (chapter 3)
+    initialisation   weight initialisation schemes and the signal statistics through depth
     hparam_search    grid search and the learning-rate range test
     metrics          classification and language-model metrics; result tables
     pretrained       chapter 3's pretrained BBC News GPT, cached for later chapters

@@ -230,6 +230,21 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 # splits
 
 
+def shift_images(images: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Images (..., H, W) moved ``dx`` pixels right and ``dy`` down (negative: left, up); the gap holds 0.
+
+    The simplest data augmentation for digits: a shifted digit is still the same digit.
+    """
+    H, W = images.shape[-2:]
+    if abs(dx) >= W or abs(dy) >= H:
+        raise ValueError(f"a shift of ({dx}, {dy}) pixels moves a {H}x{W} image out of the frame")
+    out = np.zeros_like(images)
+    src_y, dst_y = slice(max(0, -dy), H - max(0, dy)), slice(max(0, dy), H - max(0, -dy))
+    src_x, dst_x = slice(max(0, -dx), W - max(0, dx)), slice(max(0, dx), W - max(0, -dx))
+    out[..., dst_y, dst_x] = images[..., src_y, src_x]
+    return out
+
+
 def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
     f = np.asarray(fractions, dtype=np.float64)
     if f.ndim != 1 or len(f) < 2 or (f < 0).any() or abs(f.sum() - 1.0) > 1e-6:

@@ -127,3 +127,104 @@ def barrier(info: DistInfo) -> None:
     """Wait until every rank gets here (no-op on one process)."""
     if info.enabled:
         dist.barrier()
+
+
+# ----------------------------------------------------------------------------- checking that DDP did its job
+
+
+def max_replica_difference(module: torch.nn.Module, info: DistInfo) -> float:
+    """Largest |w - w on rank 0| over every parameter of ``module`` and every rank (0.0 on one process).
+
+    Data parallelism keeps one model: every rank must hold the same weights after every step. Every
+    rank must call this (it broadcasts rank 0's weights and takes the maximum over ranks).
+    """
+    if not info.enabled:
+        return 0.0
+    mine = torch.cat([p.detach().float().flatten() for p in module.parameters()])  # (n_params,)
+    rank0 = mine.clone()
+    dist.broadcast(rank0, src=0)
+    diff = (mine - rank0).abs().max()
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff.item())
+
+
+def gradient_averaging_check(ddp_model: torch.nn.Module, loss: Any, info: DistInfo) -> dict[str, float]:
+    """Check on one batch that a DDP backward leaves every rank with the mean of the ranks' own gradients.
+
+    ``loss()`` computes this rank's loss on its own batch through ``ddp_model`` (a
+    ``DistributedDataParallel``). The local gradient is taken under ``no_sync`` (no communication),
+    then the normal synchronised one. Returns, as maxima over parameters and ranks:
+    ``"ranks_local_spread"``: how much the ranks' own gradients differ (> 0: they saw different data);
+    ``"synced_minus_mean"``: |synced gradient - mean of the local ones| (~0: DDP averaged them);
+    ``"synced_spread"``: how much the synced gradients differ between ranks (~0: all apply one update).
+    Gradients are zeroed afterwards. Every rank must call it.
+    """
+    if not info.enabled:
+        raise RuntimeError("gradient_averaging_check needs a multi-process run: start it with torchrun")
+    params = [p for p in ddp_model.parameters() if p.requires_grad]
+
+    def flat_grad() -> torch.Tensor:
+        return torch.cat([p.grad.detach().float().flatten() for p in params])  # (n_params,)
+
+    ddp_model.zero_grad(set_to_none=True)
+    with ddp_model.no_sync():  # this rank's gradient only
+        loss().backward()
+    local = flat_grad()
+    ddp_model.zero_grad(set_to_none=True)
+    loss().backward()  # DDP all-reduces (averages) during this backward
+    synced = flat_grad()
+    ddp_model.zero_grad(set_to_none=True)
+
+    def max_over_ranks(x: torch.Tensor) -> float:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+        return float(x.item())
+
+    def spread(x: torch.Tensor) -> float:  # max |x - x on rank 0| over ranks
+        rank0 = x.clone()
+        dist.broadcast(rank0, src=0)
+        return max_over_ranks((x - rank0).abs().max())
+
+    mean_local = all_reduce_mean(local, info)
+    return {
+        "ranks_local_spread": spread(local),
+        "synced_minus_mean": max_over_ranks((synced - mean_local).abs().max()),
+        "synced_spread": spread(synced),
+    }
+
+
+def _self_check() -> int:
+    """``torchrun --nproc_per_node 2 -m course_lib.distributed``: DDP on a tiny GPT, checked (CPU, gloo)."""
+    from course_lib.gpt import GPT, get_config
+
+    info = init_distributed("cpu")
+    if not info.enabled:
+        print(
+            "start this with torchrun and at least 2 processes: "
+            "python -m torch.distributed.run --standalone --nproc_per_node 2 -m course_lib.distributed"
+        )
+        return 2
+    try:
+        torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        model = GPT(get_config("tiny", vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=32))
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        g = torch.Generator().manual_seed(100 + info.rank)  # each rank its own batch
+        idx = torch.randint(0, 64, (4, 17), generator=g)  # (B, T + 1)
+        report = gradient_averaging_check(ddp, lambda: ddp(idx[:, :-1], idx[:, 1:])[1], info)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(3):  # three ordinary DDP steps on the ranks' different batches
+            optimizer.zero_grad(set_to_none=True)
+            ddp(idx[:, :-1], idx[:, 1:])[1].backward()
+            optimizer.step()
+        report["weights_spread_after_3_steps"] = max_replica_difference(model, info)
+        if info.is_main:
+            print(f"{info.world_size} processes ({info.backend}), one batch of its own each")
+            for key, value in report.items():
+                print(f"{key:<30} {value:.3g}")
+        return 0
+    finally:
+        destroy_distributed(info)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_self_check())

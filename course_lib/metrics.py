@@ -63,6 +63,22 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
     return float(np.mean(t == p))
 
 
+def accuracy_interval(n_correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for an accuracy of ``n_correct`` out of ``n`` (inside [0, 1], fine at 100%)."""
+    if n < 1 or not 0 <= n_correct <= n:
+        raise ValueError(f"need 0 <= n_correct <= n and n >= 1, got n_correct={n_correct}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence is a fraction in (0, 1), got {confidence}")
+    quantile = torch.tensor(0.5 + confidence / 2, dtype=torch.float64)
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(quantile))  # 1.96 for 95%
+    p = n_correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if n_correct == 0 else max(0.0, centre - half)  # exact ends: rounding must not exclude p itself
+    hi = 1.0 if n_correct == n else min(1.0, centre + half)
+    return lo, hi
+
+
 def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = None) -> np.ndarray:
     """Counts ``C[i, j]`` of samples whose true class is ``labels[i]`` and predicted class ``labels[j]``."""
     t, p = _pair(y_true, y_pred)
@@ -229,6 +245,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], floatfmt: str = ".3g") -> st
 
 __all__ = [
     "accuracy",
+    "accuracy_interval",
     "classification_report",
     "confusion_matrix",
     "format_table",

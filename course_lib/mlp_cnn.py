@@ -239,3 +239,66 @@ class DigitCNN(nn.Module):
         x = self._pool(torch.relu(self.bn2(self._conv(self.conv2, x))))  # (B, c2, S/4, S/4)
         x = self.dropout(x.flatten(1))  # (B, c2 * S/4 * S/4)
         return self.fc(x)  # (B, n_classes) logits
+
+
+# ----------------------------------------------------------------------------- recurrent cells, written out
+
+
+def lstm_cell(
+    x: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step with ``nn.LSTMCell``'s weights (gates stacked in the order i, f, g, o).
+
+    i, f, o = sigmoid(W x + U h + b) (input, forget, output gates); g = tanh(...) the candidate;
+    c' = f * c + i * g (the cell keeps or overwrites its memory); h' = o * tanh(c').
+    x (B, n_in), h and c (B, n_hidden) -> (h', c').
+    """
+    gates = x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh  # (B, 4 * n_hidden)
+    i, f, g, o = gates.chunk(4, dim=-1)  # each (B, n_hidden)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, c
+
+
+def gru_cell(
+    x: torch.Tensor,
+    h: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: torch.Tensor,
+    bias_hh: torch.Tensor,
+) -> torch.Tensor:
+    """One GRU step with ``nn.GRUCell``'s weights (gates stacked in the order r, z, n).
+
+    r, z = sigmoid(W x + U h + b) (reset and update gates); n = tanh(W_n x + b_n + r * (U_n h + b'_n));
+    h' = (1 - z) * n + z * h (z near 1 keeps the old state). x (B, n_in), h (B, n_hidden) -> h'.
+    """
+    xr, xz, xn = (x @ weight_ih.T + bias_ih).chunk(3, dim=-1)  # each (B, n_hidden)
+    hr, hz, hn = (h @ weight_hh.T + bias_hh).chunk(3, dim=-1)
+    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * h
+
+
+class RecurrentClassifier(nn.Module):
+    """Token ids (B, T) -> class logits (B, n_classes) from the last hidden state of an RNN, LSTM or GRU."""
+
+    KINDS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+    def __init__(self, kind: str, vocab_size: int, n_hidden: int, n_classes: int, d_embed: int = 16) -> None:
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown recurrent kind {kind!r}; choose one of {sorted(self.KINDS)}")
+        self.embed = nn.Embedding(vocab_size, d_embed)
+        self.rnn = self.KINDS[kind](d_embed, n_hidden, batch_first=True)
+        self.head = nn.Linear(n_hidden, n_classes)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(idx))  # (B, T, n_hidden): the hidden state after every step
+        return self.head(out[:, -1])  # (B, n_classes) from the state after the last step

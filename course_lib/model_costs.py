@@ -10,8 +10,10 @@ Rules of thumb used across the course (chapter 1 derives them):
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 BYTES_PER_VALUE = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "int8": 1, "int4": 0.5}
@@ -101,6 +103,18 @@ def chinchilla_tokens(n_params: float) -> float:
     return CHINCHILLA_TOKENS_PER_PARAMETER * n_params
 
 
+def fit_power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares fit of ``y = a * x**b`` on log-log axes (a straight line there); returns ``(a, b)``."""
+    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xa.shape != ya.shape or xa.ndim != 1 or xa.size < 2 or not (np.all(xa > 0) and np.all(ya > 0)):
+        raise ValueError(
+            f"fit_power_law needs at least 2 positive (x, y) pairs of equal length, got {xa.size}, {ya.size}"
+        )
+    lx, ly = np.log(xa), np.log(ya)
+    b, log_a = np.polyfit(lx, ly, 1)
+    return float(np.exp(log_a)), float(b)
+
+
 def measure_matmul_flops(
     device: torch.device | str = "cpu", n: int = 1024, dtype: torch.dtype = torch.float32, repeats: int = 10
 ) -> float:
@@ -122,6 +136,70 @@ def measure_matmul_flops(
     sync()
     seconds = (time.perf_counter() - t0) / repeats
     return 2 * n**3 / seconds
+
+
+def measure_memory_bandwidth(
+    device: torch.device | str = "cpu", n_bytes: int = 256 * 2**20, repeats: int = 5
+) -> float:
+    """Measured bytes/s of copying a large float32 tensor on ``device`` (a copy reads and writes it once)."""
+    device = torch.device(device)
+    src = torch.ones(n_bytes // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up: first-touch page faults
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / best  # bytes read + bytes written
+
+
+def measure_training_tokens_per_second(
+    model: torch.nn.Module,
+    batch_size: int,
+    block_size: int,
+    steps: int = 3,
+    device: torch.device | str = "cpu",
+    lr: float = 1e-3,
+) -> float:
+    """Measured training throughput of a language model: tokens per second of forward, backward and AdamW.
+
+    Times ``steps`` optimizer steps on random token ids after one warm-up step, on a copy of ``model``
+    (the model itself is left untouched). ``model(idx, targets)`` must return ``(logits, loss)``.
+    """
+    import copy
+
+    if steps < 1 or batch_size < 1 or block_size < 1:
+        raise ValueError(
+            f"steps, batch_size and block_size must be >= 1, got {steps}, {batch_size}, {block_size}"
+        )
+    device = torch.device(device)
+    net = copy.deepcopy(model).to(device).train()
+    vocab = net.config.vocab_size
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, vocab, (batch_size, block_size + 1), generator=g).to(device)  # (B, T + 1)
+    x, y = idx[:, :-1], idx[:, 1:]  # (B, T) inputs and next-token targets
+
+    def step() -> None:
+        _, loss = net(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up: allocation, optimizer state
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * batch_size * block_size / (time.perf_counter() - t0)
 
 
 def training_days(

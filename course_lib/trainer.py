@@ -58,6 +58,7 @@ from course_lib.distributed import (
     destroy_distributed,
     init_distributed,
     launched_by_torchrun,
+    max_replica_difference,
 )
 from course_lib.env import cache_dir, get_device, move_to_device, seed_everything
 
@@ -589,6 +590,7 @@ class Trainer:
         self._best_state: dict[str, torch.Tensor] | None = None
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet checked for NaN
         self._interval_losses: list[float] = []
+        self._replica_max_diff = 0.0  # set by save(): the largest weight difference between DDP ranks
         self._interval_items, self._item_unit = 0, "samples"
         self._interrupted: int | None = None  # the signal that asked the loop to stop, if one did
         self._lock = RunDirLock(self.out_dir)
@@ -624,6 +626,7 @@ class Trainer:
                 "bad_evals": self.bad_evals,
             },
             "world_size": self.dist.world_size,
+            "replica_max_diff": self._replica_max_diff,
             "meta": self.meta,
         }
 
@@ -638,6 +641,8 @@ class Trainer:
         self._check_pending()  # never write NaN weights over a good checkpoint:
         self._check_weights()  # neither after a NaN loss nor after an update that overflowed
         rng = all_gather_objects(self._rng_state(), self.dist)
+        # data parallelism must keep one model: the largest weight difference between ranks (0.0 alone)
+        self._replica_max_diff = max_replica_difference(unwrap_model(self.model), self.dist)
         if self.dist.is_main:
             self._write(self.state_dict(rng), path)
         return path

@@ -204,3 +204,17 @@ def test_splits_take_lists_arrays_and_tensors():
         splits.take(texts[:10])
     with pytest.raises(ValueError, match="three fractions"):
         Splits.make(labels, (0.5, 0.5))
+
+
+def test_shift_images_moves_pixels_and_fills_with_zeros():
+    from course_lib.datasets import shift_images
+
+    img = np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4)
+    right = shift_images(img, 1, 0)
+    assert np.array_equal(right[0, :, 1:], img[0, :, :-1]) and np.all(right[0, :, 0] == 0)
+    up_left = shift_images(img, -1, -2)
+    assert np.array_equal(up_left[0, :2, :3], img[0, 2:, 1:]) and np.all(up_left[0, 2:] == 0)
+    assert np.array_equal(shift_images(img, 0, 0), img)
+    assert shift_images(img, 2, 1).sum() == img[0, :3, :2].sum()  # what stays in the frame
+    with pytest.raises(ValueError, match="out of the frame"):
+        shift_images(img, 4, 0)

@@ -130,3 +130,66 @@ def test_wrong_answers_fail_on_the_case_that_exposes_them(check, answer, case):
     with pytest.raises(ExerciseFailure) as err:
         check(answer)
     assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+# ------------------------------------------------------------------------- previous-token weight (2C)
+
+
+def previous_token_weight(A, length):
+    q = torch.arange(1, length - 1)
+    return A[:, q, q - 1].mean(dim=-1)
+
+
+def previous_weight_with_cls(A, length):  # off by one: [CLS] at 0 "looks back" to the last column
+    q = torch.arange(0, length - 1)
+    return A[:, q, q - 1].mean(dim=-1)
+
+
+def previous_weight_with_sep(A, length):  # [SEP] counted as a word piece
+    q = torch.arange(1, length)
+    return A[:, q, q - 1].mean(dim=-1)
+
+
+def next_token_weight(A, length):  # the wrong diagonal
+    q = torch.arange(1, length - 1)
+    return A[:, q, q + 1].mean(dim=-1)
+
+
+def transposed_previous_weight(A, length):  # reads the map by columns: how much i-1 looks at i
+    q = torch.arange(1, length - 1)
+    return A[:, q - 1, q].mean(dim=-1)
+
+
+def previous_weight_over_padding(A, length):  # averages over every row, padding included
+    q = torch.arange(1, A.shape[-1])
+    return A[:, q, q - 1].mean(dim=-1)
+
+
+def summed_previous_weight(A, length):  # a total, not a mean
+    q = torch.arange(1, length - 1)
+    return A[:, q, q - 1].sum(dim=-1)
+
+
+def test_previous_token_weight_passes_a_right_answer(capsys):
+    from course_lib.exercises.ch02 import check_previous_token_weight
+
+    check_previous_token_weight(previous_token_weight)
+    assert "all 4 cases pass" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        previous_weight_with_cls,
+        previous_weight_with_sep,
+        next_token_weight,
+        transposed_previous_weight,
+        previous_weight_over_padding,
+        summed_previous_weight,
+    ],
+)
+def test_previous_token_weight_rejects_plausible_mistakes(wrong):
+    from course_lib.exercises.ch02 import check_previous_token_weight
+
+    with pytest.raises(ExerciseFailure, match=r"previous_token_weight, case \d of 4"):
+        check_previous_token_weight(wrong)

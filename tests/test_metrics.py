@@ -153,3 +153,23 @@ def test_lcs_equals_brute_force_over_subsequences(a, b):
 def _is_subsequence(s, b):
     it = iter(b)
     return all(x in it for x in s)
+
+
+@pytest.mark.parametrize("k,n", [(179, 179), (173, 179), (0, 10), (5, 10), (1, 1), (970, 1000)])
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_accuracy_interval_is_scipys_wilson_interval(k, n, confidence):
+    from scipy.stats import binomtest
+
+    from course_lib.metrics import accuracy_interval
+
+    ref = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    lo, hi = accuracy_interval(k, n, confidence)
+    assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
+    assert lo <= k / n <= hi
+
+
+def test_accuracy_interval_rejects_impossible_counts():
+    from course_lib.metrics import accuracy_interval
+
+    with pytest.raises(ValueError, match="n_correct <= n"):
+        accuracy_interval(11, 10)

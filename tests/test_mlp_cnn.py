@@ -167,3 +167,38 @@ def test_digit_cnn_overfits_64_real_digits():
         opt.step()
     acc = (model(x).argmax(-1) == y).float().mean().item()
     assert acc == 1.0, f"training accuracy {acc:.3f} after 60 steps (loss {loss.item():.3f})"
+
+
+@pytest.mark.parametrize("batch,n_in,n_hidden", [(3, 5, 4), (1, 2, 7)])
+def test_lstm_and_gru_cells_match_pytorch(batch, n_in, n_hidden):
+    from course_lib.mlp_cnn import gru_cell, lstm_cell
+
+    torch.manual_seed(0)
+    x, h, c = torch.randn(batch, n_in), torch.randn(batch, n_hidden), torch.randn(batch, n_hidden)
+    lstm = torch.nn.LSTMCell(n_in, n_hidden)
+    ours_h, ours_c = lstm_cell(x, h, c, lstm.weight_ih, lstm.weight_hh, lstm.bias_ih, lstm.bias_hh)
+    ref_h, ref_c = lstm(x, (h, c))
+    torch.testing.assert_close(ours_h, ref_h, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ours_c, ref_c, atol=1e-6, rtol=1e-5)
+    gru = torch.nn.GRUCell(n_in, n_hidden)
+    torch.testing.assert_close(
+        gru_cell(x, h, gru.weight_ih, gru.weight_hh, gru.bias_ih, gru.bias_hh),
+        gru(x, h),
+        atol=1e-6,
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_recurrent_classifier_reads_the_last_state(kind):
+    from course_lib.mlp_cnn import RecurrentClassifier
+
+    torch.manual_seed(0)
+    model = RecurrentClassifier(kind, vocab_size=8, n_hidden=6, n_classes=3)
+    idx = torch.randint(0, 8, (4, 5))
+    logits = model(idx)
+    assert logits.shape == (4, 3)
+    out, _ = model.rnn(model.embed(idx))
+    torch.testing.assert_close(logits, model.head(out[:, -1]))
+    with pytest.raises(ValueError, match="lstm"):
+        RecurrentClassifier("transformer", 8, 6, 3)

@@ -51,3 +51,43 @@ def test_fused_attention_removes_the_quadratic_activation_term():
 def test_measured_matmul_rate_is_plausible():
     rate = model_costs.measure_matmul_flops("cpu", n=256, repeats=3)
     assert 1e7 < rate < 1e14  # between a very old CPU and a very large one
+
+
+def test_fit_power_law_recovers_exponent_and_matches_numpy_lstsq():
+    import numpy as np
+
+    x = np.array([1e5, 3e5, 1e6, 3e6])
+    y = 7.0 * x**-0.08 * np.exp(np.array([0.01, -0.01, 0.005, 0.0]))  # a little noise
+    a, b = model_costs.fit_power_law(x, y)
+    A = np.stack([np.ones(4), np.log(x)], axis=1)
+    (log_a_ref, b_ref), *_ = np.linalg.lstsq(A, np.log(y), rcond=None)
+    assert b == pytest.approx(b_ref, abs=1e-9) and a == pytest.approx(np.exp(log_a_ref), rel=1e-9)
+    assert b == pytest.approx(-0.08, abs=0.01)
+    a2, b2 = model_costs.fit_power_law([2.0, 4.0], [3.0, 12.0])  # exact: y = 0.75 x^2
+    assert (a2, b2) == (pytest.approx(0.75), pytest.approx(2.0))
+
+
+def test_fit_power_law_needs_positive_pairs():
+    with pytest.raises(ValueError, match="positive"):
+        model_costs.fit_power_law([1.0, -2.0], [1.0, 2.0])
+
+
+def test_measured_training_throughput_leaves_the_model_alone():
+    import torch
+
+    from course_lib.gpt import GPT, get_config
+
+    torch.manual_seed(0)
+    model = GPT(get_config("tiny", vocab_size=64, block_size=16, n_layer=1, n_head=2, d_model=32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rate = model_costs.measure_training_tokens_per_second(model, batch_size=4, block_size=16, steps=2)
+    assert 100 < rate < 1e9  # tokens/s of a 1-layer toy model on any CPU
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="steps"):
+        model_costs.measure_training_tokens_per_second(model, batch_size=4, block_size=16, steps=0)
+
+
+def test_measured_memory_bandwidth_is_plausible():
+    rate = model_costs.measure_memory_bandwidth("cpu", n_bytes=16 * 2**20, repeats=2)
+    assert 1e8 < rate < 1e13  # between 0.1 GB/s and 10 TB/s on any CPU

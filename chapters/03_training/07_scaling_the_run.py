@@ -14,9 +14,9 @@
 # ---
 
 # %% [markdown]
-# # 3.5 · Scaling the run
+# # 3.7 · Scaling the run
 #
-# The GPT of notebook 3.4 trained for minutes on one CPU. Real pretraining runs last weeks on
+# The GPT of notebook 3.6 trained for minutes on one CPU. Real pretraining runs last weeks on
 # thousands of GPUs, and the code has to cope with things a notebook never meets: numbers that no
 # longer fit, batches that no longer fit, machines that stop halfway, and many processes that must
 # act as one. The course's `Trainer` handles each of them with one setting. This notebook opens them
@@ -26,29 +26,38 @@
 # 2. **gradient accumulation**: a large batch in several small pieces (`grad_accum_steps`);
 # 3. **checkpoint and resume**: stop anywhere, continue exactly (`resume=True`);
 # 4. **`torch.compile`**: fuse the model's operations into faster kernels (`compile`);
-# 5. **distributed data parallel**: one model trained by several processes (`torchrun`).
+# 5. **distributed data parallel**: one model trained by several processes (`torchrun`), checked:
+#    the processes' gradients are averaged and their weights stay identical;
+# 6. **a small scaling experiment**: four model sizes on the same data, loss against parameters and
+#    against compute, a fitted power law, and the Chinchilla rule next to it.
 
 # %% tags=["imports"]
+import contextlib
+import io
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_lib import cache_dir, pretrained, seed_everything
+from course_lib import cache_dir, model_costs, pick, pretrained, seed_everything
 from course_lib.checkpoint import load_checkpoint
 from course_lib.gpt import GPT, get_config
 from course_lib.lm_data import get_batch
+from course_lib.plots import use_course_style
 from course_lib.trainer import Callback, TrainConfig, Trainer, resolve_amp
 
+use_course_style()
 seed_everything(0)
 torch.set_num_threads(1)  # a tiny model: one thread is fastest, and leaves a core for the two-process run below
 
 # %% [markdown]
-# The data are the BBC News tokens of the fast recipe of notebook 3.4 (120 articles, a 512-token
+# The data are the BBC News tokens of the fast recipe of notebook 3.6 (120 articles, a 512-token
 # BPE vocabulary): plenty for a model of this size.
 
 # %%
@@ -60,7 +69,7 @@ cfg = get_config("tiny", vocab_size=tokenizer.vocab_size, block_size=64, dropout
 print(f"{len(train_ids):,} training tokens; a GPT of {GPT(cfg).num_parameters():,} parameters")
 
 # %% [markdown]
-# ## 3.5.1 Mixed precision
+# ## 3.7.1 Mixed precision
 #
 # A float32 number has 8 exponent bits and 23 mantissa bits. Two 16-bit formats halve the memory
 # and, on hardware built for them, run matrix products many times faster:
@@ -126,7 +135,7 @@ for device_type, bf16 in [("cuda", True), ("cuda", False), ("cpu", None)]:
     print(f"{label:<22} dtype={str(plan.dtype):<15} loss scaling={plan.use_scaler!s:<5}  {plan.reason}")
 
 # %% [markdown]
-# ## 3.5.2 Gradient accumulation
+# ## 3.7.2 Gradient accumulation
 #
 # The batch a recipe asks for may not fit in memory: activations grow with batch size (chapter 1).
 # The way out is to split it. Because the loss is a **mean** over the batch, the gradient of a batch
@@ -158,7 +167,7 @@ assert worst < 1e-6
 # masks only; with batch normalisation, which averages over the batch, they would differ — one
 # reason transformers use layer normalisation.)
 #
-# ## 3.5.3 Checkpoint and resume
+# ## 3.7.3 Checkpoint and resume
 #
 # A long run will be interrupted: a crash, a pre-empted cloud machine, a laptop lid. A checkpoint
 # must therefore hold everything the next step depends on, not only the weights: the optimizer's
@@ -176,7 +185,8 @@ def make_trainer(out_dir, callbacks=(), resume=False):
     torch.manual_seed(0)
     model = GPT(cfg)
     config = TrainConfig(max_steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_every=20,
-                         eval_steps=2, log_every=1, save_every=None, out_dir=str(out_dir), device="cpu")
+                         eval_steps=2, log_every=1, save_every=None, out_dir=str(out_dir), device="cpu",
+                         progress=False)  # every step is logged in trainer.history; no progress bar
     return Trainer(model, config, callbacks=callbacks, resume=resume,
                    train_data=lambda step, g: get_batch(train_ids, 8, 64, g, device="cpu"),
                    val_data=lambda step, g: get_batch(val_ids, 8, 64, g, device="cpu"))
@@ -193,14 +203,20 @@ class SwitchOffAt(Callback):
             trainer.should_stop = True
 
 
-straight = make_trainer(cache_dir("runs", "ch03-resume-straight"))
-straight.fit()
-first_half = make_trainer(cache_dir("runs", "ch03-resume-split"), callbacks=[SwitchOffAt(20)])
-first_half.fit()
+def quietly(trainer):
+    """Train, keeping the one log line per step in trainer.history instead of on the screen."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer.fit()
+    return trainer
+
+
+straight = quietly(make_trainer(cache_dir("runs", "ch03-resume-straight")))
+first_half = quietly(make_trainer(cache_dir("runs", "ch03-resume-split"), callbacks=[SwitchOffAt(20)]))
 print(f"interrupted run stopped at step {first_half.step}; checkpoint {first_half.last_path.name}")
 second_half = make_trainer(cache_dir("runs", "ch03-resume-split"), resume=True)
 print(f"resumed at step {second_half.step}")
-second_half.fit()
+quietly(second_half)
+print(f"the resumed run finished at step {second_half.step}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -215,7 +231,7 @@ assert losses_straight == losses_resumed and same_weights
 # %% [markdown]
 # Bit-for-bit the same: resuming is invisible in the result.
 #
-# ## 3.5.4 `torch.compile`
+# ## 3.7.4 `torch.compile`
 #
 # In eager mode PyTorch runs one operation at a time, writing each intermediate result to memory
 # and reading it back for the next. `torch.compile(model)` traces the model once and generates fused
@@ -242,7 +258,7 @@ else:
     print("skipped: set RUN_COMPILE = True to compare eager and compiled speed")
 
 # %% [markdown]
-# ## 3.5.5 Distributed data parallel: several processes, one model
+# ## 3.7.5 Distributed data parallel: several processes, one model
 #
 # With $P$ GPUs (or CPU processes), **data parallelism** gives each process a full copy of the
 # model and a different slice of the data. Every step, each process computes the gradient of its
@@ -282,12 +298,44 @@ ddp_checkpoint = load_checkpoint(out_dir / "last.pt")
 print("processes that trained the checkpoint:", ddp_checkpoint["world_size"])
 print("optimizer steps:", ddp_checkpoint["step"])
 print("random-generator states saved, one per process:", len(ddp_checkpoint["rng"]))
-assert ddp_checkpoint["world_size"] == 2
+print("largest weight difference between the two processes at the end:", ddp_checkpoint["replica_max_diff"])
+assert ddp_checkpoint["world_size"] == 2 and ddp_checkpoint["replica_max_diff"] == 0.0
 
 # %% [markdown]
 # Each of the two processes drew its own random windows (its generator is seeded with its rank), so
 # every step averaged the gradients of two different micro-batches: a global batch of twice the
-# configured `batch_size`. The same command with `--nproc_per_node 8` on a machine with eight GPUs,
+# configured `batch_size`. When the Trainer saves, every process compares its weights with process
+# 0's (`distributed.max_replica_difference`): after 20 steps they are still identical to the bit.
+#
+# That the gradients really are *averaged* needs one more look, at a single step.
+# `distributed.gradient_averaging_check` computes each process's own gradient with communication
+# switched off (DDP's `no_sync`), then the normal synchronised one, and compares. `python -m
+# course_lib.distributed` runs it under `torchrun` on a tiny GPT, each process with a batch of its
+# own, then takes three ordinary steps and compares the weights:
+
+# %%
+check = subprocess.run(
+    [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "course_lib.distributed"],
+    capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+)
+if check.returncode != 0:
+    raise RuntimeError(f"the two-process check failed:\n{check.stderr[-3000:]}")
+print(check.stdout)
+report = {line.split()[0]: float(line.split()[1]) for line in check.stdout.splitlines()[1:] if line.strip()}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("the two processes' own gradients differ:", report["ranks_local_spread"] > 1e-3)
+print("after the synchronised backward each holds their mean (within 1e-6):", report["synced_minus_mean"] < 1e-6)
+print("and both hold exactly the same gradient:", report["synced_spread"] == 0.0)
+print("weights identical after three steps:", report["weights_spread_after_3_steps"] == 0.0)
+assert report["ranks_local_spread"] > 1e-3 and report["synced_minus_mean"] < 1e-6
+assert report["synced_spread"] == 0.0 and report["weights_spread_after_3_steps"] == 0.0
+
+# %% [markdown]
+# Had DDP not averaged, each process would have kept its own gradient: the synchronised gradients
+# would differ exactly as much as the local ones do, and the copies of the model would drift apart
+# from the first step. The same command with `--nproc_per_node 8` on a machine with eight GPUs,
 # or with `--nnodes`, `--node_rank` and `--rdzv_endpoint` across machines, trains the chapter's
 # model in exactly the same way (`course_lib.distributed` lists the command lines).
 #
@@ -295,6 +343,113 @@ assert ddp_checkpoint["world_size"] == 2
 # different GPUs (pipeline parallelism), the matrices of one layer across GPUs (tensor
 # parallelism), or the optimizer states and weights sharded across processes (ZeRO / FSDP), so that
 # a model too big for one GPU's memory can be trained at all.
+#
+# ## 3.7.6 A small scaling experiment
+#
+# How does the loss depend on the size of the model and on the compute spent? Kaplan et al. (2020)
+# found that, over many orders of magnitude, the loss falls as a **power law**, a straight line on
+# log-log axes, in the parameters $N$, the tokens $D$ and the compute $C$. Hoffmann et al. (2022,
+# "Chinchilla") then asked how to split a fixed compute budget $C \approx 6ND$ between parameters
+# and tokens, trained many model sizes at each of several budgets, and found that both should grow
+# together, at about 20 tokens per parameter, so $N_\text{opt} = \sqrt{C / 120}$.
+#
+# A miniature of that experiment: four GPTs of two blocks, from width 32 to 192, read the same
+# token stream with the same batch size and the **same compute budget**: each trains for as many
+# steps as the budget pays for at its size (`flops_per_token`, the $6N$ rule plus attention, times
+# the tokens), so the small models see more tokens and the large ones fewer. The validation loss
+# is measured a dozen times along each run.
+
+# %%
+widths = [32, 64, 128, 192]
+batch, block = 16, 64
+
+
+def scaling_gpt(width):
+    torch.manual_seed(0)
+    return GPT(get_config("tiny", vocab_size=tokenizer.vocab_size, block_size=block, n_layer=2, n_head=4,
+                          d_model=width, dropout=0.0))
+
+
+budget = pick(fast=20, full=300) * batch * block * scaling_gpt(64).flops_per_token()  # width 64's run
+scaling = {}
+for width in widths:
+    model = scaling_gpt(width)
+    steps = max(4, round(budget / (batch * block * model.flops_per_token())))
+    config = TrainConfig(max_steps=steps, batch_size=batch, lr=3e-3, min_lr=3e-4, warmup_steps=max(1, steps // 20),
+                         eval_every=max(1, steps // 12), eval_steps=pick(fast=2, full=8), log_every=steps,
+                         save_every=None, out_dir=str(cache_dir("runs", f"ch03-scaling-{width}")), device="cpu",
+                         progress=False)
+    trainer = quietly(Trainer(model, config,
+                              train_data=lambda step, g: get_batch(train_ids, batch, block, g, device="cpu"),
+                              val_data=lambda step, g: get_batch(val_ids, batch, block, g, device="cpu")))
+    evals = [(r["step"], r["val_loss"]) for r in trainer.history if "val_loss" in r and r["step"] > 0]
+    scaling[width] = {
+        "params": model.num_parameters(),
+        "steps": steps,
+        "flops": np.array([s * batch * block * model.flops_per_token() for s, _ in evals], dtype=float),
+        "val_loss": np.array([v for _, v in evals]),
+    }
+print(f"compute budget per model: {budget:.3g} FLOPs")
+print(f"{'width':>5} {'parameters':>11} {'steps':>6} {'tokens':>9} {'tokens per parameter':>21} {'final val loss':>15}")
+for width, r in scaling.items():
+    tokens = r["steps"] * batch * block
+    print(f"{width:>5} {r['params']:>11,} {r['steps']:>6} {tokens:>9,} {tokens / r['params']:>21.3g} "
+          f"{r['val_loss'][-1]:>15.3f}")
+
+# %% [markdown]
+# Left, the final loss of each model against its number of parameters, all at the same compute
+# (Chinchilla's "IsoFLOP" view), with the size the Chinchilla rule recommends for this budget.
+# Right, every validation curve against the compute spent so far. The lowest loss reached by any
+# model at each amount of compute (the **frontier**) is what a well-chosen model size buys; a power
+# law is fitted to it with `model_costs.fit_power_law` (a least-squares line through the logarithms).
+
+# %%
+params = np.array([r["params"] for r in scaling.values()], dtype=float)
+final = np.array([r["val_loss"][-1] for r in scaling.values()])
+n_opt = np.sqrt(budget / (6 * model_costs.CHINCHILLA_TOKENS_PER_PARAMETER))
+points = sorted((c, v) for r in scaling.values() for c, v in zip(r["flops"], r["val_loss"]))
+frontier, best = [], np.inf
+for c, v in points:  # keep each point that beats every point of less compute
+    if v < best:
+        frontier.append((c, v))
+        best = v
+frontier = np.array([(c, v) for c, v in frontier if c >= budget / 20])  # skip the first moments of training
+a, b = model_costs.fit_power_law(frontier[:, 0], frontier[:, 1])
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+ax1.semilogx(params, final, "o-", label="final validation loss, same compute")
+ax1.axvline(n_opt, color="grey", ls=":", label=f"Chinchilla: sqrt(C/120) = {n_opt:,.0f}")
+ax1.set(xlabel="parameters N", ylabel="validation loss (nats/token)", title=f"Same compute: {budget:.2g} FLOPs")
+ax1.legend(fontsize=8)
+for width, r in scaling.items():
+    ax2.loglog(r["flops"], r["val_loss"], "o-", ms=3, label=f"width {width} ({r['params']:,} parameters)")
+grid = np.logspace(np.log10(frontier[0, 0]), np.log10(frontier[-1, 0]), 50)
+ax2.loglog(grid, a * grid**b, "k--", label=f"frontier fit: L = {a:.2f} C^{b:.3f}")
+ax2.set(xlabel="training compute spent (FLOPs)", ylabel="validation loss (nats/token)", title="Loss against compute")
+for axis_format in (ax2.yaxis.set_major_formatter, ax2.yaxis.set_minor_formatter):
+    axis_format(plt.FormatStrFormatter("%.1f"))  # plain numbers on the log-scaled loss axis
+ax2.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+best_width = widths[int(np.argmin(final))]
+print(f"lowest final loss at this budget: width {best_width} ({scaling[best_width]['params']:,} parameters)")
+print(f"Chinchilla's compute-optimal size for this budget: {n_opt:,.0f} parameters")
+print(f"power law fitted to the frontier: loss = {a:.2f} x C^{b:.3f} over {len(frontier)} points "
+      f"(Kaplan et al. report an exponent of about -0.05 for compute, over many orders of magnitude)")
+
+# %% [markdown]
+# Read these figures with their limits. At this budget the smallest of the four models ends lowest,
+# and it is also the one closest to the Chinchilla size printed above, having seen about 20 tokens
+# per parameter (the table); the larger models stopped after a fraction of a token per parameter,
+# still far from what their size could reach. But the loss is still falling towards the smallest
+# size, so these four points do not bracket the best size: a model smaller still might do as well
+# or better, and the agreement with the rule may be partly luck. The frontier on the right is, at
+# almost every budget here, the curve of the smallest model, so its fitted exponent describes one
+# model's training curve more than a law across sizes. Four models, one seed each, trained for
+# about a minute on a hundred thousand tokens of one news source are a sketch of the experiment,
+# not a measurement: the published laws come from hundreds of runs spanning many orders of
+# magnitude. What the miniature does show is the shape of the argument: at a fixed compute budget,
+# a larger model is not automatically better, because it pays for its size with fewer tokens.
 #
 # ## Summary
 #
@@ -306,6 +461,11 @@ assert ddp_checkpoint["world_size"] == 2
 #   bit-for-bit like the uninterrupted one.
 # - **`torch.compile`** fuses operations into faster kernels, paying a compile time up front.
 # - **DDP** trains one model with several processes, averaging gradients every step; `torchrun`
-#   starts the same script on each.
+#   starts the same script on each. The check showed the two processes' gradients averaged and
+#   their weights identical to the bit.
+# - **Scaling**: at a fixed compute budget a larger model is not automatically better, because it
+#   sees fewer tokens; Chinchilla's rule puts the best size at $\sqrt{C/120}$ parameters. Of four
+#   tiny models trained here at one budget, the smallest, the one closest to that size, ended
+#   lowest; a power law fitted to the lowest loss against compute is printed in section 3.7.6.
 #
-# Chapter 4 takes the pretrained GPT of notebook 3.4 and fine-tunes it for tasks.
+# Chapter 4 takes the pretrained GPT of notebook 3.6 and fine-tunes it for tasks.

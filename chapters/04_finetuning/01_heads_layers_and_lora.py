@@ -60,7 +60,7 @@ print("device:", device)
 # %% [markdown]
 # ## 4.1.1 The task, and a split that keeps the test honest
 #
-# `pretrained.bbc_gpt()` loads the model notebook 3.4 trained (or trains it, about ten minutes, if
+# `pretrained.bbc_gpt()` loads the model notebook 3.6 trained (or trains it, about ten minutes, if
 # the cache is empty). Its pretraining held back 10% of the articles as validation text. Those
 # articles are our **test set**: neither the tokenizer nor the GPT has seen a word of them, so the
 # test measures the classifier on genuinely new text. (BBC News contains some duplicated

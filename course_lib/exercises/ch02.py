@@ -1,5 +1,6 @@
 """Self-checks for chapter 2: softmax, scaled dot-product attention, the causal mask, splitting and
-merging heads. The references are course_lib's attention code (or, for softmax, PyTorch's)."""
+merging heads, a head's weight on the previous token. The references are course_lib's attention code
+(or, for softmax, PyTorch's; for the previous-token weight, a plain loop)."""
 
 from __future__ import annotations
 
@@ -157,4 +158,41 @@ def check_merge_heads(fn) -> None:
         rtol=0.0,
         hint="undo split_heads: .transpose(1, 2) back to (B, T, nh, hs), then .reshape(B, T, nh * hs) "
         "(.view needs .contiguous() first, because the transpose only changed strides)",
+    )
+
+
+# ------------------------------------------------------------------------------------ previous-token weight
+
+
+def _attention_maps(heads: int, T: int, length: int, seed: int) -> torch.Tensor:
+    """Random row-stochastic maps (heads, T, T) whose padded keys (>= length) get weight 0, as in a batch."""
+    scores = _randn(heads, T, T, seed=seed, scale=2.0)
+    scores[:, :, length:] = float("-inf")  # padding is masked out of every row
+    return torch.softmax(scores, dim=-1)
+
+
+def _reference_previous_token_weight(A: torch.Tensor, length: int) -> torch.Tensor:
+    """Mean over the word pieces at positions 1 .. length-2 of A[h, i, i - 1], written as a loop."""
+    rows = [A[:, i, i - 1] for i in range(1, length - 1)]  # each (heads,)
+    return torch.stack(rows, dim=-1).mean(dim=-1)  # (heads,)
+
+
+def check_previous_token_weight(fn) -> None:
+    """``fn(A, length) -> (heads,)``: mean weight real word pieces put on the token before them."""
+    cases = [
+        Case("12 heads, 9 real tokens, no padding", (_attention_maps(12, 9, 9, seed=50), 9)),
+        Case("4 heads, 6 real tokens padded to 10", (_attention_maps(4, 10, 6, seed=51), 6)),
+        Case("one word piece between [CLS] and [SEP]", (_attention_maps(3, 5, 3, seed=52), 3)),
+        Case("one head, 20 tokens padded to 24", (_attention_maps(1, 24, 20, seed=53), 20)),
+    ]
+    check_function(
+        "previous_token_weight",
+        fn,
+        _reference_previous_token_weight,
+        cases,
+        atol=1e-6,
+        rtol=1e-5,
+        hint="rows are the tokens that look (queries), columns the tokens looked at (keys); the word "
+        "pieces are neither position 0 ([CLS]) nor position length - 1 ([SEP]) nor the padding after "
+        "it; average, do not sum",
     )

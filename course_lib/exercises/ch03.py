@@ -212,3 +212,42 @@ def check_lm_batch(fn) -> None:
         "bound, same shape, the generator passed in); each x row is block_size tokens from a start, its "
         "y row the same span moved one token to the right; stack the rows into int64 tensors",
     )
+
+
+# ----------------------------------------------------------------------------- batch normalisation
+
+
+def _bn_case(label: str, shape: tuple[int, ...], seed: int, eps: float = 1e-5, spread: float = 1.0) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    C = shape[1]
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * spread + 3.0  # mean far from 0: centring shows
+    gamma = torch.rand(C, generator=g, dtype=torch.float64) + 0.5
+    beta = torch.randn(C, generator=g, dtype=torch.float64)
+    return Case(label, (x, gamma, beta, eps))
+
+
+def _reference_batch_norm(x, gamma, beta, eps):
+    """PyTorch's batch norm in training mode (batch statistics, no running averages)."""
+    return F.batch_norm(x, None, None, weight=gamma, bias=beta, training=True, eps=eps)
+
+
+def check_batch_norm_train(fn) -> None:
+    """``fn(x, gamma, beta, eps) -> y``: training-mode batch norm of images x (B, C, H, W), per channel."""
+    cases = [
+        _bn_case("a batch of 8 images, 3 channels, 4x4", (8, 3, 4, 4), 0),
+        _bn_case("two 1x1 images per channel (few values: the variance's divisor shows)", (2, 5, 1, 1), 1),
+        _bn_case("one image, 2 channels, 6x6", (1, 2, 6, 6), 2),
+        _bn_case("tiny variance, eps=0.1 (where eps goes shows)", (4, 3, 2, 2), 3, eps=0.1, spread=0.05),
+        _bn_case("channels of different scales", (6, 4, 3, 3), 4, spread=10.0),
+    ]
+    check_function(
+        "batch_norm_train",
+        fn,
+        _reference_batch_norm,
+        cases,
+        atol=1e-10,
+        rtol=1e-8,
+        hint="each channel gets its own mean and variance, taken over the batch and both image dimensions; "
+        "look at which dims you reduce over, at the divisor of the variance (the biased one, over the "
+        "number of values), at where eps is added, and at gamma and beta being applied per channel",
+    )

@@ -53,7 +53,7 @@ device = get_device()
 # %% [markdown]
 # ## 5.1.1 The model
 #
-# `pretrained.bbc_gpt()` loads the GPT that notebook 3.4 trained and cached (or trains it with the
+# `pretrained.bbc_gpt()` loads the GPT that notebook 3.6 trained and cached (or trains it with the
 # same recipe if the cache is empty: about ten minutes on a CPU in learner mode, seconds in fast
 # mode). The validation articles were never seen in training; we take prompts from them.
 
