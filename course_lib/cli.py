@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from course_lib.env import cache_dir, fast_mode, get_device, seed_everything
+from course_lib.env import cache_dir, display_path, fast_mode, get_device, seed_everything
 from course_lib.finetuning import FINETUNE_MODES
 
 SECTIONS = {
@@ -392,7 +392,7 @@ def cmd_pretrain(
         }
         trainer = Trainer(model, train_cfg, train_batch, val_batch, resume=resume, meta=meta)
         trainer.fit()
-        _say(dist, f"checkpoint: {trainer.last_path}")
+        _say(dist, f"checkpoint: {display_path(trainer.last_path)}")
         return trainer.last_path
     finally:
         destroy_distributed(dist)
@@ -517,7 +517,7 @@ def cmd_finetune(
             )
             (trainer.out_dir / "test_report.json").write_text(json.dumps(report_dict, indent=1))
             print(report, flush=True)
-        _say(dist, f"checkpoint: {trainer.last_path}")
+        _say(dist, f"checkpoint: {display_path(trainer.last_path)}")
         return trainer.last_path
     finally:
         destroy_distributed(dist)

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course_lib.display import format_table  # noqa: F401  (re-exported: notebooks import it from here)
 from course_lib.env import get_device
 
 BUNDLE_FORMAT = "course_lib.deploy/1"
@@ -405,17 +406,6 @@ def batched_throughput(
         seconds = measure_latency(model, batch, repeats=repeats, warmup=warmup)
         rows.append({"batch_size": bs, "latency_ms": seconds * 1e3, "items_per_s": bs / seconds})
     return rows
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], floatfmt: str = ".3g") -> str:
-    """Rows of equal keys -> a Markdown table (numbers formatted with ``floatfmt``)."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    cell = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------

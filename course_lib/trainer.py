@@ -50,7 +50,7 @@ from course_lib.distributed import (
     init_distributed,
     launched_by_torchrun,
 )
-from course_lib.env import cache_dir, get_device, seed_everything
+from course_lib.env import cache_dir, display_path, get_device, seed_everything
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 CHECKPOINT_FORMAT = "course_lib.trainer/1"
@@ -879,7 +879,8 @@ class Trainer:
             self._say("interrupt: the loss was not finite; the last checkpoint on disk is kept as it is")
             return
         save_checkpoint(self.state_dict([self._rng_state()]), self.last_path)
-        self._say(f"interrupt: saved step {self.step} to {self.last_path}; continue with resume=True")
+        where = display_path(self.last_path)
+        self._say(f"interrupt: saved step {self.step} to {where}; continue with resume=True")
 
     # ------------------------------------------------------------------ results
 
