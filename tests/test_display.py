@@ -1,4 +1,4 @@
-"""Tables shown as HTML (not pipes) in JupyterLab and on the website; paths shown without this machine's home."""
+"""Tables shown as HTML tables, not pipes, on screen; printed paths without this machine's home folder."""
 
 from __future__ import annotations
 
