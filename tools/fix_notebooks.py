@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         done = fix_file(path, write=not args.check)
         pending += bool(done)
         for what in done:
-            print(f"{path.relative_to(ROOT)}: {what}")
+            print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {what}")
     if not args.check and classroom.refresh_rubric():
         print(f"{classroom.TEACHERS_PAGE.name}: rubric refreshed")
     print(
