@@ -21,6 +21,7 @@ SCREENSHOTS = ROOT / "_build" / "screenshots"
 REQUIRED_ENV = "COURSE_BROWSER_TESTS"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE_VIEWPORT = {"width": 390, "height": 844}  # a common phone, in CSS pixels
 
 # Headless flags that work as root in a container and keep Chromium from phoning home.
 CHROMIUM_ARGS = [
@@ -73,16 +74,30 @@ def context(browser) -> Iterator[object]:
     ctx.close()
 
 
+@pytest.fixture(scope="module")
+def phone_context(browser) -> Iterator[object]:
+    """A browser context the size of a phone (390 CSS px wide, touch, mobile layout)."""
+    ctx = browser.new_context(viewport=PHONE_VIEWPORT, is_mobile=True, has_touch=True)
+    yield ctx
+    ctx.close()
+
+
 @pytest.fixture(scope="session")
 def screenshot() -> Iterator[object]:
-    """``screenshot(page_or_element, name)`` saves ``_build/screenshots/<name>.png`` and returns its path."""
+    """``screenshot(page_or_element, name)`` saves ``_build/screenshots/<name>.png`` and returns its path;
+    ``full_page=True`` (pages only) saves the whole page, top to bottom, as ``<name>.jpg``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SCREENSHOTS.glob("*.png"):  # only this run's pictures, so none is mistaken for new
+    for old in [*SCREENSHOTS.glob("*.png"), *SCREENSHOTS.glob("*.jpg")]:  # only this run's pictures
         old.unlink()
 
-    def save(target, name: str) -> Path:
-        path = SCREENSHOTS / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") + ".png")
-        target.screenshot(path=str(path))
+    def save(target, name: str, full_page: bool = False) -> Path:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+        if full_page:
+            path = SCREENSHOTS / (stem + ".jpg")
+            target.screenshot(path=str(path), full_page=True, type="jpeg", quality=70, scale="css")
+        else:
+            path = SCREENSHOTS / (stem + ".png")
+            target.screenshot(path=str(path))
         _saved.append(path)
         return path
 
