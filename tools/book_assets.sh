@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local copies of the JavaScript the website loads, so that the built site works offline
-# (a classroom with a poor connection, or CI with none): MathJax 3 for the maths, and require.js
-# with the ipywidgets HTML manager for pages that store widget state.
+# (a classroom with a poor connection, or CI with none): MathJax 3 for the maths, and the ipywidgets
+# HTML manager for pages that store widget state. Only the files the pages load are copied.
 #
 #   1. Fetches the pinned npm packages with `npm pack` into .book_assets/ (ignored by git), only when
 #      a package is missing or at another version. `npm pack` takes the package alone, without its
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 ASSETS=.book_assets
 STATIC=_book_static
 CDN_CONFIG=_build/_config.cdn.yml
-PACKAGES=("mathjax@3.2.2" "requirejs@2.3.8" "@jupyter-widgets/html-manager@1.0.15")
+PACKAGES=("mathjax@3.2.2" "@jupyter-widgets/html-manager@1.0.15")
 PY=${PYTHON:-${VENV:-.venv}/bin/python}
 [ -x "$PY" ] || PY=$(command -v python3)
 
@@ -62,15 +62,11 @@ EOF
     exit 0
 }
 
-# Loaded before require.js on pages with widgets (nb_ipywidgets_js in _config.yml).
+# Loaded before the widget bundle on pages with widgets (nb_ipywidgets_js in _config.yml).
 write_widgets_setup() {
     cat > "$1" <<'EOF'
-// Written by tools/book_assets.sh. Runs before require.js on the website's pages that hold widgets.
+// Written by tools/book_assets.sh. Runs before the widget bundle on the website's pages with widgets.
 (function () {
-  // require.js resolves module paths from _static/ (this file's folder), so the widget bundle finds
-  // its fonts in _static/@jupyter-widgets/html-manager/dist/ instead of beside each page.
-  var staticUrl = new URL(".", document.currentScript.src).href;
-  window.require = { baseUrl: staticUrl };
   // ipywidgets' controls typeset their labels with the MathJax 2 call MathJax.Hub.Queue; the site runs
   // MathJax 3 (deferred, so it exists by DOMContentLoaded), where that becomes typesetPromise.
   document.addEventListener("DOMContentLoaded", function () {
@@ -102,21 +98,17 @@ if [ -f "$STATIC/.stamp" ] && [ "$(cat "$STATIC/.stamp")" = "$stamp" ]; then
 else
     echo "book-assets: copying the site's scripts into $STATIC"
     manager=@jupyter-widgets/html-manager/dist
-    rm -rf "$STATIC" && mkdir -p "$STATIC/mathjax" "$STATIC/requirejs" "$STATIC/$manager"
+    rm -rf "$STATIC" && mkdir -p "$STATIC/mathjax" "$STATIC/$manager"
     # MathJax: only what the site uses (about 2 of its 24 MB): the TeX-to-HTML component
     # (_config.yml's mathjax_path), its web fonts, and the TeX extensions it loads on demand.
     mkdir -p "$STATIC/mathjax/output/chtml/fonts" "$STATIC/mathjax/input/tex"
     cp "$ASSETS/mathjax/es5/tex-chtml.js" "$STATIC/mathjax/"
     cp -r "$ASSETS/mathjax/es5/output/chtml/fonts/woff-v2" "$STATIC/mathjax/output/chtml/fonts/"
     cp -r "$ASSETS/mathjax/es5/input/tex/extensions" "$STATIC/mathjax/input/tex/"
-    cp "$ASSETS/requirejs/require.js" "$STATIC/requirejs/"
-    # The widget bundle (base, controls, output built in) and the icon fonts its CSS asks for, laid out
-    # as on npm: the bundle looks for the fonts beside the module path require.js gives it.
-    # (woff2 only: every browser the site supports takes it, and asks for no other format then).
-    cp "$ASSETS/$manager/embed-amd.js" "$ASSETS/$manager"/*.woff2 "$STATIC/$manager/"
-    # Some pages resolve the fonts one level up (seen on pages whose stored widgets are tqdm bars),
-    # against _static/@jupyter-widgets/: give them a copy there too.
-    cp "$ASSETS/$manager"/*.woff2 "$STATIC/@jupyter-widgets/"
+    # The widgets: the manager's stand-alone bundle embed.js (1.9 MB: base and controls, no require.js;
+    # embed-amd.js with require.js is 3.7 MB) and the icon fonts its CSS asks for, beside it (it finds
+    # them from its own address). woff2 only: every browser the site supports takes it.
+    cp "$ASSETS/$manager/embed.js" "$ASSETS/$manager"/*.woff2 "$STATIC/$manager/"
     write_widgets_setup "$STATIC/widgets-setup.js"
     echo "$stamp" > "$STATIC/.stamp"
 fi

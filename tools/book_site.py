@@ -4,7 +4,8 @@
   :func:`course_lib.classroom.write_solution_pages`) when the build starts, so it always matches them.
 - Links every exercise of a chapter page to its solution (a line after the exercise cell).
 - Links the first use of each glossary term on a chapter page (and the intro) to its glossary entry.
-- Trims the built site: drops source maps and theme translations no page loads.
+- Keeps pages light: MathJax only on pages with maths; no Font Awesome JavaScript (1.5 MB: the theme's
+  CSS already draws the same icons with the web font); no source maps or theme translations shipped.
 """
 
 from __future__ import annotations
@@ -120,13 +121,40 @@ def _ancestors(node: nodes.Node):
         node = node.parent
 
 
-def _trim_static(app: Any, exception: Exception | None) -> None:
-    """Drop what no page loads: source maps (.map) and the theme's translations."""
+def _has_maths(doctree: nodes.document | None, body: str) -> bool:
+    if doctree is None:
+        return True
+    if any(True for _ in doctree.findall(lambda n: isinstance(n, nodes.math | nodes.math_block))):
+        return True
+    return bool(re.search(r'class="[^"]*\bmath\b|\\\(|\\\[|\$\$', body))
+
+
+def _drop_unused_scripts(app: Any, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    """No MathJax (1.2 MB and its set-up) on a page without maths."""
+    if _has_maths(doctree, context.get("body", "")):
+        return
+    scripts = context.get("script_files", [])
+    keep = [js for js in scripts if "mathjax" not in str(getattr(js, "filename", js) or "").lower()]
+    keep = [js for js in keep if "MathJax" not in str(getattr(js, "attributes", {}).get("body", ""))]
+    scripts[:] = keep
+
+
+FONTAWESOME_JS = re.compile(r"<(?:script|link)\b[^>]*_static/scripts/fontawesome\.js[^>]*>(?:</script>)?\s*")
+
+
+def _trim_site(app: Any, exception: Exception | None) -> None:
+    """Drop what no page needs: Font Awesome's script (tags and file), source maps, theme translations."""
     if exception is not None or app.builder.format != "html":
         return
-    static = Path(app.outdir) / "_static"
-    for path in static.rglob("*.map"):
-        path.unlink()
+    out = Path(app.outdir)
+    for page in out.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        trimmed = FONTAWESOME_JS.sub("", text)
+        if trimmed != text:
+            page.write_text(trimmed, encoding="utf-8")
+    static = out / "_static"
+    for path in {*static.rglob("*.map"), *static.glob("scripts/fontawesome.js*")}:
+        path.unlink(missing_ok=True)
     shutil.rmtree(static / "locales", ignore_errors=True)
 
 
@@ -136,5 +164,6 @@ def setup(app: Any) -> dict[str, Any]:
     classroom.write_solution_pages()  # before the table of contents is read: _toc.yml globs these pages
     app.add_post_transform(ExerciseLinks)
     app.add_post_transform(GlossaryLinks)
-    app.connect("build-finished", _trim_static)
+    app.connect("html-page-context", _drop_unused_scripts, priority=900)  # after MathJax adds itself
+    app.connect("build-finished", _trim_site)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
