@@ -190,8 +190,8 @@ LAYOUT = r"""(legible) => {
         problems.page = `the page is ${doc.scrollWidth} px wide in a ${window.innerWidth} px window`;
     const describe = el => el.tagName.toLowerCase() + '.' + String(el.className || '').split(' ')[0]
         + ' "' + (el.innerText || el.alt || el.src || '').slice(0, 60).replace(/\s+/g, ' ') + '"';
-    const boxes = document.querySelectorAll('main pre, main .cell_output img, main .cell_output table, '
-                                            + 'main .jupyter-widgets, main .MathJax, main mjx-container');
+    const boxes = document.querySelectorAll('main pre, main .cell_output img, main .cell_output table, main '
+                                            + '.jupyter-widgets, main mjx-container[display="true"] > mjx-math');
     for (const el of boxes) {
         if (!el.getClientRects().length) continue;  // not displayed
         const right = el.getBoundingClientRect().left + el.scrollWidth;
@@ -200,8 +200,9 @@ LAYOUT = r"""(legible) => {
             if (ox === 'auto' || ox === 'scroll') break;  // it scrolls: nothing is lost
             if (ox === 'hidden' || ox === 'clip') {
                 const box = a.getBoundingClientRect();
-                const inner = a === el ? el.scrollWidth > el.clientWidth + 1 : right > box.right + 1;
-                if (inner) problems.clipped.push(describe(el));
+                const inline = getComputedStyle(el).display === 'inline';  // its clientWidth is 0
+                const cut = a === el ? !inline && el.scrollWidth > el.clientWidth + 1 : right > box.right + 1;
+                if (cut) problems.clipped.push(describe(el));
                 break;
             }
         }
@@ -337,7 +338,7 @@ def test_the_whole_page_reads_well(index, page, width, site, context, phone_cont
         tab.goto(f"{site}/{page}.html", wait_until="load", timeout=NAV_TIMEOUT_MS)
         broken_images = tab.evaluate(WAIT_FOR_IMAGES)
         tab.evaluate(TYPESET_MATH)
-        tab.wait_for_load_state("networkidle", timeout=NAV_TIMEOUT_MS)
+        tab.wait_for_load_state("networkidle", timeout=2 * NAV_TIMEOUT_MS)  # a phone's pages: slower here
         if width != "desktop":  # the desktop's full-page picture is taken by the test above
             screenshot(tab, f"site-{WIDTHS[width]}-{index:02d}-{page.replace('/', '-')}", full_page=True)
         text = tab.evaluate(READER_TEXT)
