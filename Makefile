@@ -6,12 +6,13 @@ FIRST_NOTEBOOK ?= chapters/01_background/01_what_makes_a_model_large.ipynb
 LAB_ARGS ?=
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup lab test lint unit nbval book browser notebooks learner bench clean help
+.PHONY: setup lab test lint unit unit-fast nbval book browser notebooks learner bench clean help
 
 help:
 	@echo "make lab        set up, then open the course in JupyterLab"
 	@echo "make test       set up, then run every check CI runs (lint, tests, notebooks, book, browser)"
 	@echo "make unit|nbval|lint|book|browser   one stage of the checks"
+	@echo "make unit-fast  the unit tests not marked slow (a quick check while editing)"
 	@echo "make notebooks  re-run the solution notebooks in learner mode and regenerate chapters/"
 	@echo "make bench      print the benchmark figures for this machine"
 
@@ -24,19 +25,20 @@ lab: setup
 test: setup
 	@bash tools/run_checks.sh all
 
-lint unit nbval book browser: setup
+lint unit unit-fast nbval book browser: setup
 	@bash tools/run_checks.sh $@
 
 notebooks: setup
-	$(BIN)/python -m course_lib.classroom build
+	$(BIN)/python tools/classroom.py build
 
 learner: setup
-	$(BIN)/python -m course_lib.classroom generate
+	$(BIN)/python tools/classroom.py generate
 
 bench: setup
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_trainer.py
 	$(BIN)/python benchmarks/bench_bpe.py
+	$(BIN)/python benchmarks/bench_compress.py
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

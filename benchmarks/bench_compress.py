@@ -26,9 +26,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_lib.classic import MLP, DigitCNN
 from course_lib.compress import (
-    count_parameters,
     distill,
     magnitude_prune,
     measure_latency,
@@ -40,6 +38,8 @@ from course_lib.compress import (
 )
 from course_lib.datasets import digits, stratified_split
 from course_lib.env import seed_everything
+from course_lib.layers import num_parameters
+from course_lib.mlp_cnn import MLP, DigitCNN
 
 
 def load_digits_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -110,7 +110,7 @@ def bench_minilm(repeats: int) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from course_lib.datasets import bbc_news
     from course_lib.encoder import SentenceEncoder
-    from course_lib.search import mean_reciprocal_rank, recall_at_k
+    from course_lib.semantic_search import mean_reciprocal_rank, recall_at_k
 
     fp32 = SentenceEncoder.from_minilm(device="cpu")
     int8 = SentenceEncoder(quantize_dynamic_int8(fp32.encoder), fp32.tokenizer)
@@ -143,7 +143,7 @@ def bench_minilm(repeats: int) -> None:
 def bench_distillation(d, teacher: MLP, widths, seeds, epochs: int, T: float, alpha: float) -> None:
     t_acc = accuracy(teacher, d["test"])
     print(
-        f"\n## 2. Distillation on digits: teacher MLP 64-512-512-10 ({count_parameters(teacher):,} params, "
+        f"\n## 2. Distillation on digits: teacher MLP 64-512-512-10 ({num_parameters(teacher):,} params, "
         f"{kb(model_size_bytes(teacher))} KB, test acc {t_acc:.4f}); students 64-w-10, {epochs} epochs, "
         f"T={T}, alpha={alpha}; mean (min-max) over seeds {list(seeds)}"
     )
@@ -161,7 +161,7 @@ def bench_distillation(d, teacher: MLP, widths, seeds, epochs: int, T: float, al
             dist.append(accuracy(train(s1, d["train"], epochs, seed, **kw), d["test"]))
         p, q = statistics.mean(plain), statistics.mean(dist)
         print(
-            f"| {w} | {count_parameters(s0):,} | {kb(model_size_bytes(s0))} | {p:.4f} ({min(plain):.3f}-"
+            f"| {w} | {num_parameters(s0):,} | {kb(model_size_bytes(s0))} | {p:.4f} ({min(plain):.3f}-"
             f"{max(plain):.3f}) | {q:.4f} ({min(dist):.3f}-{max(dist):.3f}) | {q - p:+.4f} |"
         )
 
@@ -234,7 +234,7 @@ def bench_pruning(d, teacher: MLP, levels, finetune_epochs: int) -> None:
         size = model_size_bytes(small)
         train(small, d["train"], finetune_epochs, seed=0, lr=5e-4, alpha=0.0)
         print(
-            f"| {amount:.2f} | {small.sizes[1:-1]} | {count_parameters(small):,} | {kb(size)} | {t64:.0f} | "
+            f"| {amount:.2f} | {small.sizes[1:-1]} | {num_parameters(small):,} | {kb(size)} | {t64:.0f} | "
             f"{acc:.4f} | {accuracy(small, d['test']):.4f} |"
         )
 

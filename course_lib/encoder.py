@@ -231,9 +231,6 @@ class Encoder(nn.Module):
         hidden = self(input_ids, attention_mask, token_type_ids)  # (B, T, d)
         return F.normalize(mean_pool(hidden, attention_mask), p=2, dim=-1)  # (B, d)
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
 
 # ----------------------------------------------------------------------------------------------
 # Reading BERT weights.

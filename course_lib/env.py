@@ -1,4 +1,4 @@
-"""Where the course runs: device choice, seeding, fast mode and the cache directory.
+"""Where the course runs: device choice (and moving batches there), seeding, fast mode, the cache directory.
 
 Every chapter starts with these four helpers, so a notebook behaves the same on a
 laptop CPU, an Apple GPU, a CUDA GPU and in CI.
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -74,6 +75,20 @@ def choose_device(prefer: str | None = None) -> DeviceChoice:
 def get_device(prefer: str | None = None) -> torch.device:
     """The device :func:`choose_device` picks."""
     return choose_device(prefer).device
+
+
+def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move every tensor in a (nested) tuple/list/dict batch to ``device``; ``non_blocking`` copies from
+    page-locked host memory so the copy overlaps with GPU work."""
+    if isinstance(batch, torch.Tensor):
+        if non_blocking and device.type == "cuda" and batch.device.type == "cpu":
+            batch = batch.pin_memory()  # page-locked memory lets the copy overlap with GPU work
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, Mapping):
+        return {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
+    return batch
 
 
 def _mps_available() -> bool:

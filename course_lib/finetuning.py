@@ -15,7 +15,7 @@ The four modes, from cheapest to most expensive:
 
 Memory is measured, not estimated: :func:`measure_training_memory` runs one training step and adds up
 the weights, the gradients of the trainable weights, AdamW's two states per trainable weight and the
-activations autograd saved for the backward pass (:mod:`course_lib.scale` has the same arithmetic as
+activations autograd saved for the backward pass (:mod:`course_lib.model_costs` has the same arithmetic as
 formulas).
 """
 
@@ -30,12 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib.display import Table, format_table
-from course_lib.heads import count_trainable, freeze, unfreeze, unfreeze_last_blocks
+from course_lib.display import Table
+from course_lib.env import move_to_device
+from course_lib.heads import freeze, unfreeze, unfreeze_last_blocks
+from course_lib.layers import num_parameters
 from course_lib.lora import apply_lora, mark_only_lora_trainable
-from course_lib.metrics import accuracy, precision_recall_f1
-from course_lib.scale import TrainingMemory
-from course_lib.trainer import TrainConfig, Trainer, default_loss, move_to_device
+from course_lib.metrics import accuracy, format_table, precision_recall_f1
+from course_lib.model_costs import TrainingMemory
+from course_lib.trainer import TrainConfig, Trainer, default_loss
 
 FINETUNE_MODES = ("head", "last_n", "lora", "full")
 
@@ -83,7 +85,7 @@ def prepare_for_finetuning(
     else:
         apply_lora(backbone, targets=lora_targets, r=lora_r, alpha=lora_alpha)
         mark_only_lora_trainable(model, train_head_names=[head_name])
-    return count_trainable(model)
+    return num_parameters(model, trainable_only=True)
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -212,7 +214,7 @@ def finetune_classifier(
     Early stopping, when ``config.early_stopping_patience`` is set, watches the validation loss and
     puts the best weights back before testing.
     """
-    n_trainable = count_trainable(model)
+    n_trainable = num_parameters(model, trainable_only=True)
     trainer = Trainer(model, config, train_loader, val_loader)  # moves the model to its device
     memory = measure_training_memory(model, next(iter(train_loader)))
     t0 = time.perf_counter()
@@ -223,7 +225,7 @@ def finetune_classifier(
     return FinetuneResult(
         name=name,
         trainable=n_trainable,
-        total=sum(p.numel() for p in model.parameters()),
+        total=num_parameters(model),
         accuracy=accuracy(y_true, y_pred),
         macro_f1=float(f1),
         time_s=elapsed,
@@ -238,7 +240,6 @@ def finetune_classifier(
 
 def results_table(rows: Sequence[FinetuneResult | dict[str, Any]]) -> Table:
     """A table, one line per result (dicts are rows already, e.g. a baseline's); ``.show()`` displays it."""
-
     return format_table([r.row() if isinstance(r, FinetuneResult) else r for r in rows])
 
 

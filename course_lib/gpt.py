@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +26,13 @@ from course_lib.layers import (
     RotaryEmbedding,
     SinusoidalPositions,
     SwiGLU,
+    num_parameters,
 )
+from course_lib.lm_data import IGNORE_INDEX  # targets equal to it are left out of the loss
 
 POSITIONS = ("learned", "rope", "sinusoidal")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "swiglu")
-IGNORE_INDEX = -100  # targets equal to this are left out of the loss (padding, masked prompts)
 
 
 @dataclass
@@ -111,6 +113,30 @@ class GPTConfig:
         if self.mlp == "swiglu":
             return 64 * math.ceil(8 * self.d_model / 3 / 64)  # ~ the parameters of a 4 d GELU MLP
         return 4 * self.d_model
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """The parameter count of ``GPT(self)``, computed from the shapes without building it.
+
+        Same convention as :meth:`GPT.num_parameters`, which counts the built model's tensors.
+        """
+        c = self
+        d, ff, hs = c.d_model, c.ff_dim, c.head_dim
+        qkv_out = (c.n_head + 2 * c.kv_heads) * hs
+        attn = d * qkv_out + d * d + ((qkv_out + d) if c.bias else 0)  # fused q/k/v + output projection
+        if c.mlp == "swiglu":
+            mlp = 3 * d * ff + ((2 * ff + d) if c.bias else 0)  # w1, w3: d -> ff; w2: ff -> d
+        else:
+            mlp = 2 * d * ff + ((ff + d) if c.bias else 0)  # c_fc, c_proj
+        norm = d + (d if (c.norm == "layernorm" and c.bias) else 0)  # weight (+ bias)
+        per_block = attn + mlp + 2 * norm
+
+        token_table = c.vocab_size * d
+        position_table = c.block_size * d if c.positions == "learned" else 0
+        head = 0 if c.tie_weights else c.vocab_size * d
+        total = token_table + position_table + c.n_layer * per_block + norm + head
+        if exclude_embeddings:
+            total -= position_table + (0 if c.tie_weights else token_table)
+        return total
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -266,7 +292,7 @@ class GPT(nn.Module):
         ``exclude_embeddings`` drops the position table and the token table, except that a token
         table tied to the output layer stays, because it is also the output layer (nanoGPT's rule).
         """
-        n = sum(p.numel() for p in self.parameters())
+        n = num_parameters(self)
         if exclude_embeddings:
             if self.config.positions == "learned":
                 n -= self.transformer.wpe.weight.numel()
@@ -416,8 +442,49 @@ class GPT(nn.Module):
         recompute the cropped window, exactly as without a cache. With ``eos_id``, a sequence that
         produced it is padded with it, and generation stops early when every sequence has.
         """
+        steps = self.generate_steps(
+            idx, max_new_tokens, temperature, top_k, top_p, use_cache, eos_id, generator
+        )
+        return torch.cat([idx, *steps], dim=1)  # (B, T + new)
+
+    def generate_steps(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensor]:
+        """:meth:`generate` one step at a time: yields each new token column (B, 1) as it is sampled.
+
+        The next step is computed only when the caller asks for it, so a caller that stops reading
+        (a stop token, a closed connection) costs no further forward pass. Same arguments and the
+        same tokens as :meth:`generate`; training mode is restored when the iterator ends or is closed.
+        """
         was_training = self.training
         self.eval()
+        try:
+            yield from self._steps(
+                idx, max_new_tokens, temperature, top_k, top_p, use_cache, eos_id, generator
+            )
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()  # on a generator function: gradients off inside each step, not in the caller
+    def _steps(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int | None,
+        top_p: float | None,
+        use_cache: bool,
+        eos_id: int | None,
+        generator: torch.Generator | None,
+    ) -> Iterator[Tensor]:
         block = self.config.block_size
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         caches = None
@@ -432,15 +499,14 @@ class GPT(nn.Module):
                 next_id = next_id.masked_fill(finished[:, None], eos_id)
                 finished |= next_id[:, 0] == eos_id
             idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
+            yield next_id
             if (eos_id is not None and bool(finished.all())) or step == max_new_tokens - 1:
-                break
+                return
             if caches is not None:
                 if caches[0].length >= block:
                     caches = None  # cache full: continue without it (identical results, slower)
                 else:
                     logits = self._last_logits(next_id, caches)  # one new position through the model
-        self.train(was_training)
-        return idx
 
     def _last_logits(self, idx: Tensor, kv_caches: list[KVCache] | None = None) -> Tensor:
         """Logits (B, V) of the last position only: generation never needs the others."""
@@ -479,35 +545,3 @@ def sample_next_token(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Counting parameters from the configuration alone.
-
-
-def count_parameters(config: GPTConfig, exclude_embeddings: bool = False) -> int:
-    """The parameter count of ``GPT(config)``, computed from the shapes without building it.
-
-    Same convention as :meth:`GPT.num_parameters`.
-    """
-    c = config
-    d, ff, hs = c.d_model, c.ff_dim, c.head_dim
-    qkv_out = (c.n_head + 2 * c.kv_heads) * hs
-    attn = d * qkv_out + d * d + ((qkv_out + d) if c.bias else 0)  # fused q/k/v + output projection
-    if c.mlp == "swiglu":
-        mlp = 3 * d * ff + ((2 * ff + d) if c.bias else 0)  # w1, w3: d -> ff; w2: ff -> d
-    else:
-        mlp = 2 * d * ff + ((ff + d) if c.bias else 0)  # c_fc, c_proj
-    norm = d + (d if (c.norm == "layernorm" and c.bias) else 0)  # weight (+ bias)
-    per_block = attn + mlp + 2 * norm
-
-    token_table = c.vocab_size * d
-    position_table = c.block_size * d if c.positions == "learned" else 0
-    head = 0 if c.tie_weights else c.vocab_size * d
-    total = token_table + position_table + c.n_layer * per_block + norm + head
-    if exclude_embeddings:
-        total -= position_table + (0 if c.tie_weights else token_table)
-    return total
-
-
-GPT.count_parameters = staticmethod(count_parameters)  # GPT.count_parameters(config) reads naturally too

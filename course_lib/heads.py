@@ -175,8 +175,3 @@ def unfreeze_last_blocks(model: nn.Module, n: int) -> list[str]:
     for i in chosen:
         unfreeze(blocks[i])
     return [f"{name}.{i}" for i in chosen]
-
-
-def count_trainable(model: nn.Module) -> int:
-    """Number of parameters that receive gradients (``parameters()`` counts tied tensors once)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

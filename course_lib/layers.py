@@ -246,3 +246,9 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, max_seq_len={self.max_seq_len}, theta={self.theta}"
+
+
+def num_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """How many numbers ``module`` learns: every parameter, or with ``trainable_only`` those that receive
+    gradients (``parameters()`` yields a tied tensor once, so it is counted once)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

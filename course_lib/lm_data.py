@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from course_lib.env import cache_dir, get_device
+from course_lib.env import cache_dir, get_device, move_to_device
 
 IGNORE_INDEX = -100  # label value that torch.nn.functional.cross_entropy skips by default
 SPLITS = ("train", "val")
@@ -241,12 +241,6 @@ def _rows(data: TokenData, starts: Sequence[int], length: int) -> torch.Tensor:
     return torch.from_numpy(rows)
 
 
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 def get_batch(
     data: TokenData,
     batch_size: int,
@@ -267,7 +261,7 @@ def get_batch(
     rows = _rows(data, ix.tolist(), block_size + 1)  # (B, T + 1)
     x = rows[:, :-1].contiguous()  # (B, T)
     y = rows[:, 1:].contiguous()  # (B, T)
-    return _to_device(x, device), _to_device(y, device)
+    return move_to_device((x, y), device, non_blocking=device.type == "cuda")
 
 
 class LMWindows(Dataset):
@@ -328,7 +322,7 @@ def eval_windows(
         pairs = [windows[i] for i in range(lo, min(lo + batch_size, len(windows)))]
         x = torch.stack([p[0] for p in pairs])  # (B, T)
         y = torch.stack([p[1] for p in pairs])  # (B, T)
-        yield _to_device(x, device), _to_device(y, device)
+        yield move_to_device((x, y), device, non_blocking=device.type == "cuda")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ class LoRALinear(nn.Module):
             )
         if not (isinstance(r, int) and r >= 1):
             raise ValueError(f"LoRA rank r must be a positive integer, got {r!r}; try r=8")
+        if r > min(base.in_features, base.out_features):
+            raise ValueError(
+                f"LoRA rank r={r} exceeds the layer's smaller side ({base.in_features} in, "
+                f"{base.out_features} out): B A would be no cheaper than the full weight; use a smaller r"
+            )
         if alpha <= 0:
             raise ValueError(f"LoRA alpha must be > 0, got {alpha!r}; a common choice is alpha = 2 * r")
         if not 0.0 <= dropout < 1.0:

@@ -9,6 +9,8 @@ precision 0, a class that never occurs has recall 0 -- scikit-learn's ``zero_div
     F1_c        = 2 TP_c / (2 TP_c + FP_c + FN_c)   the harmonic mean of the two
     perplexity  = exp(mean negative log-likelihood per token)
     ROUGE-L F1  = 2 P R / (P + R) with P = LCS / |candidate|, R = LCS / |reference| (in words)
+
+:func:`format_table` shows rows of results (one dict per run or model) as a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from course_lib.display import format_table  # tables of metrics: Markdown text that displays as HTML
 
 AVERAGES = (None, "macro", "weighted", "micro")
 
@@ -218,6 +222,7 @@ __all__ = [
     "accuracy",
     "classification_report",
     "confusion_matrix",
+    "format_table",
     "perplexity",
     "longest_common_subsequence",
     "precision_recall_f1",

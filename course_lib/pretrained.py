@@ -35,10 +35,11 @@ import numpy as np
 import torch
 
 from course_lib.checkpoint import CheckpointError, load_checkpoint, load_model_state
-from course_lib.datasets import SplitLists
+from course_lib.datasets import SplitLists, pretrain_texts
 from course_lib.env import cache_dir, fast_mode, get_device
 from course_lib.gpt import GPT, GPTConfig, get_config
-from course_lib.lm_data import TokenCache, get_batch
+from course_lib.lm_data import TokenCache
+from course_lib.runs import lm_trainer, pretrain_meta
 from course_lib.tokenizers import ENDOFTEXT, BPETokenizer
 from course_lib.trainer import TrainConfig, Trainer
 
@@ -158,12 +159,10 @@ def bbc_recipe(fast: bool | None = None) -> PretrainRecipe:
 def bbc_documents(recipe: PretrainRecipe) -> tuple[list[str], list[str]]:
     """(train articles, validation articles): a fixed shuffle of BBC News cut by article.
 
-    The shuffle is the command line's (:func:`course_lib.cli.pretrain_texts`, seed 0), so every topic
-    appears in both parts; the last ``val_fraction`` of the shuffled articles are the validation set.
+    The shuffle is the command line's (:func:`course_lib.datasets.pretrain_texts`, seed 0), so every
+    topic appears in both parts; the last ``val_fraction`` of the shuffled articles are the validation set.
     """
-    from course_lib.cli import DataConfig, pretrain_texts
-
-    texts = pretrain_texts(DataConfig(corpus="bbc_news", max_docs=recipe.max_docs))
+    texts = pretrain_texts("bbc_news", recipe.max_docs)
     n_val = max(1, round(len(texts) * recipe.val_fraction))
     return texts[:-n_val], texts[-n_val:]
 
@@ -243,31 +242,24 @@ def make_trainer(
     """A Trainer that feeds ``model`` random windows of ``train_ids`` (and ``val_ids`` for evaluation).
 
     ``overrides`` replace TrainConfig fields of the recipe (e.g. ``max_steps=20`` or ``out_dir=...``).
-    The checkpoint's ``meta`` has the layout ``python -m course_lib pretrain`` writes.
+    The set-up and the checkpoint's ``meta`` are the command line's (:func:`course_lib.runs.lm_trainer`,
+    :func:`course_lib.runs.pretrain_meta`), plus the recipe.
     """
     cfg = recipe.train_config(progress=progress, **overrides)
-    B, T = cfg.batch_size, model.config.block_size
-
-    def train_batch(step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return get_batch(train_ids, B, T, generator, device="cpu")  # the Trainer moves it to its device
-
-    def val_batch(step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return get_batch(val_ids, B, T, generator, device="cpu")
-
     tokenizer_path = recipe.run_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
         tokenizer.save(tokenizer_path)
-    meta = {
-        "kind": "pretrain",
-        "model_name": recipe.base_config,
-        "model_config": model.config.to_dict(),
-        "data": {"corpus": "bbc_news", "tokenizer": "bpe", "vocab_size": tokenizer.vocab_size},
-        "tokenizer_path": str(tokenizer_path),
-        "tokenizer_json": tokenizer_path.read_text(encoding="utf-8"),
-        "recipe": recipe.to_dict(),
-        "recipe_key": recipe.key,
-    }
-    return Trainer(model, cfg, train_batch, val_batch, resume=resume, meta=meta)
+    data = {"corpus": "bbc_news", "tokenizer": "bpe", "vocab_size": tokenizer.vocab_size}
+    meta = pretrain_meta(
+        recipe.base_config,
+        model.config,
+        data,
+        tokenizer,
+        tokenizer_path,
+        recipe=recipe.to_dict(),
+        recipe_key=recipe.key,
+    )
+    return lm_trainer(model, cfg, train_ids, val_ids, meta, resume=resume)
 
 
 def pretrain(recipe: PretrainRecipe, progress: bool = True, resume: bool = False) -> Trainer:

@@ -21,7 +21,7 @@ import heapq
 import json
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -64,8 +64,14 @@ def _read_json(path: str | Path, expected_format: str, cls_name: str) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(
             f"{path} is not a valid tokenizer JSON file ({err}); it is corrupt or not a tokenizer: "
-            f"re-create it with {cls_name}.train(...).save(path)"
+            f"delete it (a cached tokenizer is trained again) or re-create it with "
+            f"{cls_name}.train(...).save(path)"
         ) from err
+    return _check_format(data, path, expected_format, cls_name)
+
+
+def _check_format(data: object, path: str | Path, expected_format: str, cls_name: str) -> dict:
+    """``data`` (a parsed tokenizer file; ``path`` names where it came from) if its format and version fit."""
     if not isinstance(data, dict) or data.get("format") != expected_format:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(
@@ -189,7 +195,12 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:
-        data = _read_json(path, CHAR_FORMAT, cls.__name__)
+        return cls.from_dict(_read_json(path, CHAR_FORMAT, cls.__name__), path)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | Path = "the tokenizer data") -> CharTokenizer:
+        """The tokenizer :meth:`to_dict` described; ``path`` names the source in errors."""
+        data = _check_format(data, path, CHAR_FORMAT, cls.__name__)
         try:
             return cls(data["chars"], data["special_tokens"])
         except KeyError as err:
@@ -593,7 +604,12 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
-        data = _read_json(path, BPE_FORMAT, cls.__name__)
+        return cls.from_dict(_read_json(path, BPE_FORMAT, cls.__name__), path)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: str | Path = "the tokenizer data") -> BPETokenizer:
+        """The tokenizer :meth:`to_dict` described; ``path`` names the source in errors."""
+        data = _check_format(data, path, BPE_FORMAT, cls.__name__)
         try:
             merges = [(token_bytes_from_str(a), token_bytes_from_str(b)) for a, b in data["merges"]]
             specials = data["special_tokens"]
@@ -624,15 +640,81 @@ def load_tokenizer(path: str | Path) -> CharTokenizer | BPETokenizer:
     """Load a tokenizer saved by either class, choosing the class from the file's ``format`` field."""
     path = Path(path)
     try:
-        fmt = json.loads(path.read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError, AttributeError) as err:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
         raise ValueError(
-            f"{path} is not a readable tokenizer JSON file ({err}); re-save the tokenizer"
+            f"{path} is not a readable tokenizer JSON file ({err}); it is corrupt or cut short: delete it "
+            "(a cached tokenizer is trained again on the next run) or re-save the tokenizer"
         ) from err
+    return tokenizer_from_dict(data, path)
+
+
+def tokenizer_from_dict(
+    data: object, path: str | Path = "the tokenizer data"
+) -> CharTokenizer | BPETokenizer:
+    """The tokenizer a parsed JSON file (``to_dict()``) describes, its class chosen by ``format``."""
     classes = {CHAR_FORMAT: CharTokenizer, BPE_FORMAT: BPETokenizer}
+    fmt = data.get("format") if isinstance(data, dict) else None
     if fmt not in classes:
         raise ValueError(f"{path} has unknown format {fmt!r}; expected one of {sorted(classes)}")
-    return classes[fmt].load(path)
+    return classes[fmt].from_dict(data, path)
+
+
+def tokenizer_from_meta(meta: dict) -> CharTokenizer | BPETokenizer:
+    """The tokenizer a checkpoint was trained with, rebuilt from the copy stored inside it.
+
+    ``meta["tokenizer_json"]`` is that copy (the file at ``meta["tokenizer_path"]`` may have been
+    retrained or replaced since, so it is not read); ``meta["tokenizer_fingerprint"]``, when present,
+    must match the rebuilt tokenizer's :meth:`~BPETokenizer.fingerprint`.
+    """
+    source = "the checkpoint's tokenizer copy (meta['tokenizer_json'])"
+    text = meta.get("tokenizer_json")
+    if not isinstance(text, str) or not text:
+        raise ValueError(
+            "the checkpoint holds no copy of its tokenizer (meta['tokenizer_json']); use a checkpoint "
+            "written by `python -m course_lib pretrain` or finetune"
+        )
+    try:
+        tok = tokenizer_from_dict(json.loads(text), source)
+    except ValueError as err:
+        raise ValueError(f"{source} is unusable ({err}); the checkpoint is damaged: use another one") from err
+    expected = meta.get("tokenizer_fingerprint")
+    if expected is not None and tok.fingerprint() != expected:
+        raise ValueError(
+            f"{source} has fingerprint {tok.fingerprint()} but the checkpoint was trained with {expected}; "
+            "decoding with it would print wrong text. The checkpoint is damaged: use another one"
+        )
+    return tok
+
+
+def tokenizer_meta(tok: CharTokenizer | BPETokenizer, path: str | Path) -> dict[str, str]:
+    """What a checkpoint stores about its tokenizer: the file it came from, a copy, the fingerprint."""
+    return {
+        "tokenizer_path": str(path),
+        "tokenizer_json": json.dumps(tok.to_dict(), ensure_ascii=False),
+        "tokenizer_fingerprint": tok.fingerprint(),
+    }
+
+
+def cached_tokenizer(
+    name: str, kind: str, vocab_size: int, texts: Callable[[], Sequence[str]], show_progress: bool = False
+) -> tuple[CharTokenizer | BPETokenizer, Path]:
+    """A tokenizer trained once and kept as ``<cache>/tokenizers/<name>.json``; later calls (and other
+    ranks of a distributed run) load it. ``kind`` is ``"bpe"`` (``vocab_size`` ids) or ``"char"``;
+    ``texts`` is only called on a cache miss."""
+    from course_lib.env import cache_dir
+
+    if kind not in ("bpe", "char"):
+        raise ValueError(f"tokenizer kind must be 'bpe' or 'char', got {kind!r}")
+    path = cache_dir("tokenizers") / f"{name}.json"
+    if path.is_file():
+        return load_tokenizer(path), path
+    if kind == "char":
+        tok: CharTokenizer | BPETokenizer = CharTokenizer.train(texts())
+    else:
+        tok = BPETokenizer.train(texts(), vocab_size, show_progress=show_progress)
+    tok.save(path)
+    return tok, path
 
 
 def _progress(total: int, disable: bool):

@@ -10,7 +10,10 @@ Read top to bottom, the file follows one optimizer step:
    sharded per process under DDP with a DistributedSampler, and resumable mid-epoch.
 6. :class:`Trainer` -- the loop: micro-batches with gradient accumulation (``no_sync`` on all but the
    last under DDP), clipping, the optimizer step, logging, evaluation, early stopping, checkpoints,
-   a stop on NaN/inf losses and a checkpoint on Ctrl-C.
+   a stop on NaN/inf losses or weights, and a checkpoint on Ctrl-C or SIGTERM.
+
+Before step 1 the run checks that ``out_dir`` is writable with room for a checkpoint and takes a lock
+on it (a second run on the same folder is refused); ``last.pt`` keeps ``keep_last - 1`` older copies.
 
 Distributed training needs no code change: start the same script with torchrun (see
 :mod:`course_lib.distributed` for the one-machine and multi-node command lines).
@@ -21,13 +24,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import numbers
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import torch
 from torch import nn
@@ -35,7 +40,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 from tqdm.auto import tqdm
 
 from course_lib.checkpoint import (
+    CheckpointError,
+    RunDirLock,
     capture_rng_state,
+    check_out_dir,
+    kept_path,
     load_checkpoint,
     load_model_state,
     restore_rng_state,
@@ -50,7 +59,7 @@ from course_lib.distributed import (
     init_distributed,
     launched_by_torchrun,
 )
-from course_lib.env import cache_dir, display_path, get_device, seed_everything
+from course_lib.env import cache_dir, display_path, get_device, move_to_device, seed_everything
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 CHECKPOINT_FORMAT = "course_lib.trainer/1"
@@ -72,7 +81,7 @@ class TrainConfig:
     warmup_steps: int = 100  # steps of linear warmup from lr/(warmup+1) up to lr
     weight_decay: float = 0.1  # AdamW decoupled decay on weight matrices (never norms, biases, embeddings)
     betas: tuple[float, float] = (0.9, 0.95)  # AdamW moment coefficients (beta1, beta2)
-    grad_clip: float | None = 1.0  # clip the global gradient norm to this; None or 0 turns clipping off
+    grad_clip: float | None = 1.0  # clip the global gradient norm to this (>= 0); None or 0 turns it off
     eval_every: int = 100  # evaluate on val_data every this many steps (also at step 0 and at the end)
     eval_steps: int | None = 20  # batches per evaluation; None = the whole validation Dataset
     early_stopping_patience: int | None = None  # stop after this many evals without improvement (the best
@@ -84,12 +93,19 @@ class TrainConfig:
     seed: int = 1337  # seeds data order, batch sampling, dropout (per-process streams add the rank)
     out_dir: str | None = None  # checkpoint directory; None = <course cache>/runs/trainer
     save_every: int | None = 500  # write last.pt every this many steps and at the end; None = at the end only
+    keep_last: int = 2  # last.pt plus this many - 1 older copies (last.1.pt, ...): a bad save loses nothing
     log_every: int = 10  # add a history record (train loss, lr, throughput) every this many steps
     progress: bool = True  # tqdm progress bar on rank 0; False prints one plain line per log step instead
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # a JSON/TOML list becomes the tuple AdamW expects
-        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every", "log_every"):
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)  # a JSON/TOML list becomes the tuple AdamW expects
+        if isinstance(self.out_dir, os.PathLike):
+            self.out_dir = os.fspath(self.out_dir)
+        hints = get_type_hints(type(self))
+        for f in fields(self):  # types first: "no" is not False, -1.5 steps is not a number of steps
+            setattr(self, f.name, _typed(f.name, getattr(self, f.name), hints[f.name]))
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every", "log_every", "keep_last"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         for name in ("warmup_steps",):
@@ -99,7 +115,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"TrainConfig.{name} must be a positive integer or None, got {value!r}")
-        if not self.lr > 0:
+        if not 0 < self.lr < math.inf:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}; typical values are 1e-4 .. 1e-3")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig.min_lr must lie in [0, lr={self.lr}], got {self.min_lr}")
@@ -107,8 +123,16 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"TrainConfig.amp must be one of {AMP_CHOICES}, got {self.amp!r}")
-        if self.weight_decay < 0 or self.min_delta < 0:
-            raise ValueError("TrainConfig.weight_decay and min_delta must be >= 0")
+        for name in ("weight_decay", "min_delta", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < math.inf:
+                raise ValueError(
+                    f"TrainConfig.{name} must be a finite number >= 0, got {value}"
+                    + ("; a negative clip would turn the gradient round (use 1.0, or 0 for off)"
+                       if name == "grad_clip" else "")
+                )  # fmt: skip
+        if self.out_dir is not None and not self.out_dir.strip():
+            raise ValueError("TrainConfig.out_dir is empty; give a folder, or None for the course cache")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -122,6 +146,30 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (JSON- and checkpoint-safe) that :meth:`from_dict` turns back into this config."""
         return asdict(self)
+
+
+def _typed(name: str, value: Any, tp: Any) -> Any:
+    """``value`` checked against the annotation ``tp`` (ints stay ints, numbers become floats), or a
+    ValueError naming the field: a config file's ``"compile": "no"`` must not switch compilation on."""
+    options = get_args(tp) if get_origin(tp) is Union or type(tp).__name__ == "UnionType" else (tp,)
+    if value is None and type(None) in options:
+        return None
+    for option in (o for o in options if o is not type(None)):
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        if option is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if get_origin(option) is tuple and isinstance(value, tuple) and len(value) == len(get_args(option)):
+            return tuple(_typed(name, v, a) for v, a in zip(value, get_args(option)))
+    kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    wanted = [kinds.get(o, f"{len(get_args(o))} numbers") for o in options if o is not type(None)]
+    wanted += ["None"] if type(None) in options else []
+    got = f"{value!r} ({type(value).__name__})"
+    raise ValueError(f"TrainConfig.{name} must be {' or '.join(wanted)}, got {got}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -392,19 +440,6 @@ _ITERABLE_HINT = (
 )
 
 
-def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move every tensor in a (nested) tuple/list/dict batch to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        if non_blocking and device.type == "cuda" and batch.device.type == "cpu":
-            batch = batch.pin_memory()  # page-locked memory lets the copy overlap with GPU work
-        return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(move_to_device(v, device, non_blocking) for v in batch)
-    return batch
-
-
 def count_items(batch: Any) -> tuple[int, str]:
     """How much a batch holds: (tokens, "tokens") for integer token tensors, else (samples, "samples")."""
     first = batch
@@ -455,7 +490,19 @@ def default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped before anything bad reached a checkpoint."""
+    """The loss or the weights became NaN or infinite; training stopped before they reached a checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM (preemption, ``docker stop``) ended :meth:`Trainer.fit` after it saved.
+
+    ``exit_code`` is what a shell reports for that signal (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
 
 
 class Callback:
@@ -478,7 +525,8 @@ class Trainer:
     train_data  ``(step, generator) -> batch``, a map-style Dataset or a DataLoader.
     val_data    the same kinds; evaluated every ``eval_every`` steps (enables early stopping).
     resume      True continues from ``out_dir/last.pt``; a path continues from that file.
-    meta        extra picklable facts stored in every checkpoint (the CLI stores the model config).
+    meta        extra picklable facts stored in every checkpoint (the CLI stores the model config);
+                entries named ``*_fingerprint`` (e.g. the tokenizer's) must match on resume.
 
     After :meth:`fit`, ``history`` holds one dict per log/eval step (step, train_loss, val_loss, lr,
     tokens_per_s or samples_per_s, elapsed_s); ``history_columns()`` gives it as lists for plotting.
@@ -542,7 +590,9 @@ class Trainer:
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet checked for NaN
         self._interval_losses: list[float] = []
         self._interval_items, self._item_unit = 0, "samples"
-        self._interrupted = False
+        self._interrupted: int | None = None  # the signal that asked the loop to stop, if one did
+        self._lock = RunDirLock(self.out_dir)
+        self._saved_step: int | None = None  # the step of the weights in last.pt, when this process knows it
         self._forward_model: nn.Module = self.model
         if resume:
             self.resume(None if resume is True else resume)
@@ -585,17 +635,47 @@ class Trainer:
     def save(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint (rank 0 writes; every rank must call this because RNG states are gathered)."""
         path = Path(path) if path is not None else self.last_path
-        self._check_pending()  # never write NaN weights over a good checkpoint
+        self._check_pending()  # never write NaN weights over a good checkpoint:
+        self._check_weights()  # neither after a NaN loss nor after an update that overflowed
         rng = all_gather_objects(self._rng_state(), self.dist)
         if self.dist.is_main:
-            save_checkpoint(self.state_dict(rng), path)
+            self._write(self.state_dict(rng), path)
         return path
+
+    def _write(self, state: Mapping[str, Any], path: Path) -> None:
+        keep = self.config.keep_last if path == self.last_path else 1
+        save_checkpoint(state, path, keep=keep)
+        if path == self.last_path:
+            self._saved_step = self.step
+
+    def _check_weights(self) -> None:
+        """Stop (NonFiniteLossError) when a parameter holds NaN/inf: one host-device sync per save."""
+        params = [p for p in self.model.parameters() if p.is_floating_point()]
+        if not params or bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
+            return
+        bad = [n for n, p in unwrap_model(self.model).named_parameters() if not p.isfinite().all()]
+        self._stop_non_finite(self.step - 1, math.nan, f"the weights {bad[:4]} hold NaN/inf after the update")
+
+    def _checkpoint_bytes(self) -> int:
+        """About how many bytes one checkpoint takes: weights, AdamW's two moments, some slack."""
+        n = sum(t.numel() * t.element_size() for t in unwrap_model(self.model).state_dict().values())
+        return 3 * n + 2**20
 
     def resume(self, path: str | Path | None = None) -> Trainer:
         """Continue from a checkpoint (default out_dir/last.pt): weights, optimizer, step, history, RNG."""
-        ckpt = load_checkpoint(path if path is not None else self.last_path)
+        path = Path(path) if path is not None else self.last_path
+        ckpt = load_checkpoint(path)
+        saved_meta = ckpt.get("meta") or {}
+        for key in (k for k in self.meta if k.endswith("_fingerprint") and k in saved_meta):
+            if self.meta[key] != saved_meta[key]:
+                raise CheckpointError(
+                    f"{path} was trained with another {key[: -len('_fingerprint')]} ({key} "
+                    f"{saved_meta[key]} vs {self.meta[key]} now); resuming would mix two vocabularies. "
+                    "Resume with the run's original settings, or train afresh in a new out_dir"
+                )
         load_model_state(unwrap_model(self.model), ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        self._saved_step = int(ckpt["step"]) if path == self.last_path else None
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
@@ -604,7 +684,14 @@ class Trainer:
         self.best_val, self.best_step = es.get("best_val"), es.get("best_step")
         self.bad_evals = int(es.get("bad_evals", 0))
         if self.best_val is not None and self.best_path.is_file():
-            self._best_state = load_checkpoint(self.best_path)["model"]
+            try:
+                self._best_state = load_checkpoint(self.best_path)["model"]
+            except CheckpointError as e:
+                raise CheckpointError(
+                    f"{self.best_path} (the best weights so far, for early stopping) is unreadable, so "
+                    f"resuming from {path} cannot put them back at the end. Delete {self.best_path} to "
+                    f"resume without them, or train afresh ({str(e).split(';')[0]})"
+                ) from e
         states = ckpt["rng"]
         mine = states[self.dist.rank] if self.dist.rank < len(states) else None
         if mine is None:  # a different number of processes than the run that saved: fresh, distinct streams
@@ -675,20 +762,46 @@ class Trainer:
         self._pending = []
         for s, v in zip(steps, values):
             if not math.isfinite(v):
-                self._stop_non_finite(s, v)
+                self._stop_non_finite(s, v, weights_step=s)  # step s ran on the weights after s updates
         self._interval_losses.extend(values)
 
-    def _stop_non_finite(self, step: int, value: float) -> None:
-        kept = (
-            f"the last good checkpoint {self.last_path} is untouched"
-            if self.last_path.is_file()
-            else ("no checkpoint had been written yet")
-        )
+    def _stop_non_finite(
+        self, step: int, value: float, what: str | None = None, weights_step: int | None = None
+    ) -> None:
+        """Raise NonFiniteLossError; ``weights_step``: the updates behind the weights that gave ``value``.
+
+        Finite weights can still give NaN: when they are the ones in last.pt, that file is moved aside
+        (last.nonfinite.pt) and the save before it becomes last.pt again.
+        """
+        bad = self._demote_last(weights_step)
+        if bad is not None:
+            before = f"{self.last_path} is the save before" if self.last_path.is_file() else "none is older"
+            kept = f"last.pt of step {weights_step} held the weights that gave it: moved to {bad}; {before}"
+        elif self.last_path.is_file():
+            kept = f"the last good checkpoint {self.last_path} is untouched"
+        else:
+            kept = "no checkpoint had been written yet"
+        what = what or f"the training loss is {value}"
         raise NonFiniteLossError(
-            f"the training loss is {value} at step {step + 1} (of {self.config.max_steps}); training "
+            f"{what} at step {step + 1} (of {self.config.max_steps}); training "
             f"stopped and {kept}. Try a lower lr (now {self.config.lr:g}), gradient clipping "
             "(grad_clip=1.0), amp='off' (full fp32), a longer warmup, or check the batches for NaN/inf"
         )
+
+    def _demote_last(self, weights_step: int | None) -> Path | None:
+        """Move last.pt aside when it holds the weights of ``weights_step``; last.1.pt ... move up."""
+        if weights_step is None or self._saved_step != weights_step or not self.dist.is_main:
+            return None
+        if not self.last_path.is_file():
+            return None
+        bad = self.out_dir / "last.nonfinite.pt"
+        os.replace(self.last_path, bad)
+        newer, i = self.last_path, 1
+        while kept_path(self.last_path, i).is_file():
+            os.replace(kept_path(self.last_path, i), newer)
+            newer, i = kept_path(self.last_path, i), i + 1
+        self._saved_step = None
+        return bad
 
     # ------------------------------------------------------------------ evaluation
 
@@ -729,7 +842,7 @@ class Trainer:
         """Early-stopping bookkeeping: keep (and save) the best weights, count evals without progress."""
         cfg = self.config
         if not math.isfinite(val_loss):
-            self._stop_non_finite(self.step - 1, val_loss)
+            self._stop_non_finite(self.step - 1, val_loss, weights_step=self.step)
         if self.best_val is None or val_loss < self.best_val - cfg.min_delta:
             self.best_val, self.best_step, self.bad_evals = val_loss, self.step, 0
             if cfg.early_stopping_patience is not None:
@@ -764,9 +877,12 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         """Train until ``max_steps`` (or early stopping); return the history."""
         cfg = self.config
+        if self.dist.is_main:  # before step 1: a full or read-only disk, or a second run, fails now
+            check_out_dir(self.out_dir, self._checkpoint_bytes())
+            self._lock.acquire()
         self._prepare_model()
         self.model.train()
-        self.should_stop = self._interrupted = False
+        self.should_stop, self._interrupted = False, None
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,
@@ -795,9 +911,9 @@ class Trainer:
                             bar.set_postfix(_postfix(record), refresh=False)
                     if cfg.save_every and self.step % cfg.save_every == 0 and not at_end:
                         self.save()
-                    if self._interrupted:
+                    if self._interrupted is not None:
                         self._save_on_interrupt()
-                        raise KeyboardInterrupt
+                        raise TrainingInterrupted(self._interrupted)
                 if self._pending or self._interval_losses:
                     self._record(log=True, evaluate=False)  # a callback stopped the run between log steps
                 self.save()
@@ -807,12 +923,13 @@ class Trainer:
                         f"restored the best weights (step {self.best_step}, val loss {self.best_val:.4f})"
                     )
         except KeyboardInterrupt:
-            if not self._interrupted:  # Ctrl-C outside the main thread's handler: save at the last full step
+            if self._interrupted is None:  # Ctrl-C outside the main thread's handler: save the last full step
                 self._save_on_interrupt()
             raise
         finally:
             bar.close()
             self._forward_model = self.model
+            self._lock.release()
             destroy_distributed(self.dist)
         for cb in self.callbacks:
             cb.on_train_end(self)
@@ -848,26 +965,31 @@ class Trainer:
         if self.dist.is_main:
             tqdm.write(msg)
 
-    # ------------------------------------------------------------------ Ctrl-C
+    # ------------------------------------------------------------------ Ctrl-C and SIGTERM
 
     @contextlib.contextmanager
     def _deferred_interrupt(self) -> Iterator[None]:
-        """The first Ctrl-C finishes the current step, saves and stops; a second one quits at once."""
+        """The first Ctrl-C or SIGTERM finishes the current step, saves and stops; a second one quits at
+        once. SIGTERM is what preemption, ``kill`` and ``docker stop`` send before they SIGKILL."""
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers can only be set from the main thread; KeyboardInterrupt is caught in fit
             return
-        previous = signal.getsignal(signal.SIGINT)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
         def handler(signum: int, frame: Any) -> None:
-            self._interrupted = True
-            signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts immediately
-            self._say("interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to quit now)")
+            self._interrupted = signum
+            for sig, old in previous.items():  # a second signal interrupts immediately
+                signal.signal(sig, old)
+            name = signal.Signals(signum).name
+            self._say(f"interrupt ({name}): finishing this step, then saving a checkpoint (again: quit now)")
 
-        signal.signal(signal.SIGINT, handler)
+        for sig in previous:
+            signal.signal(sig, handler)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def _save_on_interrupt(self) -> None:
         """Rank 0 saves where it stands, without collectives (other ranks may already be gone)."""
@@ -875,10 +997,11 @@ class Trainer:
             return
         try:
             self._check_pending(local_only=True)
+            self._check_weights()
         except NonFiniteLossError:
-            self._say("interrupt: the loss was not finite; the last checkpoint on disk is kept as it is")
+            self._say("interrupt: the loss or weights were not finite; the last checkpoint is kept as it is")
             return
-        save_checkpoint(self.state_dict([self._rng_state()]), self.last_path)
+        self._write(self.state_dict([self._rng_state()]), self.last_path)
         where = display_path(self.last_path)
         self._say(f"interrupt: saved step {self.step} to {where}; continue with resume=True")
 
@@ -925,12 +1048,12 @@ __all__ = [
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",
+    "TrainingInterrupted",
     "count_items",
     "default_loss",
     "enable_tf32",
     "lr_at",
     "make_batches",
-    "move_to_device",
     "param_groups",
     "resolve_amp",
 ]

@@ -4,7 +4,7 @@
    descent (:func:`logistic_gradient`, :func:`logistic_regression_gd`).
 2. Finite differences (:func:`numerical_gradient`): the slow, obvious gradient every fast one is
    checked against.
-3. Backpropagation through an :class:`~course_lib.classic.MLP` layer by layer with the chain rule,
+3. Backpropagation through an :class:`~course_lib.mlp_cnn.MLP` layer by layer with the chain rule,
    no autograd (:func:`mlp_backward`).
 4. Optimizer update rules as formulas (:func:`sgd_step`, :func:`rmsprop_step`, :func:`adamw_step`),
    each equal to its ``torch.optim`` counterpart.
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.classic import MLP
 from course_lib.env import get_device
+from course_lib.mlp_cnn import MLP
 
 # ----------------------------------------------------------------------------- 1. logistic regression
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from course_lib.applications import generate_text
+from course_lib.generation import generate_text
 from course_lib.plots import attention_heatmap
 
 EXAMPLE_SENTENCE = "The animal didn't cross the street because it was too tired."
@@ -281,7 +281,7 @@ class GenerationPanel(_Panel):
         self.generate()
 
     def settings(self) -> dict[str, Any]:
-        """The controls as :func:`course_lib.applications.generate_text` keyword arguments."""
+        """The controls as :func:`course_lib.generation.generate_text` keyword arguments."""
         return {
             "max_new_tokens": int(self.max_new_tokens.value),
             "temperature": float(self.temperature.value),

@@ -12,9 +12,9 @@ import jupytext
 import nbformat
 import pytest
 
-from course_lib import classroom
-from course_lib.classroom import learner_notebook, strip_solutions
 from course_lib.exercises import ExerciseFailure
+from tools import classroom
+from tools.classroom import learner_notebook, strip_solutions
 
 SOLVED = '''def softmax(x):
     """Softmax over the last dimension."""
@@ -375,7 +375,7 @@ def test_a_teachers_page_without_rubric_markers_is_an_error_naming_them():
 def test_teachers_page_gives_the_commands_and_the_course_directory_layout():
     page = classroom.TEACHERS_PAGE.read_text(encoding="utf-8")
     for needed in [
-        "python -m course_lib.classroom nbgrader-source",
+        "python tools/classroom.py nbgrader-source",
         "nbgrader generate_assignment",
         "nbgrader collect",
         "nbgrader zip_collect",

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from course_lib.checkpoint import load_checkpoint
-from course_lib.cli import ConfigError, FinetuneConfig, build_classifier, coerce, load_config, main
+from course_lib.cli import main
+from course_lib.config import ConfigError, FinetuneConfig, coerce, load_config
+from course_lib.runs import build_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

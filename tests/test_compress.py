@@ -12,12 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as tprune
 
-from course_lib.classic import MLP, DigitCNN
 from course_lib.compress import (
     INT8_MAX,
     QuantLinear,
     apply_masks,
-    count_parameters,
     dequantize_tensor,
     distill,
     distillation_loss,
@@ -32,6 +30,8 @@ from course_lib.compress import (
     quantize_tensor_int8,
     sparsity,
 )
+from course_lib.layers import num_parameters
+from course_lib.mlp_cnn import MLP, DigitCNN
 
 FP32_ATOL = 1e-5  # fp32 results of the same math summed in another order
 LOSS_ATOL = 1e-6  # two formulas of the same scalar loss on small logits
@@ -172,7 +172,7 @@ def test_model_size_bytes_is_the_saved_file_size(tmp_path):
     torch.save(model.state_dict(), path)
     size = model_size_bytes(model)
     assert abs(size - path.stat().st_size) < 0.02 * size  # entry names inside the zip differ slightly
-    n = count_parameters(model)
+    n = num_parameters(model)
     assert 4 * n < size < 4 * n + 1_000 * len(model.state_dict())  # fp32 values + zip headers
 
 
@@ -378,7 +378,7 @@ def test_neuron_pruning_keeps_the_rows_ln_structured_keeps(amount):
         ref_rows = torch.nonzero(ref.weight_mask.any(dim=1)).flatten()
         assert torch.equal(kept, ref_rows)
     assert small.sizes == [20, len(keeps[0]), len(keeps[1]), 5]
-    assert count_parameters(small) < count_parameters(mlp)
+    assert num_parameters(small) < num_parameters(mlp)
     # the smaller model computes exactly what the masked big model computes
     masked = MLP(mlp.sizes)
     masked.load_state_dict(mlp.state_dict())
@@ -405,11 +405,11 @@ def test_removing_dead_neurons_leaves_the_output_unchanged(activation):
     assert keeps[0].tolist() == list(range(1, 16, 2)) and keeps[1].tolist() == list(range(0, 12, 2))
     x = torch.randn(9, 10)
     torch.testing.assert_close(small(x), mlp(x), atol=FP32_ATOL, rtol=FP32_ATOL)
-    assert count_parameters(small) == 10 * 8 + 8 + 8 * 6 + 6 + 6 * 3 + 3
+    assert num_parameters(small) == 10 * 8 + 8 + 8 * 6 + 6 + 6 * 3 + 3
 
 
 def test_neuron_pruning_errors():
-    with pytest.raises(TypeError, match="course_lib.classic.MLP"):
+    with pytest.raises(TypeError, match="course_lib.mlp_cnn.MLP"):
         prune_mlp_neurons(nn.Sequential(nn.Linear(2, 2)), 0.5)
     with pytest.raises(ValueError, match="amount must be in"):
         prune_mlp_neurons(MLP([4, 4, 2]), 1.0)

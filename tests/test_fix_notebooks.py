@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from course_lib import classroom
+from tools import classroom
 
 ROOT = classroom.ROOT
 spec = importlib.util.spec_from_file_location("fix_notebooks", ROOT / "tools" / "fix_notebooks.py")
@@ -24,7 +24,7 @@ TABLE = "| model | acc |\n|---:|---:|\n| GPT | 0.9 |\n| LR | 0.8 |"
 IMPORTS = (
     "from IPython.display import Markdown, display\n\n"
     "from course_lib import cache_dir, seed_everything\n"
-    "from course_lib.deploy import format_table"
+    "from course_lib.metrics import format_table"
 )
 
 

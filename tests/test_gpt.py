@@ -13,7 +13,6 @@ from course_lib.gpt import (
     CONFIGS,
     GPT,
     GPTConfig,
-    count_parameters,
     get_config,
     sample_next_token,
 )
@@ -93,7 +92,7 @@ def test_get_config_names_overrides_and_errors():
 
 
 def test_named_configs_have_the_intended_sizes():
-    assert 80_000 <= count_parameters(get_config("tiny")) <= 150_000  # "~100k"
+    assert 80_000 <= get_config("tiny").num_parameters() <= 150_000  # "~100k"
     small = get_config("small")
     assert 4 <= small.n_layer <= 6 and 192 <= small.d_model <= 256 and small.block_size == 256
     assert get_config("llama-tiny").kv_heads < get_config("llama-tiny").n_head  # exercises GQA
@@ -115,19 +114,16 @@ COUNT_VARIANTS = [
 
 
 @pytest.mark.parametrize("exclude_embeddings", [False, True])
-def test_count_parameters_matches_the_built_model(exclude_embeddings):
+def test_config_parameter_count_matches_the_built_model(exclude_embeddings):
     for overrides in COUNT_VARIANTS:  # 96 architectures; a loop keeps the test count readable
         cfg = GPTConfig(**{**BASE, "n_layer": 1, **overrides})
         model = GPT(cfg)
-        assert count_parameters(cfg, exclude_embeddings) == model.num_parameters(exclude_embeddings), (
-            overrides
-        )
+        assert cfg.num_parameters(exclude_embeddings) == model.num_parameters(exclude_embeddings), overrides
 
 
-def test_count_parameters_of_published_models():
-    assert count_parameters(get_config("gpt2")) == 124_439_808  # GPT-2 small, tied head, with wpe
-    assert count_parameters(get_config("llama2-7b")) == 6_738_415_616  # Llama 2 7B as published
-    assert GPT.count_parameters(get_config("gpt2")) == 124_439_808
+def test_config_parameter_count_of_published_models():
+    assert get_config("gpt2").num_parameters() == 124_439_808  # GPT-2 small, tied head, with wpe
+    assert get_config("llama2-7b").num_parameters() == 6_738_415_616  # Llama 2 7B as published
 
 
 def test_gpt2_on_the_meta_device_agrees_with_the_analytic_count():
@@ -135,7 +131,7 @@ def test_gpt2_on_the_meta_device_agrees_with_the_analytic_count():
     with torch.device("meta"):
         model = GPT(get_config("gpt2"))
     assert model.lm_head.weight.is_meta
-    assert model.num_parameters() == count_parameters(get_config("gpt2")) == 124_439_808
+    assert model.num_parameters() == get_config("gpt2").num_parameters() == 124_439_808
     assert model.num_parameters(exclude_embeddings=True) == 124_439_808 - 1024 * 768
 
 

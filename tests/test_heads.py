@@ -8,17 +8,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.encoder import Encoder, EncoderConfig
+from course_lib.gpt import GPT, GPTConfig
 from course_lib.heads import (
     ClassificationHead,
     EncoderClassifier,
     GPTClassifier,
-    count_trainable,
     find_blocks,
     freeze,
     last_token_pool,
     mean_pool,
     unfreeze_last_blocks,
 )
+from course_lib.layers import num_parameters
 
 POOL_ATOL = 1e-6  # fp32 sums of a few numbers in a different order
 INVARIANCE_ATOL = 1e-5  # same model, extra masked tokens: only summation order changes
@@ -89,10 +90,9 @@ class StandInGPT(nn.Module):
 
 
 def _tiny_gpt(**overrides):
-    """A tiny course GPT (skips until course_lib.gpt exists)."""
-    gpt = pytest.importorskip("course_lib.gpt")
+    """A tiny course GPT."""
     cfg = dict(vocab_size=20, block_size=16, n_layer=2, n_head=2, d_model=8, dropout=0.0)
-    return gpt.GPT(gpt.GPTConfig(**{**cfg, **overrides}))
+    return GPT(GPTConfig(**{**cfg, **overrides}))
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_gpt_classifier_pools_the_course_gpt_last_token():
     freeze(clf.gpt)
     assert unfreeze_last_blocks(clf, 1) == ["gpt.transformer.h.1"]
     n_block = sum(p.numel() for p in clf.gpt.transformer.h[1].parameters())
-    assert count_trainable(clf) == n_block + 8 * 2 + 2
+    assert num_parameters(clf, trainable_only=True) == n_block + 8 * 2 + 2
 
 
 def test_gpt_classifier_loss_and_gradients():
@@ -173,11 +173,11 @@ def test_freeze_and_unfreeze_last_blocks():
     clf = GPTClassifier(StandInGPT(d_model=8), n_classes=3)
     block_params = 8 * 8 + 8  # one Linear(8, 8) block
     head_params = 8 * 3 + 3
-    assert count_trainable(clf) == 20 * 8 + 3 * block_params + head_params
+    assert num_parameters(clf, trainable_only=True) == 20 * 8 + 3 * block_params + head_params
     freeze(clf.gpt)
-    assert count_trainable(clf) == head_params
+    assert num_parameters(clf, trainable_only=True) == head_params
     assert unfreeze_last_blocks(clf, 2) == ["gpt.blocks.1", "gpt.blocks.2"]
-    assert count_trainable(clf) == head_params + 2 * block_params
+    assert num_parameters(clf, trainable_only=True) == head_params + 2 * block_params
     assert not clf.gpt.blocks[0].weight.requires_grad and not clf.gpt.wte.weight.requires_grad
     assert unfreeze_last_blocks(clf, 0) == []
     assert find_blocks(clf)[0] == "gpt.blocks"
@@ -194,4 +194,6 @@ def test_unfreeze_last_blocks_on_the_encoder():
     names = unfreeze_last_blocks(clf, 1)
     assert names == ["encoder.blocks.2"]
     per_block = sum(p.numel() for p in clf.encoder.blocks[2].parameters())
-    assert count_trainable(clf) == per_block + sum(p.numel() for p in clf.head.parameters())
+    assert num_parameters(clf, trainable_only=True) == per_block + sum(
+        p.numel() for p in clf.head.parameters()
+    )

@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course_lib.attention import MultiHeadAttention
+from course_lib.gpt import GPT, GPTConfig
 from course_lib.lora import (
     LoRALinear,
     apply_lora,
@@ -33,7 +35,7 @@ class TinyBlock(nn.Module):
 
 
 class TinyModel(nn.Module):
-    def __init__(self, d: int = 16, n_blocks: int = 2, n_classes: int = 3) -> None:
+    def __init__(self, d: int = 16, n_blocks: int = 2, n_classes: int = 4) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(TinyBlock(d) for _ in range(n_blocks))
         self.head = nn.Linear(d, n_classes)
@@ -45,19 +47,18 @@ class TinyModel(nn.Module):
 
 
 def _attention_model():
-    """The course's own MultiHeadAttention when it exists (targets qkv/proj are named for it)."""
-    attention = pytest.importorskip("course_lib.attention")
-    return attention.MultiHeadAttention(16, 4)
+    """The course's own MultiHeadAttention (targets qkv/proj are named for it)."""
+    return MultiHeadAttention(16, 4)
 
 
 @pytest.mark.parametrize("r, alpha, bias", [(1, 1.0, True), (4, 8.0, False), (8, 16.0, True)])
 def test_lora_with_zero_b_equals_base_exactly(r, alpha, bias):
     torch.manual_seed(0)
-    base = nn.Linear(12, 7, bias=bias)
+    base = nn.Linear(12, 8, bias=bias)  # r may not exceed min(in, out) = 8
     x = torch.randn(3, 5, 12)
     expected = base(x)
     layer = LoRALinear(base, r=r, alpha=alpha)
-    assert torch.equal(layer.lora_B, torch.zeros(7, r))
+    assert torch.equal(layer.lora_B, torch.zeros(8, r))
     assert layer.lora_A.abs().sum() > 0  # A is random (Kaiming uniform), not zero
     bound = 1 / 12**0.5  # kaiming_uniform_(a=sqrt(5)) bound = 1/sqrt(fan_in)
     assert layer.lora_A.abs().max() <= bound
@@ -135,7 +136,7 @@ def test_trainable_count_is_r_times_in_plus_out(r):
     assert sum(p.numel() for p in lora_parameters(model)) == expected
 
     with_head = mark_only_lora_trainable(model, train_head_names=("head",))
-    assert with_head == expected + 16 * 3 + 3
+    assert with_head == expected + 16 * 4 + 4  # the head: Linear(16, 4)
     assert model.head.weight.requires_grad and not model.blocks[0].qkv.base.weight.requires_grad
 
 
@@ -152,9 +153,8 @@ def test_lora_on_course_attention_layer():
 
 
 def test_lora_on_course_gpt_merges_exactly():
-    gpt_mod = pytest.importorskip("course_lib.gpt")
     torch.manual_seed(4)
-    gpt = gpt_mod.GPT(gpt_mod.GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, d_model=16))
+    gpt = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=2, n_head=2, d_model=16))
     names = apply_lora(gpt, targets=("qkv", "attn.proj"), r=4, alpha=8)
     assert names == [f"transformer.h.{i}.attn.{n}" for i in (0, 1) for n in ("qkv", "proj")]
     n = mark_only_lora_trainable(gpt)

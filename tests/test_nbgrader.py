@@ -26,7 +26,7 @@ from nbgrader.nbgraderformat import MetadataValidator
 from nbgrader.preprocessors import ClearSolutions
 from traitlets.config.loader import PyFileConfigLoader
 
-from course_lib import classroom
+from tools import classroom
 
 SOLUTIONS = classroom.solution_notebooks()
 STUDENTS = ("alice", "bob")  # alice hands in the solutions, bob the learner notebooks untouched

@@ -9,8 +9,8 @@ import jupytext
 import pytest
 import yaml
 
-from course_lib import classroom
 from course_lib.exercises import ExerciseFailure
+from tools import classroom
 
 ROOT = classroom.ROOT
 NOTEBOOKS = sorted(

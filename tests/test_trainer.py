@@ -25,6 +25,7 @@ from trainer_helpers import (
 )
 
 from course_lib.checkpoint import load_checkpoint
+from course_lib.gpt import GPT, GPTConfig
 from course_lib.trainer import (
     Callback,
     NonFiniteLossError,
@@ -181,8 +182,7 @@ def test_param_groups_on_transformers_gpt2_cover_every_parameter_once():
 
 
 def test_param_groups_on_the_course_gpt():
-    gpt = pytest.importorskip("course_lib.gpt")
-    model = gpt.GPT(gpt.GPTConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2, d_model=16))
+    model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=2, n_head=2, d_model=16))
     decay, no_decay = _group_names(model)
     embeddings = {n for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
     assert all(n.rsplit(".", 1)[0] not in embeddings for n in decay)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import training_basics as basics
-from course_lib.classic import MLP
+from course_lib.mlp_cnn import MLP
 
 EXACT = 1e-12  # float64, the same formula evaluated in a slightly different order
 FD_TOL = 1e-7  # central differences with eps=1e-6: truncation ~eps^2, rounding ~1e-16/eps

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.applications import generate_text
 from course_lib.encoder import load_minilm, minilm_dir
+from course_lib.generation import generate_text
 from course_lib.gpt import GPT, get_config
 from course_lib.plots import attention_heatmap, heatmap_grid, positional_encoding_figure
 from course_lib.tokenizers import CharTokenizer

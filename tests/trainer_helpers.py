@@ -5,12 +5,15 @@ script, so the model and data here must be importable without pytest.
 
     python tests/trainer_helpers.py resume  OUT_DIR TOTAL_STEPS DATA_KIND RESULT.pt
     python tests/trainer_helpers.py sigint  OUT_DIR
+    python tests/trainer_helpers.py signal  OUT_DIR          (exits as the CLI does: 130 / 143)
+    python tests/trainer_helpers.py killsave OUT_DIR         (the 2nd save hangs in fsync, to be SIGKILLed)
     python tests/trainer_helpers.py ddp     OUT_DIR GLOBAL_BATCH STEPS ACCUM RESULT.pt
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -150,6 +153,27 @@ def main(argv: list[str]) -> None:
         torch.save({"params": params_of(trainer.model), "history": trainer.history}, result)
     elif mode == "sigint":
         trainer = lm_trainer(out_dir, "callable", callbacks=[Announce()], max_steps=10**7, eval_every=10**6)
+        trainer.fit()
+    elif mode == "signal":
+        trainer = lm_trainer(out_dir, "callable", callbacks=[Announce()], max_steps=10**7, eval_every=10**6)
+        try:
+            trainer.fit()
+        except KeyboardInterrupt as e:  # what course_lib.cli.main does
+            sys.exit(getattr(e, "exit_code", 130))
+    elif mode == "killsave":
+        import os
+
+        real_fsync, calls = os.fsync, []
+
+        def slow_fsync(fd: int) -> None:  # the second checkpoint write stalls with its bytes half on disk
+            calls.append(fd)
+            if len(calls) == 2:
+                print("SAVING", flush=True)
+                time.sleep(120)
+            real_fsync(fd)
+
+        os.fsync = slow_fsync
+        trainer = lm_trainer(out_dir, "callable", max_steps=10**7, eval_every=10**6, save_every=2)
         trainer.fit()
     elif mode == "ddp":
         global_batch, steps, accum, result = int(argv[2]), int(argv[3]), int(argv[4]), argv[5]

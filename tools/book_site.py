@@ -1,7 +1,7 @@
 """The course website's own Sphinx extension (``_config.yml``: ``sphinx.local_extensions``).
 
 - Writes the book's Solutions part (``solutions_book/``, from the solution notebooks, see
-  :func:`course_lib.classroom.write_solution_pages`) when the build starts, so it always matches them.
+  write_solution_pages in tools/classroom.py) when the build starts, so it always matches them.
 - Links every exercise of a chapter page to its solution (a line after the exercise cell).
 - Links the first use of each glossary term on a chapter page (and the intro) to its glossary entry.
 - Keeps pages light: MathJax only on pages with maths; no Font Awesome JavaScript (1.5 MB: the theme's
@@ -31,7 +31,7 @@ SKIP_INSIDE = (nodes.literal, nodes.literal_block, nodes.reference, nodes.title,
 
 def _solution_notebook(docname: str) -> Path | None:
     """chapters/<ch>/<name> -> solutions/<ch>/<name>.ipynb, if it exists."""
-    from course_lib import classroom
+    from tools import classroom
 
     if not docname.startswith(CHAPTER_PREFIX):
         return None
@@ -51,7 +51,7 @@ class ExerciseLinks(SphinxPostTransform):
     formats = ("html",)
 
     def run(self, **kwargs: Any) -> None:
-        from course_lib import classroom
+        from tools import classroom
 
         notebook = _solution_notebook(self.env.docname)
         if notebook is None:
@@ -159,7 +159,7 @@ def _trim_site(app: Any, exception: Exception | None) -> None:
 
 
 def setup(app: Any) -> dict[str, Any]:
-    from course_lib import classroom
+    from tools import classroom
 
     classroom.write_solution_pages()  # before the table of contents is read: _toc.yml globs these pages
     app.add_post_transform(ExerciseLinks)

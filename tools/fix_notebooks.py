@@ -16,7 +16,7 @@ c. Machine paths: absolute paths into the cache or the repository in stored outp
    ``<cache>/...`` or repository-relative; a ``print`` argument that names a path or folder in a cell
    that printed one is wrapped in ``display_path(...)`` (imported from course_lib).
 
-Each solution notebook is read and written with jupytext as ``course_lib.classroom`` does (the
+Each solution notebook is read and written with jupytext as ``tools/classroom.py`` does (the
 ``.ipynb`` and its paired ``.py`` stay in sync), then its learner copy and the rubric are regenerated.
 """
 
@@ -384,7 +384,7 @@ def fix_file(solution_ipynb: Path, write: bool = True) -> list[str]:
     """Fix one solution notebook (and its paired script); regenerate its learner copy when it changed."""
     import jupytext
 
-    from course_lib import classroom
+    from tools import classroom
 
     nb = jupytext.read(solution_ipynb)
     done = fix_notebook(nb)
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="list what would change; write nothing")
     args = parser.parse_args(argv)
 
-    from course_lib import classroom
+    from tools import classroom
 
     paths = [p.resolve() for p in args.paths] or classroom.solution_notebooks()
     pending = 0

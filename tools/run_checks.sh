@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check CI runs, in stages, each timed: lint, unit tests, notebooks (nbval, fast mode), book,
 # browser (the built site and JupyterLab in headless Chromium).
-# Usage: tools/run_checks.sh [all|lint|unit|nbval|book|browser]
+# Usage: tools/run_checks.sh [all|lint|unit|unit-fast|nbval|book|browser]
+# (unit-fast: the unit tests not marked slow; not part of all, which runs every test)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
@@ -32,6 +33,7 @@ notebooks() { find chapters solutions -name '*.ipynb' -not -path '*/.ipynb_check
 
 lint() { ruff check course_lib tests benchmarks tools chapters solutions && ruff format --check course_lib tests benchmarks tools; }
 unit() { run_pytest tests -q -p no:cacheprovider --ignore=tests/browser; }
+unit_fast() { run_pytest tests -q -p no:cacheprovider --ignore=tests/browser -m "not slow"; }
 nbval() {
     mapfile -t nbs < <(notebooks)
     [ ${#nbs[@]} -gt 0 ] || { echo "no notebooks found in chapters/ or solutions/" >&2; return 1; }
@@ -55,11 +57,12 @@ browser() {
 
 stage lint lint
 stage unit unit
+[ "$what" = unit-fast ] && stage unit-fast unit_fast
 stage nbval nbval
 stage book book
 stage browser browser
 
 echo "::: stage times (s):"
-for k in lint unit nbval book browser; do [ -n "${took[$k]:-}" ] && echo ":::   $k ${took[$k]}"; done
+for k in lint unit unit-fast nbval book browser; do [ -n "${took[$k]:-}" ] && echo ":::   $k ${took[$k]}"; done
 if [ ${#failed[@]} -gt 0 ]; then echo "::: FAILED stages: ${failed[*]}"; exit 1; fi
 echo "::: all stages passed"

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_lib import choose_device, pick, scale, seed_everything
+from course_lib import choose_device, model_costs, pick, seed_everything
 from course_lib.attention import MultiHeadAttention, causal_mask
-from course_lib.classic import MLP, DigitCNN
-from course_lib.gpt import GPT, count_parameters, get_config
+from course_lib.gpt import GPT, get_config
+from course_lib.mlp_cnn import MLP, DigitCNN
 from course_lib.plots import pipeline_diagram, use_course_style
 
 use_course_style()
@@ -152,7 +152,7 @@ print("GPT (causal):\n", causal_mask(T).to(torch.int64).numpy())
 #
 # ### Exercise 1.1 — a parameter counter
 # Write `gpt2_parameter_count(vocab_size, block_size, n_layer, d_model)` from the list above. The
-# check compares it with `course_lib.gpt.count_parameters` on six shapes, from GPT-2 1.5B down to
+# check compares it with `course_lib.gpt.GPTConfig.num_parameters` on six shapes, from GPT-2 1.5B down to
 # models with a handful of weights.
 
 # %% tags=["exercise"]
@@ -168,7 +168,7 @@ from course_lib.exercises.ch01 import check_gpt2_parameter_count
 check_gpt2_parameter_count(gpt2_parameter_count)
 
 # %% [markdown]
-# Now the real configurations. `count_parameters` works from the configuration alone, so it counts
+# Now the real configurations. `GPTConfig.num_parameters` works from the configuration alone, so it counts
 # a 7-billion-parameter model without allocating a single weight. The published sizes are the
 # names the models were released under; the check is that our count rounds to them.
 
@@ -181,7 +181,7 @@ published = {  # name -> size the model was published as
     "gpt2-xl": 1.5e9,
     "llama2-7b": 6.7e9,
 }
-counts = {name: count_parameters(get_config(name)) for name in published}
+counts = {name: get_config(name).num_parameters() for name in published}
 print(f"{'model':<12} {'parameters':>15} {'published':>10} {'difference':>10}")
 for name, n in counts.items():
     rel = n / published[name] - 1
@@ -249,13 +249,13 @@ check_adamw_training_bytes(adamw_training_bytes)
 # NBVAL_CHECK_OUTPUT
 print(f"{'model':<12} {'serve bf16':>11} {'train fp32':>11} {'train mixed':>12}   (GiB, activations not included)")
 for name, n in counts.items():
-    serve = scale.inference_memory(n, "bf16") / scale.GIB
-    fp32 = scale.training_memory(n, "fp32").total / scale.GIB
-    mixed = scale.training_memory(n, "bf16").total / scale.GIB
+    serve = model_costs.inference_memory(n, "bf16") / model_costs.GIB
+    fp32 = model_costs.training_memory(n, "fp32").total / model_costs.GIB
+    mixed = model_costs.training_memory(n, "bf16").total / model_costs.GIB
     print(f"{name:<12} {serve:>11.1f} {fp32:>11.1f} {mixed:>12.1f}")
 
 # %% [markdown]
-# Activations depend on how the model is run. The plot uses the estimate in `scale.activation_bytes`
+# Activations depend on how the model is run. The plot uses the estimate in `model_costs.activation_bytes`
 # for GPT-2 124M with 16-bit activations, with and without a fused attention kernel that avoids
 # storing the $T \times T$ attention matrix:
 
@@ -263,11 +263,11 @@ for name, n in counts.items():
 cfg = get_config("gpt2")
 seq_lens = [128, 256, 512, 1024]
 batch = 8
-state = scale.training_memory(counts["gpt2"], "bf16").total / scale.GIB
+state = model_costs.training_memory(counts["gpt2"], "bf16").total / model_costs.GIB
 fig, ax = plt.subplots(figsize=(7, 3.5))
 for fused, style in [(False, "o-"), (True, "s--")]:
     act = [
-        scale.activation_bytes(cfg.n_layer, cfg.d_model, cfg.n_head, s, batch, fused_attention=fused) / scale.GIB
+        model_costs.activation_bytes(cfg.n_layer, cfg.d_model, cfg.n_head, s, batch, fused_attention=fused) / model_costs.GIB
         for s in seq_lens
     ]
     ax.plot(seq_lens, act, style, label=f"activations, {'fused' if fused else 'explicit'} attention")
@@ -292,11 +292,11 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"compute-optimal tokens per parameter: {scale.CHINCHILLA_TOKENS_PER_PARAMETER}")
+print(f"compute-optimal tokens per parameter: {model_costs.CHINCHILLA_TOKENS_PER_PARAMETER}")
 print(f"{'model':<12} {'tokens (Chinchilla)':>20} {'training FLOPs':>15}")
 for name, n in counts.items():
-    tokens = scale.chinchilla_tokens(n)
-    print(f"{name:<12} {tokens:>20.3g} {scale.training_flops(n, tokens):>15.3g}")
+    tokens = model_costs.chinchilla_tokens(n)
+    print(f"{name:<12} {tokens:>20.3g} {model_costs.training_flops(n, tokens):>15.3g}")
 
 # %% [markdown]
 # Compute grows with the *square* of model size along the compute-optimal line, because both $N$ and
@@ -305,10 +305,10 @@ for name, n in counts.items():
 # %%
 n_grid = np.logspace(6, 11, 50)
 fig, ax = plt.subplots(figsize=(7, 3.5))
-ax.loglog(n_grid, scale.training_flops(n_grid, scale.chinchilla_tokens(n_grid)), label="compute-optimal 6ND")
+ax.loglog(n_grid, model_costs.training_flops(n_grid, model_costs.chinchilla_tokens(n_grid)), label="compute-optimal 6ND")
 for name, n in counts.items():
-    ax.scatter([n], [scale.training_flops(n, scale.chinchilla_tokens(n))], zorder=3)
-    ax.annotate(name, (n, scale.training_flops(n, scale.chinchilla_tokens(n))), textcoords="offset points",
+    ax.scatter([n], [model_costs.training_flops(n, model_costs.chinchilla_tokens(n))], zorder=3)
+    ax.annotate(name, (n, model_costs.training_flops(n, model_costs.chinchilla_tokens(n))), textcoords="offset points",
                 xytext=(5, -10), fontsize=8)
 ax.set_xlabel("parameters N")
 ax.set_ylabel("training FLOPs")
@@ -326,7 +326,7 @@ plt.show()
 # %%
 device = choose_device().device
 sizes = pick(fast=[64, 128, 256], full=[128, 256, 512, 1024, 2048])
-rates = [scale.measure_matmul_flops(device, n, repeats=pick(3, 10)) for n in sizes]
+rates = [model_costs.measure_matmul_flops(device, n, repeats=pick(3, 10)) for n in sizes]
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.plot(sizes, [r / 1e9 for r in rates], "o-")
 ax.set_xscale("log", base=2)
@@ -358,16 +358,16 @@ def duration(days: float) -> str:
 
 
 print(f"assumed utilisation {UTILISATION:.0%}; H100 peak {H100_BF16_PEAK / 1e12:,.0f} TFLOP/s")
-small = count_parameters(get_config("small"))
+small = get_config("small").num_parameters()
 plans = [
     ("the course's 'small' GPT on 5M tokens", small, 5e6),  # about the size of chapter 3's BBC corpus
-    ("GPT-2 124M, compute-optimal", counts["gpt2"], scale.chinchilla_tokens(counts["gpt2"])),
-    ("Llama-2-7B shape, compute-optimal", counts["llama2-7b"], scale.chinchilla_tokens(counts["llama2-7b"])),
+    ("GPT-2 124M, compute-optimal", counts["gpt2"], model_costs.chinchilla_tokens(counts["gpt2"])),
+    ("Llama-2-7B shape, compute-optimal", counts["llama2-7b"], model_costs.chinchilla_tokens(counts["llama2-7b"])),
 ]
 print(f"{'plan':<40} {'this machine':>16} {'one H100':>12}")
 for label, n, d in plans:
-    here = scale.training_days(n, d, best, utilisation=UTILISATION)
-    h100 = scale.training_days(n, d, H100_BF16_PEAK, utilisation=UTILISATION)
+    here = model_costs.training_days(n, d, best, utilisation=UTILISATION)
+    h100 = model_costs.training_days(n, d, H100_BF16_PEAK, utilisation=UTILISATION)
     print(f"{label:<40} {duration(here):>16} {duration(h100):>12}")
 
 # %% [markdown]

@@ -37,8 +37,8 @@ from torch.utils.data import TensorDataset
 
 from course_lib import cache_dir, pick, seed_everything
 from course_lib import training_basics as basics
-from course_lib.classic import MLP
 from course_lib.datasets import Splits, digits, stratified_split
+from course_lib.mlp_cnn import MLP
 from course_lib.plots import use_course_style
 from course_lib.trainer import TrainConfig, Trainer, lr_at
 from course_lib.training_plots import plot_curves, plot_optimizer_paths, plot_train_val, smooth

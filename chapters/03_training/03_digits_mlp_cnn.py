@@ -35,9 +35,9 @@ import torch.nn.functional as F
 
 from course_lib import fast_mode, pick, seed_everything
 from course_lib import training_basics as basics
-from course_lib.classic import MLP, DenseBinary, DigitCNN
 from course_lib.datasets import Splits, digits
 from course_lib.metrics import accuracy, classification_report, confusion_matrix
+from course_lib.mlp_cnn import MLP, DenseBinary, DigitCNN
 from course_lib.plots import use_course_style
 from course_lib.training_plots import (
     plot_confusion_matrix,
@@ -107,7 +107,7 @@ print(f"MLP: validation accuracy {mlp_history.val_accuracy[-1]:.3f}, test accura
 # the result a little insensitive to small shifts. `DigitCNN` stacks two rounds of
 # convolution, ReLU and pooling (8x8 → 4x4 → 2x2, with 32 then 64 channels), then dropout and one
 # linear layer to the 10 scores. It can run the sum above written out by hand
-# (`explicit=True`, `course_lib.classic.conv2d_explicit`) or PyTorch's kernels; both give the
+# (`explicit=True`, `course_lib.mlp_cnn.conv2d_explicit`) or PyTorch's kernels; both give the
 # same numbers:
 
 # %%
@@ -200,7 +200,7 @@ plt.show()
 # ## 3.3.5 A big dense network on a small problem
 #
 # A common first network in Keras tutorials is a dense binary classifier: 1,024 ReLU units, another
-# 1,024, one sigmoid output, binary cross-entropy and Adam. `course_lib.classic.DenseBinary` is that
+# 1,024, one sigmoid output, binary cross-entropy and Adam. `course_lib.mlp_cnn.DenseBinary` is that
 # network. Put it on notebook 3.1's task, 3s against 8s, where logistic regression (65 numbers)
 # already did well:
 

@@ -48,8 +48,8 @@ from course_lib.finetuning import (
 from course_lib.heads import GPTClassifier
 from course_lib.lm_data import make_classification_loader
 from course_lib.metrics import accuracy, precision_recall_f1
+from course_lib.model_costs import training_memory
 from course_lib.plots import use_course_style
-from course_lib.scale import training_memory
 from course_lib.trainer import TrainConfig
 
 use_course_style()

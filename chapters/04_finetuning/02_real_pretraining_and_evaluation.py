@@ -42,12 +42,12 @@ from course_lib.datasets import BBC_LABELS
 from course_lib.encoder import SentenceEncoder
 from course_lib.finetuning import finetune_classifier, prepare_for_finetuning, results_table
 from course_lib.heads import EncoderClassifier, GPTClassifier
+from course_lib.hparam_search import grid_search, plot_grid
 from course_lib.lm_data import make_classification_loader
 from course_lib.metrics import accuracy, classification_report, confusion_matrix, precision_recall_f1
 from course_lib.plots import use_course_style
 from course_lib.trainer import TrainConfig, Trainer
 from course_lib.training_plots import plot_confusion_matrix, plot_train_val
-from course_lib.tuning import grid_search, plot_grid
 
 use_course_style()
 seed_everything(0)
@@ -250,7 +250,7 @@ plt.show()
 # Which learning rate, which rank? The honest way is to try a grid and compare on **validation**
 # data. Each point below fine-tunes the chapter-3 GPT with LoRA for the same short budget (the
 # first 64 tokens of each article, to keep the nine runs affordable) and records validation loss
-# and accuracy. `course_lib.tuning.grid_search` runs the grid; `plot_grid` draws it.
+# and accuracy. `course_lib.hparam_search.grid_search` runs the grid; `plot_grid` draws it.
 
 # %%
 gpt, tokenizer = pretrained.bbc_gpt(device=device)

@@ -39,8 +39,8 @@ import torch
 from IPython.display import Markdown, display
 
 from course_lib import get_device, pick, pretrained, seed_everything
-from course_lib.applications import continuation_nll, distinct_n, generate_text
-from course_lib.deploy import format_table
+from course_lib.generation import continuation_nll, distinct_n, generate_text
+from course_lib.metrics import format_table
 from course_lib.plots import use_course_style
 from course_lib.tokenizers import printable
 from course_lib.widgets import generation_panel
@@ -65,7 +65,7 @@ print(f"{model.num_parameters():,} parameters, vocabulary {tokenizer.vocab_size:
       f"context window {model.config.block_size} tokens; {len(val_docs)} validation articles")
 
 # %% [markdown]
-# `course_lib.applications.generate_text` wraps `GPT.generate` (chapter 2's KV-cached loop): it
+# `course_lib.generation.generate_text` wraps `GPT.generate` (chapter 2's KV-cached loop): it
 # encodes the prompt, samples with a random generator seeded by `seed`, stops at the end-of-article
 # token and returns only the new text. The same settings and seed always give the same text, which
 # makes the comparisons below fair:

@@ -36,14 +36,13 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from course_lib import applications as apps
-from course_lib import cache_dir, search, seed_everything
+from course_lib import cache_dir, ready_models, seed_everything, semantic_search
 from course_lib.compress import median_time
 from course_lib.datasets import BBC_LABELS
-from course_lib.deploy import format_table
 from course_lib.encoder import SentenceEncoder
+from course_lib.metrics import format_table
 from course_lib.plots import use_course_style
-from course_lib.search import SemanticIndex, ranks_from_scores, tfidf_keywords
+from course_lib.semantic_search import SemanticIndex, ranks_from_scores, tfidf_keywords
 
 use_course_style()
 seed_everything(0)
@@ -56,14 +55,14 @@ torch.set_num_threads(2)
 # scaled to length 1 (as in notebook 5.2, the encoder reads the first 128 tokens of each body; the
 # vectors come from the same disk cache, so they are computed only once). For unit vectors the
 # cosine similarity is a dot product, and scoring every article against a query is a single
-# matrix-vector product. `course_lib.search.SemanticIndex` stores the vectors with an id per article
+# matrix-vector product. `course_lib.semantic_search.SemanticIndex` stores the vectors with an id per article
 # and returns the top $k$:
 
 # %%
-recipe = apps.topic_recipe()
-articles, labels, _ = apps.bbc_topic_data(recipe)
+recipe = ready_models.topic_recipe()
+articles, labels, _ = ready_models.bbc_topic_data(recipe)
 encoder = SentenceEncoder.from_minilm(device="cpu")
-doc_vectors = F.normalize(apps.bbc_body_features(recipe, encoder, articles), dim=-1)  # (N, 384) unit length
+doc_vectors = F.normalize(ready_models.bbc_body_features(recipe, encoder, articles), dim=-1)  # (N, 384) unit length
 index = SemanticIndex(encoder).add_embeddings(doc_vectors, ids=[a.doc_id for a in articles])
 by_id = {a.doc_id: a for a in articles}
 print(f"{len(index):,} articles, vectors {tuple(index.embeddings.shape)}, "
@@ -144,7 +143,7 @@ for q in queries:
 # Write `recall_at_k(query_embs, doc_embs, true_idx, k)`: `query_embs` (n, d) and `doc_embs` (N, d)
 # are float tensors (not necessarily of length 1), `true_idx` (n,) holds the row of `doc_embs` that
 # answers each query. Rank by cosine similarity and return the share of queries whose document is
-# among the top `k`, as a float. The check compares with `course_lib.search.recall_at_k`.
+# among the top `k`, as a float. The check compares with `course_lib.semantic_search.recall_at_k`.
 
 # %% tags=["exercise"]
 def recall_at_k(query_embs, doc_embs, true_idx, k):
@@ -161,7 +160,7 @@ check_recall_at_k(recall_at_k)
 # %% [markdown]
 # Now the real measurement. The headlines are short, so encoding all of them takes seconds (cached
 # too). For TF-IDF the headlines go through the same vectorizer as the bodies, and
-# `search.ranks_from_scores` ranks any score matrix the way `recall_at_k` ranks cosines. A third
+# `semantic_search.ranks_from_scores` ranks any score matrix the way `recall_at_k` ranks cosines. A third
 # row adds the two similarity scores together: a simple **hybrid** of meaning and keywords.
 
 # %%
@@ -180,14 +179,14 @@ rows = [{"retriever": name, "recall@1": float((r <= 1).double().mean()), "recall
 display(Markdown(format_table(rows)))
 
 # %% [markdown]
-# `course_lib.search` computes the MiniLM row straight from the vectors; it must agree with the
+# `course_lib.semantic_search` computes the MiniLM row straight from the vectors; it must agree with the
 # ranks above:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-lib = search.recall_at_k(query_vectors, doc_vectors, true_idx, ks=(1, 10))
+lib = semantic_search.recall_at_k(query_vectors, doc_vectors, true_idx, ks=(1, 10))
 print("recall_at_k agrees:", abs(lib[1] - rows[0]["recall@1"]) < 1e-9 and abs(lib[10] - rows[0]["recall@10"]) < 1e-9)
-print("MRR agrees:", abs(search.mean_reciprocal_rank(query_vectors, doc_vectors, true_idx) - rows[0]["MRR"]) < 1e-9)
+print("MRR agrees:", abs(semantic_search.mean_reciprocal_rank(query_vectors, doc_vectors, true_idx) - rows[0]["MRR"]) < 1e-9)
 
 # %%
 ks = np.arange(1, 51)
@@ -254,7 +253,7 @@ plt.show()
 # %% [markdown]
 # ## 5.3.5 Keywords, and what search costs
 #
-# A results page usually shows why a result matched. `search.tfidf_keywords` picks the words that
+# A results page usually shows why a result matched. `semantic_search.tfidf_keywords` picks the words that
 # are frequent in a document and rare in the collection (**keyword extraction**, another classic
 # application). Here for the top results of one query:
 

@@ -35,11 +35,8 @@ import torch
 from IPython.display import Markdown, display
 from torch.utils.data import DataLoader, TensorDataset
 
-from course_lib import applications as apps
-from course_lib import pick, pretrained, seed_everything
-from course_lib.classic import MLP
+from course_lib import pick, pretrained, ready_models, seed_everything
 from course_lib.compress import (
-    count_parameters,
     distill,
     magnitude_prune,
     measure_latency,
@@ -50,9 +47,11 @@ from course_lib.compress import (
     quantize_tensor_int8,
     sparsity,
 )
-from course_lib.deploy import encode_texts, format_table
+from course_lib.deploy import encode_texts
+from course_lib.layers import num_parameters
 from course_lib.lm_data import get_batch
-from course_lib.metrics import accuracy
+from course_lib.metrics import accuracy, format_table
+from course_lib.mlp_cnn import MLP
 from course_lib.plots import use_course_style
 
 use_course_style()
@@ -66,8 +65,8 @@ torch.set_num_threads(1)  # every latency below is for one CPU thread: comparabl
 #
 # - an **MLP** 64-512-512-10 on the 8x8 digits, trained here in a few seconds (it is also the
 #   teacher of section 5.4.3);
-# - chapter 3's **digit CNN** (`apps.digit_cnn()`, as in notebook 5.2);
-# - the **MiniLM topic classifier** of notebook 5.2 (`apps.bbc_topic_classifier()`, 22.7 million
+# - chapter 3's **digit CNN** (`ready_models.digit_cnn()`, as in notebook 5.2);
+# - the **MiniLM topic classifier** of notebook 5.2 (`ready_models.bbc_topic_classifier()`, 22.7 million
 #   parameters);
 # - chapter 3's **BBC News GPT** (`pretrained.bbc_gpt()`).
 #
@@ -77,7 +76,7 @@ torch.set_num_threads(1)  # every latency below is for one CPU thread: comparabl
 # training.
 
 # %%
-x_all, y_all, dsplits = apps.digit_data()
+x_all, y_all, dsplits = ready_models.digit_data()
 flat = x_all.flatten(1)  # (N, 64): the MLPs read flat pixels
 (x_train, x_val, x_test), (y_train, y_val, y_test) = dsplits.take(flat), dsplits.take(y_all)
 epochs = pick(fast=3, full=40)
@@ -96,9 +95,9 @@ def digit_accuracy(model: torch.nn.Module, x: torch.Tensor = x_test) -> float:
 torch.manual_seed(0)
 teacher = MLP([64, 512, 512, 10])
 distill(None, teacher, loader(x_train, y_train, 0), epochs=epochs, lr=1e-3, alpha=0.0)
-cnn = apps.digit_cnn().model
-print(f"MLP: {count_parameters(teacher):,} parameters, test accuracy {digit_accuracy(teacher):.3f}")
-print(f"CNN: {count_parameters(cnn):,} parameters, test accuracy {digit_accuracy(cnn, dsplits.take(x_all).test):.3f}"
+cnn = ready_models.digit_cnn().model
+print(f"MLP: {num_parameters(teacher):,} parameters, test accuracy {digit_accuracy(teacher):.3f}")
+print(f"CNN: {num_parameters(cnn):,} parameters, test accuracy {digit_accuracy(cnn, dsplits.take(x_all).test):.3f}"
       f" ({len(y_test)} test images: one image is {100 / len(y_test):.2f} percentage points)")
 
 # %% [markdown]
@@ -162,9 +161,9 @@ print(f"mean error {float(err.mean()):.2e}, mean |weight| {float(w.abs().mean())
 # new code; this older API works in the installed version.) Applied to the four models:
 
 # %%
-recipe = apps.topic_recipe()
-articles, topic_labels, tsplits = apps.bbc_topic_data(recipe)
-topic_bundle = apps.bbc_topic_classifier()
+recipe = ready_models.topic_recipe()
+articles, topic_labels, tsplits = ready_models.bbc_topic_data(recipe)
+topic_bundle = ready_models.bbc_topic_classifier()
 test_texts = [articles[i].body for i in tsplits.test]
 test_topics = topic_labels[tsplits.test]
 topic_batch = encode_texts(topic_bundle, test_texts)  # token ids (N, T) and mask, at most 128 tokens
@@ -205,7 +204,7 @@ for name, (model, example, metric, score) in models.items():
     t32, t8 = (measure_latency(m, example, repeats=repeats) * 1e3 for m in (model, int8))
     s32, s8 = model_size_bytes(model), model_size_bytes(int8)
     m32, m8 = score(model), score(int8)
-    rows.append({"model": name, "params": f"{count_parameters(model):,}", "fp32 MB": s32 / 1e6, "int8 MB": s8 / 1e6,
+    rows.append({"model": name, "params": f"{num_parameters(model):,}", "fp32 MB": s32 / 1e6, "int8 MB": s8 / 1e6,
                  "smaller": f"{s32 / s8:.2f}x", "fp32 ms": t32, "int8 ms": t8, "faster": f"{t32 / t8:.2f}x",
                  "metric": metric, "fp32": m32, "int8": m8})
 display(Markdown(format_table(rows, floatfmt=".4g")))
@@ -280,11 +279,11 @@ for width in widths:
         distill(None, plain, loader(x_train, y_train, seed), epochs=epochs, lr=2e-3, alpha=0.0)
         distill(teacher, student, loader(x_train, y_train, seed), epochs=epochs, lr=2e-3, temperature=T, alpha=alpha)
         results.setdefault(width, []).append((digit_accuracy(plain), digit_accuracy(student)))
-rows = [{"student": f"64-{w}-10", "params": count_parameters(MLP([64, w, 10])),
+rows = [{"student": f"64-{w}-10", "params": num_parameters(MLP([64, w, 10])),
          "size KB": model_size_bytes(MLP([64, w, 10])) / 1024,
          "labels only": float(np.mean([p for p, _ in r])), "distilled": float(np.mean([d for _, d in r])),
          "gain (points)": 100 * float(np.mean([d - p for p, d in r]))} for w, r in results.items()]
-rows.append({"student": "teacher 64-512-512-10", "params": count_parameters(teacher),
+rows.append({"student": "teacher 64-512-512-10", "params": num_parameters(teacher),
              "size KB": model_size_bytes(teacher) / 1024, "labels only": digit_accuracy(teacher),
              "distilled": float("nan"), "gain (points)": float("nan")})
 display(Markdown(format_table(rows, floatfmt=".4g")))
@@ -454,7 +453,7 @@ for amount in pick(fast=(0.0, 0.75), full=(0.0, 0.5, 0.75, 0.9, 0.95)):
     latency = measure_latency(small, x_test[:64], repeats=pick(fast=2, full=30)) * 1e3
     distill(None, small, loader(x_train, y_train, 0), epochs=pick(fast=1, full=5), lr=5e-4, alpha=0.0)
     rows.append({"neurons removed": amount, "hidden sizes": str(small.sizes[1:-1]),
-                 "params": count_parameters(small), "size KB": model_size_bytes(small) / 1024,
+                 "params": num_parameters(small), "size KB": model_size_bytes(small) / 1024,
                  "ms per batch of 64": latency, "pruned": before, "fine-tuned": digit_accuracy(small)})
 display(Markdown(format_table(rows, floatfmt=".4g")))
 

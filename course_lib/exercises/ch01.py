@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from course_lib.exercises import Case, check_function
-from course_lib.gpt import count_parameters, get_config
-from course_lib.scale import training_memory
+from course_lib.gpt import get_config
+from course_lib.model_costs import training_memory
 
 # (vocab_size, block_size, n_layer, d_model): GPT-2's four published shapes and two odd small ones
 _GPT2_SHAPES = [
@@ -22,7 +22,7 @@ def _reference_gpt2_count(vocab_size: int, block_size: int, n_layer: int, d_mode
     cfg = get_config(
         "gpt2", vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, d_model=d_model, n_head=n_head
     )
-    return count_parameters(cfg)
+    return cfg.num_parameters()
 
 
 def check_gpt2_parameter_count(fn) -> None:

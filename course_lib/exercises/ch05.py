@@ -1,6 +1,6 @@
 """Self-checks for chapter 5: recall@k of a retriever, int8 quantization of a weight, a pruning mask.
 
-Each reference is the library's own: :func:`course_lib.search.recall_at_k`,
+Each reference is the library's own: :func:`course_lib.semantic_search.recall_at_k`,
 :func:`course_lib.compress.quantize_tensor_int8` and :func:`course_lib.compress.magnitude_prune`.
 """
 
@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from course_lib.compress import magnitude_prune, quantize_tensor_int8
 from course_lib.exercises import Case, check_function
-from course_lib.search import recall_at_k
+from course_lib.semantic_search import recall_at_k
 
 # ----------------------------------------------------------------------------- recall@k
 

@@ -41,6 +41,7 @@ from IPython.display import display
 from course_lib import choose_device, get_device, pick
 from course_lib.datasets import bbc_news
 from course_lib.encoder import load_minilm, minilm_dir
+from course_lib.layers import num_parameters
 from course_lib.plots import heatmap_grid, use_course_style
 from course_lib.widgets import attention_explorer, attention_maps
 
@@ -66,7 +67,7 @@ print("device:", choose_device())
 encoder, tokenizer = load_minilm(device=device)
 cfg = encoder.config
 print(f"layers {cfg.n_layer}, heads per layer {cfg.n_head}, width {cfg.d_model}, head size {cfg.d_model // cfg.n_head}")
-print(f"parameters: {encoder.num_params():,}; heads in all: {cfg.n_layer * cfg.n_head}")
+print(f"parameters: {num_parameters(encoder):,}; heads in all: {cfg.n_layer * cfg.n_head}")
 sentence = "The animal didn't cross the street because it was too tired."
 print("tokens:", tokenizer.tokens(sentence))
 

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from course_lib import seed_everything
 from course_lib import training_basics as basics
-from course_lib.classic import MLP, Neuron
 from course_lib.datasets import Splits, digits
+from course_lib.mlp_cnn import MLP, Neuron
 from course_lib.plots import use_course_style
 from course_lib.training_plots import plot_curves, plot_image_grid
 
@@ -54,7 +54,7 @@ torch.set_num_threads(1)  # the models here are tiny: splitting their matrix pro
 # $$z = \sum_{i=1}^{n} w_i x_i + b = w \cdot x + b, \qquad f(x) = \sigma(z).$$
 #
 # With the **sigmoid** $\sigma(z) = 1 / (1 + e^{-z})$ the output lies between 0 and 1 and can be
-# read as a probability. `course_lib.classic.Neuron` is exactly this formula; the cell checks it
+# read as a probability. `course_lib.mlp_cnn.Neuron` is exactly this formula; the cell checks it
 # against the sum written out.
 
 # %%

@@ -39,12 +39,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from course_lib import applications as apps
-from course_lib import pick, seed_everything
+from course_lib import pick, ready_models, seed_everything
 from course_lib.datasets import BBC_LABELS, Splits, chinese_reviews
-from course_lib.deploy import format_table, predict_proba
+from course_lib.deploy import predict_proba
 from course_lib.encoder import SentenceEncoder
-from course_lib.metrics import accuracy, classification_report
+from course_lib.metrics import accuracy, classification_report, format_table
 from course_lib.plots import use_course_style
 from course_lib.training_plots import plot_image_grid, plot_train_val
 from course_lib.widgets import classifier_panel
@@ -69,10 +68,10 @@ torch.set_num_threads(2)
 # three minutes on a CPU; the vectors are cached on disk, so the next notebooks reuse them.
 
 # %%
-recipe = apps.topic_recipe()
-articles, labels, splits = apps.bbc_topic_data(recipe)
+recipe = ready_models.topic_recipe()
+articles, labels, splits = ready_models.bbc_topic_data(recipe)
 encoder = SentenceEncoder.from_minilm(device="cpu")
-features = apps.bbc_body_features(recipe, encoder, articles)  # (N, 384), cached
+features = ready_models.bbc_body_features(recipe, encoder, articles)  # (N, 384), cached
 print(f"{len(articles):,} articles -> features {tuple(features.shape)}; "
       f"train/val/test = {len(splits.train)}/{len(splits.val)}/{len(splits.test)}; "
       f"the first {recipe.max_length} tokens of each body")
@@ -94,7 +93,7 @@ print("normalised features equal the sentence embeddings:",
 # The probe is trained with chapter 3's loop (`training_basics.fit_classifier`) and AdamW:
 
 # %%
-head, history = apps.train_topic_head(recipe, features, labels, splits)
+head, history = ready_models.train_topic_head(recipe, features, labels, splits)
 fig = plot_train_val({"linear probe": {"train_loss": history.train_loss, "val_loss": history.val_loss}},
                      title="Linear probe on MiniLM features: cross-entropy per epoch")
 plt.show()
@@ -139,12 +138,12 @@ display(Markdown(format_table([
 # query, a paraphrase), which is what semantic search (notebook 5.3) exploits.
 #
 # **One model for deployment.** The encoder and the probe together are an `EncoderClassifier`:
-# token ids in, topic logits out. `apps.bbc_topic_classifier()` builds it with the same recipe (the
+# token ids in, topic logits out. `ready_models.bbc_topic_classifier()` builds it with the same recipe (the
 # cached vectors, the same seed) and saves it as a bundle that the next notebooks and the command
 # line load (notebook 5.5). It must give the probe's answers on raw text:
 
 # %%
-topic_bundle = apps.bbc_topic_classifier()
+topic_bundle = ready_models.bbc_topic_classifier()
 test_articles = [bodies[i] for i in splits.test]
 with torch.no_grad():
     probe_probs = F.softmax(head(x_test), dim=-1)
@@ -309,14 +308,14 @@ display(sentiment_panel.widget)
 # %% [markdown]
 # ## 5.2.4 Reading digits with chapter 3's CNN
 #
-# `apps.digit_cnn()` is notebook 3.3's convolutional network trained with the same recipe (loaded
+# `ready_models.digit_cnn()` is notebook 3.3's convolutional network trained with the same recipe (loaded
 # from the cache, or trained in about half a minute), saved as a bundle like the topic model. As a
 # function:
 
 # %%
-digits_bundle = apps.digit_cnn()
+digits_bundle = ready_models.digit_cnn()
 cnn = digits_bundle.model
-x_all, y_all, dsplits = apps.digit_data()
+x_all, y_all, dsplits = ready_models.digit_data()
 x_test_img, y_test_img = dsplits.take(x_all).test, dsplits.take(y_all).test
 
 

@@ -40,21 +40,20 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 from PIL import Image
 
-from course_lib import applications as apps
-from course_lib import cache_dir, pick, seed_everything
+from course_lib import cache_dir, pick, ready_models, seed_everything
 from course_lib.compress import measure_latency, median_time, quantize_dynamic_int8
 from course_lib.deploy import (
     batched_throughput,
     encode_texts,
     export_onnx,
     export_torch,
-    format_table,
     load_exported,
     load_for_inference,
     onnx_available,
     predict_proba,
     save_for_inference,
 )
+from course_lib.metrics import format_table
 from course_lib.plots import use_course_style
 
 use_course_style()
@@ -78,8 +77,8 @@ torch.set_num_threads(1)  # timings on one CPU thread, as in notebook 5.4
 # that would not load is never written. We save chapter 3's digit CNN this way:
 
 # %%
-digits_bundle = apps.digit_cnn()
-x_all, y_all, dsplits = apps.digit_data()
+digits_bundle = ready_models.digit_cnn()
+x_all, y_all, dsplits = ready_models.digit_data()
 x_test, y_test = dsplits.take(x_all).test, dsplits.take(y_all).test
 folder = cache_dir("apps", "deploy-demo", "digit-cnn")
 config = {"architecture": "DigitCNN", "kwargs": digits_bundle.config["kwargs"], "labels": digits_bundle.labels}
@@ -105,12 +104,12 @@ print("in eval mode (dropout off):", not loaded.model.training)
 
 # %% [markdown]
 # The MiniLM topic classifier of notebook 5.2 is already such a folder, with the WordPiece tokenizer
-# inside; `apps.bundle_dir` says where:
+# inside; `ready_models.bundle_dir` says where:
 
 # %%
-topic_dir = apps.bundle_dir("bbc-topics")
+topic_dir = ready_models.bundle_dir("bbc-topics")
 topic_bundle = load_for_inference(topic_dir, device="cpu") if (topic_dir / "config.json").is_file() \
-    else apps.bbc_topic_classifier()
+    else ready_models.bbc_topic_classifier()
 for f in sorted(topic_dir.iterdir()):
     print(f"{f.name:<16} {f.stat().st_size / 1e6:>8.2f} MB")
 
@@ -164,11 +163,13 @@ print("true labels:", y_test[:2].tolist())
 #   servers and phones, in browsers, from C++, C#, Java or JavaScript.
 #
 # Both trace one example input. The batch size is marked as variable, so one export serves any
-# number of images:
+# number of images. A `.pt2` file is not as safe to open as the bundle: `torch.export.load`
+# unpickles parts of it without `weights_only`, so a crafted file can run code. `load_exported`
+# therefore opens only files marked `trusted=True`, such as one we have just written ourselves:
 
 # %%
 pt2 = export_torch(digits_bundle.model, x_test[:4], cache_dir("apps", "deploy-demo") / "digit_cnn.pt2")
-exported = load_exported(pt2)
+exported = load_exported(pt2, trusted=True)  # a file we just wrote ourselves
 print(f"{pt2.name}: {pt2.stat().st_size:,} bytes")
 
 # %%
@@ -212,13 +213,13 @@ else:
 # the MiniLM topic classifier with two short example texts and run it on real articles:
 
 # %%
-recipe = apps.topic_recipe()
-articles, _, tsplits = apps.bbc_topic_data(recipe)
+recipe = ready_models.topic_recipe()
+articles, _, tsplits = ready_models.bbc_topic_data(recipe)
 example = encode_texts(topic_bundle, texts)  # the two sentences of 5.5.2, padded to the longer one
 example = (example["input_ids"], example["attention_mask"])
 topic_pt2 = export_torch(topic_bundle.model, example, cache_dir("apps", "deploy-demo") / "minilm_topics.pt2",
                          dynamic_dims=(0, 1))
-topic_exported = load_exported(topic_pt2)
+topic_exported = load_exported(topic_pt2, trusted=True)
 news = encode_texts(topic_bundle, [articles[i].body for i in tsplits.test][: pick(fast=4, full=16)])
 news = (news["input_ids"], news["attention_mask"])
 print(f"{topic_pt2.name}: {topic_pt2.stat().st_size / 1e6:.1f} MB; traced with {tuple(example[0].shape)}, "
@@ -361,7 +362,8 @@ plt.show()
 # ## Summary
 #
 # - An inference bundle is weights plus a config that rebuilds the architecture; loading with
-#   `weights_only=True` keeps model files from running code. The loaded model, the command-line
+#   `weights_only=True` keeps model files from running code (a `.pt2` graph is opened only when
+#   trusted). The loaded model, the command-line
 #   predictor, the `torch.export` graph and the ONNX file all gave the original's outputs.
 # - Batching raises throughput at the cost of latency; how much depends on how much arithmetic each
 #   item needs, so it has to be measured for each model and machine.

@@ -190,8 +190,8 @@ LAYOUT = r"""(legible) => {
         problems.page = `the page is ${doc.scrollWidth} px wide in a ${window.innerWidth} px window`;
     const describe = el => el.tagName.toLowerCase() + '.' + String(el.className || '').split(' ')[0]
         + ' "' + (el.innerText || el.alt || el.src || '').slice(0, 60).replace(/\s+/g, ' ') + '"';
-    const boxes = document.querySelectorAll('main pre, main .cell_output img, main .cell_output table, main '
-                                            + '.jupyter-widgets, main mjx-container[display="true"] > mjx-math');
+    const boxes = document.querySelectorAll(['main pre', 'main .cell_output img', 'main .cell_output table',
+        'main .jupyter-widgets', 'main mjx-container[display="true"] > mjx-math'].join(', '));
     for (const el of boxes) {
         if (!el.getClientRects().length) continue;  // not displayed
         const right = el.getBoundingClientRect().left + el.scrollWidth;

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-INDEX_FORMAT = "course_lib.search/1"
+INDEX_FORMAT = "course_lib.search/1"  # the file format's tag: unchanged by the module's rename
 
 
 class TextEncoder(Protocol):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.classic import (
+from course_lib.mlp_cnn import (
     MLP,
     DenseBinary,
     DigitCNN,

@@ -16,7 +16,7 @@ check cells are cleared (the rest keep their learner-mode outputs), and check ce
 metadata, so the learner notebooks can be autograded as they are, and the nbgrader *source* notebooks
 (the solutions plus the same metadata) come from the same code.
 
-Commands (``python -m course_lib.classroom ...``):
+Commands (``python tools/classroom.py ...``):
     build [PATH ...]             execute solution scripts in learner mode, store outputs, regenerate
     generate                     regenerate the learner notebooks and the rubric in teachers.md
     check                        exit 1 when a learner notebook or the rubric is stale
@@ -571,7 +571,7 @@ def refresh_rubric(write: bool = True, page: Path | None = None) -> bool:
 
 NBGRADER_CONFIG = '''"""nbgrader settings for the course "Large models from scratch".
 
-Written by `python -m course_lib.classroom nbgrader-source`, which never overwrites it: edit freely.
+Written by `python tools/classroom.py nbgrader-source`, which never overwrites it: edit freely.
 Run every nbgrader command from this folder.
 """
 
@@ -679,9 +679,7 @@ def _copy_other_files(src: Path, dst: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m course_lib.classroom", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python tools/classroom.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="execute solution scripts, store outputs, regenerate learner notebooks")
     b.add_argument("paths", nargs="*", type=Path, help="solution .py scripts (default: all)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from course_lib import scale
+from course_lib import model_costs
 
 
 @pytest.mark.parametrize(
@@ -18,33 +18,36 @@ from course_lib import scale
 )
 def test_training_memory_per_parameter(precision, optimizer, bytes_per_param):
     n = 124_439_808
-    mem = scale.training_memory(n, precision, optimizer)
+    mem = model_costs.training_memory(n, precision, optimizer)
     assert mem.total == bytes_per_param * n
     assert mem.as_gib()["total"] == pytest.approx(bytes_per_param * n / 2**30)
 
 
 def test_unknown_precision_or_optimizer_names_the_choices():
     with pytest.raises(ValueError, match="bf16"):
-        scale.training_memory(10, "fp8")
+        model_costs.training_memory(10, "fp8")
     with pytest.raises(ValueError, match="adamw"):
-        scale.training_memory(10, optimizer="lion")
+        model_costs.training_memory(10, optimizer="lion")
 
 
 def test_compute_and_data_rules_of_thumb():
-    assert scale.training_flops(1e9, 2e10) == 1.2e20
-    assert scale.chinchilla_tokens(70e9) == 1.4e12  # Chinchilla: 70B parameters, 1.4T tokens
-    days = scale.training_days(1e9, 2e10, flops_per_second=1e15, utilisation=0.5)
+    assert model_costs.training_flops(1e9, 2e10) == 1.2e20
+    assert model_costs.chinchilla_tokens(70e9) == 1.4e12  # Chinchilla: 70B parameters, 1.4T tokens
+    days = model_costs.training_days(1e9, 2e10, flops_per_second=1e15, utilisation=0.5)
     assert days == pytest.approx(1.2e20 / 5e14 / 86400)
     with pytest.raises(ValueError, match="fraction"):
-        scale.training_days(1, 1, 1, utilisation=0)
+        model_costs.training_days(1, 1, 1, utilisation=0)
 
 
 def test_fused_attention_removes_the_quadratic_activation_term():
     args = dict(n_layer=12, d_model=768, n_head=12, seq_len=1024, batch_size=8)
-    plain, fused = scale.activation_bytes(**args, fused_attention=False), scale.activation_bytes(**args)
+    plain, fused = (
+        model_costs.activation_bytes(**args, fused_attention=False),
+        model_costs.activation_bytes(**args),
+    )
     assert plain - fused == 12 * 5 * 12 * 1024**2 * 8
 
 
 def test_measured_matmul_rate_is_plausible():
-    rate = scale.measure_matmul_flops("cpu", n=256, repeats=3)
+    rate = model_costs.measure_matmul_flops("cpu", n=256, repeats=3)
     assert 1e7 < rate < 1e14  # between a very old CPU and a very large one

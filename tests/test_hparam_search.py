@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from trainer_helpers import TinyRegressor, params_of, regression_dataset  # noqa: E402
 
-from course_lib.tuning import (  # noqa: E402
+from course_lib.hparam_search import (  # noqa: E402
     best_result,
     grid_search,
     lr_range_test,

@@ -12,7 +12,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # MiniLM loads from its package folder, never a hub
 
-from course_lib.search import (  # noqa: E402
+from course_lib.semantic_search import (  # noqa: E402
     SemanticIndex,
     mean_reciprocal_rank,
     ranks_from_scores,

@@ -1,19 +1,13 @@
-"""Chapter 5: the course's models put to work, as plain functions, and the trained models later notebooks use.
+"""Chapter 5's ready-made classifiers: trained once with a fixed recipe, then loaded from the cache.
 
-Read top to bottom:
+Each is kept in the cache as a deployment bundle (:mod:`course_lib.deploy`), so the compression and
+deployment notebooks start from the models the classifier notebook built:
 
-1. Generation -- :func:`generate_text` (prompt in, continuation out, reproducible by seed) and two
-   measures of a set of samples: :func:`distinct_n` (how varied) and :func:`continuation_nll` (how
-   likely the model itself finds them).
-2. Ready-made classifiers, each trained once with a fixed recipe and kept in the cache as a deployment
-   bundle (:mod:`course_lib.deploy`), so the compression and deployment notebooks start from the
-   models the application notebook built:
-
-   - :func:`digit_cnn` -- chapter 3's ``DigitCNN`` with chapter 3's recipe, on the split of
-     :func:`digit_data`;
-   - :func:`bbc_topic_classifier` -- all-MiniLM-L6-v2 with a linear head on BBC News topics
-     (:class:`~course_lib.heads.EncoderClassifier`); the steps are :func:`bbc_topic_data`,
-     :func:`bbc_body_features` and :func:`train_topic_head`, which notebook 5.2 runs one by one.
+- :func:`digit_cnn` -- chapter 3's ``DigitCNN`` with chapter 3's recipe, on the split of
+  :func:`digit_data`;
+- :func:`bbc_topic_classifier` -- all-MiniLM-L6-v2 with a linear head on BBC News topics
+  (:class:`~course_lib.heads.EncoderClassifier`); the steps are :func:`bbc_topic_data`,
+  :func:`bbc_body_features` and :func:`train_topic_head`, which notebook 5.2 runs one by one.
 
 Fast mode (``COURSE_FAST=1``) uses tiny recipes; the mode is part of each cache folder's name.
 """
@@ -31,95 +25,11 @@ import torch
 import torch.nn as nn
 
 from course_lib.env import cache_dir, fast_mode
-from course_lib.tokenizers import ENDOFTEXT, printable
 
 APPS_VERSION = 1  # bump when a recipe below changes what it produces: old cache folders are then ignored
 
 # ----------------------------------------------------------------------------------------------------
-# 1. Generation
-
-
-def _end_of_text_id(tokenizer: Any) -> int | None:
-    try:
-        return tokenizer.token_to_id(ENDOFTEXT)
-    except (KeyError, ValueError):
-        return None
-
-
-@torch.no_grad()
-def generate_text(
-    model: nn.Module,
-    tokenizer: Any,
-    prompt: str,
-    max_new_tokens: int = 60,
-    temperature: float = 0.8,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int = 0,
-) -> str:
-    """The continuation of ``prompt`` that ``model`` (a :class:`course_lib.gpt.GPT`) samples; the prompt
-    itself is not repeated.
-
-    Sampling is :meth:`GPT.generate` (``temperature=0`` is greedy; ``top_k`` / ``top_p`` of None keep
-    every token) with a generator seeded by ``seed``, so the same settings give the same text. When the
-    tokenizer has ``<|endoftext|>`` the text stops there. Control characters are hidden
-    (:func:`course_lib.tokenizers.printable`).
-    """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-    ids = tokenizer.encode(prompt)
-    if not ids:
-        raise ValueError("the prompt is empty; type at least one character for the model to continue")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    device = next(model.parameters()).device
-    idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    eos = _end_of_text_id(tokenizer)
-    out = model.generate(idx, max_new_tokens, temperature, top_k, top_p, eos_id=eos, generator=generator)
-    new = out[0, len(ids) :].tolist()
-    if eos is not None and eos in new:
-        new = new[: new.index(eos)]
-    text = tokenizer.decode(ids + new)  # decoded together, so a character split across the seam survives
-    prefix = tokenizer.decode(ids)
-    return printable(text[len(prefix) :] if text.startswith(prefix) else tokenizer.decode(new))
-
-
-def distinct_n(sequences: Sequence[Sequence[int]], n: int = 2) -> float:
-    """Distinct-n: the number of different n-grams over the total number of n-grams, pooled over all
-    ``sequences`` (token-id lists). 1.0 = no n-gram repeats; a model stuck in a loop scores near 0."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    grams = [tuple(s[i : i + n]) for s in sequences for i in range(len(s) - n + 1)]
-    if not grams:
-        raise ValueError(f"no sequence has {n} tokens, so there are no {n}-grams to count")
-    return len(set(grams)) / len(grams)
-
-
-@torch.no_grad()
-def continuation_nll(model: nn.Module, idx: torch.Tensor, n_prompt: int) -> float:
-    """Mean negative log-likelihood per token (nats) that ``model``, at temperature 1, gives the tokens of
-    ``idx`` (B, T) from position ``n_prompt`` on, each predicted from everything before it."""
-    if idx.dim() != 2 or not 1 <= n_prompt < idx.size(1):
-        raise ValueError(
-            f"idx must be (B, T) with 1 <= n_prompt < T, got shape {tuple(idx.shape)} and n_prompt={n_prompt}"
-        )
-    if idx.size(1) - 1 > model.config.block_size:
-        raise ValueError(
-            f"{idx.size(1)} tokens do not fit the model's window of {model.config.block_size} + 1; "
-            "use a shorter prompt or fewer new tokens"
-        )
-    was_training = model.training
-    model.eval()
-    targets = idx[:, 1:].clone()  # (B, T-1): position t predicts token t + 1
-    targets[:, : n_prompt - 1] = -100  # the prompt's own tokens are not scored
-    _, loss = model(idx[:, :-1], targets)
-    model.train(was_training)
-    return float(loss)
-
-
-# ----------------------------------------------------------------------------------------------------
-# 2. Ready-made classifiers, kept in the cache as deployment bundles
+# Ready-made classifiers, kept in the cache as deployment bundles
 
 
 def _mode(fast: bool | None) -> str:
@@ -149,7 +59,7 @@ def _bundle_or_none(path: Path, device: torch.device | str | None) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2a. Chapter 3's CNN on the digits, as a ready-made classifier
+# 1. Chapter 3's CNN on the digits, as a ready-made classifier
 
 DIGIT_LABELS = tuple(str(d) for d in range(10))
 DIGIT_CNN_KWARGS = {"image_size": 8, "n_classes": 10, "channels": [32, 64], "dropout": 0.25}
@@ -171,8 +81,8 @@ def digit_cnn(fast: bool | None = None, device: torch.device | str | None = "cpu
     Loaded from ``<cache>/apps/`` when it is there, trained (about half a minute on a CPU) and saved
     there first when it is not.
     """
-    from course_lib.classic import DigitCNN
     from course_lib.deploy import load_for_inference, save_for_inference
+    from course_lib.mlp_cnn import DigitCNN
     from course_lib.training_basics import fit_classifier
 
     path = bundle_dir("digit-cnn", fast)
@@ -198,7 +108,7 @@ def digit_cnn(fast: bool | None = None, device: torch.device | str | None = "cpu
 
 
 # ----------------------------------------------------------------------------------------------------
-# 2b. MiniLM + a linear head on BBC News topics
+# 2. MiniLM + a linear head on BBC News topics
 
 
 @dataclass(frozen=True)
@@ -315,10 +225,7 @@ __all__ = [
     "bbc_topic_classifier",
     "bbc_topic_data",
     "bundle_dir",
-    "continuation_nll",
     "digit_cnn",
     "digit_data",
-    "distinct_n",
-    "generate_text",
     "topic_recipe",
 ]

@@ -21,7 +21,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from course_lib.distributed import DistInfo
-from course_lib.trainer import TrainConfig, default_loss, make_batches, move_to_device, param_groups
+from course_lib.env import move_to_device
+from course_lib.trainer import TrainConfig, default_loss, make_batches, param_groups
 
 # ----------------------------------------------------------------------------------------------------
 # grid search
