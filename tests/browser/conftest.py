@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -122,6 +123,25 @@ class Watch:
         page.on("requestfailed", self._on_failed)
         page.on("response", lambda r: r.status >= 400 and self.http_errors.append(f"{r.status} {r.url}"))
         page.on("request", self._on_request)
+        self._in_flight: set[object] = set()
+        self._last_activity = time.monotonic()
+        page.on("request", lambda r: self._activity(r, True))
+        page.on("requestfinished", lambda r: self._activity(r, False))
+        page.on("requestfailed", lambda r: self._activity(r, False))
+
+    def _activity(self, request, started: bool) -> None:
+        (self._in_flight.add if started else self._in_flight.discard)(request)
+        self._last_activity = time.monotonic()
+
+    def settle(self, page, timeout_ms: float, quiet_ms: float = 500) -> None:
+        """Wait until the page has had no request in flight for ``quiet_ms``. (Chromium's own
+        "networkidle" never comes on some pages whose widgets show images through blob: URLs.)"""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while self._in_flight or time.monotonic() - self._last_activity < quiet_ms / 1000:
+            if time.monotonic() > deadline:
+                pending = sorted(r.url for r in self._in_flight)[:5]
+                raise TimeoutError(f"requests still in flight after {timeout_ms / 1000:.0f} s: {pending}")
+            page.wait_for_timeout(100)
 
     def _on_request(self, request) -> None:
         """Note a request to another host (the browser's resolver fails it: see CHROMIUM_ARGS)."""

@@ -254,7 +254,7 @@ def test_page_loads_cleanly_offline(index, page, site, context, watch, screensho
         tab.goto(f"{site}/{page}.html", wait_until="load", timeout=NAV_TIMEOUT_MS)
         broken_images = tab.evaluate(WAIT_FOR_IMAGES)
         math = tab.evaluate(TYPESET_MATH)
-        tab.wait_for_load_state("networkidle", timeout=NAV_TIMEOUT_MS)
+        seen.settle(tab, NAV_TIMEOUT_MS)
         prose = tab.evaluate(VISIBLE_PROSE)
         body_text = tab.inner_text("body")
         screenshot(tab, f"site-{WIDTHS['desktop']}-{index:02d}-{page.replace('/', '-')}", full_page=True)
@@ -338,7 +338,7 @@ def test_the_whole_page_reads_well(index, page, width, site, context, phone_cont
         tab.goto(f"{site}/{page}.html", wait_until="load", timeout=NAV_TIMEOUT_MS)
         broken_images = tab.evaluate(WAIT_FOR_IMAGES)
         tab.evaluate(TYPESET_MATH)
-        tab.wait_for_load_state("networkidle", timeout=2 * NAV_TIMEOUT_MS)  # a phone's pages: slower here
+        seen.settle(tab, 2 * NAV_TIMEOUT_MS)  # a phone's pages: slower here
         if width != "desktop":  # the desktop's full-page picture is taken by the test above
             screenshot(tab, f"site-{WIDTHS[width]}-{index:02d}-{page.replace('/', '-')}", full_page=True)
         text = tab.evaluate(READER_TEXT)
