@@ -66,6 +66,9 @@ def toc_pages(toc: Path) -> list[str]:
         for entry in entries:
             if "file" in entry:
                 pages.append(entry["file"])
+            if "glob" in entry:  # generated pages (the Solutions part), as the build finds them
+                found = sorted(toc.parent.glob(entry["glob"] + ".md"))
+                pages.extend(str(p.relative_to(toc.parent).with_suffix("")) for p in found)
             for key in ("sections", "chapters", "parts"):
                 walk(entry.get(key, []))
 
