@@ -4,7 +4,8 @@ One module per idea; notebooks import from here. The modules by layer, the lower
 (``help(course_lib.<module>)`` opens one):
 
 Where it runs
-    env              device choice, moving batches to it, seeding, fast mode, the cache directory
+    env              device choice, moving batches to it, seeding, fast mode, the cache directory and
+                     how a path in it is shown (display_path)
     distributed      what torchrun sets up for data-parallel training
 
 Data
@@ -50,6 +51,7 @@ Applications
     deploy           saved bundles, exported graphs, throughput, predictions
 
 Course helpers
+    display          tables a cell shows: Markdown text for print, an HTML table on screen
     plots            the course's figure style and shared figures
     training_plots   loss curves, optimizer paths, confusion matrices
     widgets          interactive explorers for the notebooks
@@ -57,8 +59,16 @@ Course helpers
     cli              ``python -m course_lib pretrain|finetune|generate|predict|chat|serve``
 """
 
-from course_lib.env import cache_dir, choose_device, fast_mode, get_device, pick, seed_everything
+from course_lib.env import (
+    cache_dir,
+    choose_device,
+    display_path,
+    fast_mode,
+    get_device,
+    pick,
+    seed_everything,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["cache_dir", "choose_device", "fast_mode", "get_device", "pick", "seed_everything"]
+__all__ = ["cache_dir", "choose_device", "display_path", "fast_mode", "get_device", "pick", "seed_everything"]

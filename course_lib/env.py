@@ -105,13 +105,27 @@ def seed_everything(seed: int = 1337) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def cache_root() -> Path:
+    """The cache folder: ``COURSE_CACHE`` or ``~/.cache/course_lib`` (not created here)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "course_lib").expanduser()
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a reader should see it: ``<cache>/...`` inside the cache, relative to the working
+    folder inside it, else unchanged -- so printed outputs never show this machine's home folder."""
+    path = Path(path).expanduser().resolve()
+    for root, label in ((cache_root(), "<cache>"), (Path.cwd(), ".")):
+        if path.is_relative_to(root.resolve()):
+            return Path(label, path.relative_to(root.resolve())).as_posix()
+    return str(path)
+
+
 def cache_dir(*parts: str) -> Path:
     """The directory for artefacts (checkpoints, tokenizers, token caches), created on demand.
 
     Defaults to ``~/.cache/course_lib`` so nothing large lands in the repository;
     ``COURSE_CACHE`` overrides it. Extra ``parts`` name a subdirectory.
     """
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "course_lib").expanduser()
-    path = root.joinpath(*parts)
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

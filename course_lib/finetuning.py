@@ -3,7 +3,7 @@
     clf = GPTClassifier(gpt, n_classes=5)
     prepare_for_finetuning(clf, "lora", lora_r=8)          # freeze / unfreeze / wrap, by mode
     result = finetune_classifier(clf, "LoRA r=8", train_loader, val_loader, test_loader, train_config)
-    print(results_table([result, ...]))                    # accuracy, macro-F1, parameters, time, memory
+    results_table([result, ...]).show()                      # accuracy, macro-F1, parameters, time, memory
 
 The four modes, from cheapest to most expensive:
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from course_lib.display import Table
 from course_lib.env import move_to_device
 from course_lib.heads import freeze, unfreeze, unfreeze_last_blocks
 from course_lib.layers import num_parameters
@@ -237,8 +238,8 @@ def finetune_classifier(
     )
 
 
-def results_table(rows: Sequence[FinetuneResult | dict[str, Any]]) -> str:
-    """A plain-text table, one line per result (dicts are rows already, e.g. a baseline's)."""
+def results_table(rows: Sequence[FinetuneResult | dict[str, Any]]) -> Table:
+    """A table, one line per result (dicts are rows already, e.g. a baseline's); ``.show()`` displays it."""
     return format_table([r.row() if isinstance(r, FinetuneResult) else r for r in rows])
 
 

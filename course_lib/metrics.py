@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from course_lib.display import format_table  # tables of metrics: Markdown text that displays as HTML
 
 AVERAGES = (None, "macro", "weighted", "micro")
 
@@ -230,17 +232,6 @@ def rouge_l(candidate: str, reference: str) -> float:
         return 0.0
     precision, recall = lcs / len(c), lcs / len(r)
     return 2 * precision * recall / (precision + recall)
-
-
-def format_table(rows: Sequence[Mapping[str, Any]], floatfmt: str = ".3g") -> str:
-    """Rows of equal keys -> a Markdown table (numbers formatted with ``floatfmt``)."""
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    cell = lambda v: format(v, floatfmt) if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---:|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 __all__ = [

@@ -24,6 +24,9 @@ PIPELINE_STAGES = (
 )
 
 
+MAX_FIGURE_WIDTH = 10.0  # inches: a wider figure is shrunk past legibility in the book's text column
+
+
 def use_course_style() -> None:
     """One look for every figure of the course."""
     plt.rcParams.update(
@@ -40,54 +43,56 @@ def use_course_style() -> None:
     )
 
 
-def pipeline_diagram(stages: Sequence[tuple[str, str]] = PIPELINE_STAGES, loop_back: bool = True) -> Figure:
-    """The development pipeline from data to deployment, with the evaluate-and-iterate loop."""
-    fig, ax = plt.subplots(figsize=(11, 2.8))
-    ax.set_xlim(0, len(stages) * 2)
-    ax.set_ylim(-1.4, 1.05)
+def pipeline_diagram(
+    stages: Sequence[tuple[str, str]] = PIPELINE_STAGES, loop_back: bool = True, per_row: int = 3
+) -> Figure:
+    """The development pipeline from data to deployment, with the evaluate-and-iterate loop.
+
+    The stages run left to right in rows of ``per_row`` (a row of six is unreadable on a phone); an
+    arrow leads from the end of one row to the start of the next."""
+    rows, step = -(-len(stages) // per_row), 2.8  # vertical distance between rows
+    fig, ax = plt.subplots(figsize=(2.6 * per_row, 2.1 * rows + 0.4 * (rows - 1)))
+    ax.set_xlim(0, per_row * 2)
+    ax.set_ylim(-step * (rows - 1) - 0.7, 1.05)
     ax.axis("off")
     centres = []
+    arrow = dict(arrowstyle="-|>", mutation_scale=16)
     for i, (title, detail) in enumerate(stages):
-        x = i * 2 + 0.15
-        ax.add_patch(
-            FancyBboxPatch(
-                (x, -0.55),
-                1.7,
-                1.5,
-                boxstyle="round,pad=0.03",
-                fc=PALETTE[i % len(PALETTE)],
-                alpha=0.15,
-                ec=PALETTE[i % len(PALETTE)],
-                lw=1.5,
-            )
+        row, col = divmod(i, per_row)
+        x, y = col * 2 + 0.15, -step * row
+        colour = PALETTE[i % len(PALETTE)]
+        box = FancyBboxPatch(
+            (x, y - 0.55), 1.7, 1.5, boxstyle="round,pad=0.03", fc=colour, alpha=0.15, ec=colour, lw=1.5
         )
-        ax.text(x + 0.85, 0.62, title, ha="center", va="center", fontsize=11, fontweight="bold")
-        ax.text(x + 0.85, 0.0, detail, ha="center", va="center", fontsize=8.5)
-        centres.append(x + 0.85)
-        if i:
+        ax.add_patch(box)
+        ax.text(x + 0.85, y + 0.62, title, ha="center", va="center", fontsize=12, fontweight="bold")
+        ax.text(x + 0.85, y + 0.0, detail, ha="center", va="center", fontsize=10.5)
+        centres.append((x + 0.85, y))
+        if i and col:  # from the box on the left
+            ax.add_patch(FancyArrowPatch((x - 0.3, y + 0.2), (x - 0.02, y + 0.2), **arrow))
+        elif i:  # from the end of the row above: down, left, down
+            px, py = centres[i - 1]
+            turn = py - 0.6 - 0.3
+            ax.plot([px, px, x + 0.85], [py - 0.6, turn, turn], color="black", lw=1)
+            ax.add_patch(FancyArrowPatch((x + 0.85, turn), (x + 0.85, y + 0.98), **arrow))
+    if loop_back and len(stages) > per_row:
+        (x0, y0), y1 = centres[-2], centres[min(1, per_row - 1)][1]
+        if y0 < y1:  # the loop goes up from evaluation to model choice, beside the row connector
             ax.add_patch(
-                FancyArrowPatch((x - 0.3, 0.2), (x - 0.02, 0.2), arrowstyle="-|>", mutation_scale=14)
+                FancyArrowPatch(
+                    (x0 + 0.45, y0 + 0.98), (x0 + 0.45, y1 - 0.6), ls="--", color="#555555", **arrow
+                )
             )
-    if loop_back and len(stages) >= 4:
-        ax.add_patch(
-            FancyArrowPatch(
-                (centres[-2], -0.6),
-                (centres[1], -0.6),
-                connectionstyle="arc3,rad=-0.1",
-                arrowstyle="-|>",
-                mutation_scale=14,
-                ls="--",
-                color="#555555",
+            ax.text(
+                x0 + 0.6,
+                (y0 + 0.98 + y1 - 1.5) / 2,
+                "not good enough? change data,\nmodel or settings and repeat",
+                ha="left",
+                va="center",
+                fontsize=10,
+                style="italic",
+                color="#444444",
             )
-        )
-        ax.text(
-            (centres[1] + centres[-2]) / 2,
-            -1.2,
-            "not good enough? change data, model or settings and repeat",
-            ha="center",
-            fontsize=8.5,
-            style="italic",
-        )
     fig.tight_layout()
     return fig
 
@@ -205,7 +210,7 @@ def heatmap_grid(
     if vmax is None:
         finite = [m[np.isfinite(m)] for m in mats]
         vmax = max((float(f.max()) for f in finite if f.size), default=1.0)
-    ncols = max(1, min(ncols, len(mats)))
+    ncols = max(1, min(ncols, len(mats), int((MAX_FIGURE_WIDTH - 0.8) // panel_size)))
     nrows = -(-len(mats) // ncols)
     aspect = min(1.0, max(m.shape[0] / m.shape[1] for m in mats))  # wide matrices need shorter rows
     fig, axes = plt.subplots(

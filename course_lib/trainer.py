@@ -60,7 +60,7 @@ from course_lib.distributed import (
     launched_by_torchrun,
     max_replica_difference,
 )
-from course_lib.env import cache_dir, get_device, move_to_device, seed_everything
+from course_lib.env import cache_dir, display_path, get_device, move_to_device, seed_everything
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 CHECKPOINT_FORMAT = "course_lib.trainer/1"
@@ -1007,7 +1007,8 @@ class Trainer:
             self._say("interrupt: the loss or weights were not finite; the last checkpoint is kept as it is")
             return
         self._write(self.state_dict([self._rng_state()]), self.last_path)
-        self._say(f"interrupt: saved step {self.step} to {self.last_path}; continue with resume=True")
+        where = display_path(self.last_path)
+        self._say(f"interrupt: saved step {self.step} to {where}; continue with resume=True")
 
     # ------------------------------------------------------------------ results
 

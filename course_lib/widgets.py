@@ -48,6 +48,19 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+KERNEL_NOTE = (
+    "<div class='course-kernel-note' style='font-size:90%;color:#555'>&#9432; These controls run Python: "
+    "they work in JupyterLab with this notebook's kernel running (<code>make lab</code>, or download the "
+    "page as <code>.ipynb</code>). A static page, such as the course website, shows the first result "
+    "only.</div>"
+)
+
+
+def _kernel_note() -> Any:
+    """The line every panel shows above its controls: where they work and where they do not."""
+    return _ipywidgets().HTML(KERNEL_NOTE)
+
+
 def _error(err: Exception) -> str:
     return f"<span style='{ERROR_STYLE}'>{html.escape(str(err))}</span>"
 
@@ -135,7 +148,9 @@ class AttentionExplorer(_Panel):
         )
         self.status = w.HTML()
         self.image = w.Image(format="png", layout=w.Layout(max_width="640px"))
-        self.widget = w.VBox([self.text, w.HBox([self.layer, self.head]), self.status, self.image])
+        self.widget = w.VBox(
+            [_kernel_note(), self.text, w.HBox([self.layer, self.head]), self.status, self.image]
+        )
 
         self.figure = Figure(figsize=(6.4, 5.8), layout="constrained")
         self.ax = self.figure.add_subplot()
@@ -253,6 +268,7 @@ class GenerationPanel(_Panel):
         self.status = w.HTML()
         self.widget = w.VBox(
             [
+                _kernel_note(),
                 self.prompt,
                 w.HBox([self.temperature, self.max_new_tokens]),
                 w.HBox([self.top_k, self.top_p]),
@@ -377,7 +393,9 @@ class ClassifierPanel(_Panel):
         self.label = w.HTML()
         self.status = w.HTML()
         self.image = w.Image(format="png", layout=w.Layout(max_width="520px"))
-        self.widget = w.VBox([self.text, w.HBox(controls), self.label, self.status, self.image])
+        self.widget = w.VBox(
+            [_kernel_note(), self.text, w.HBox(controls), self.label, self.status, self.image]
+        )
         self.figure = Figure(figsize=(5.2, 0.9 + 0.32 * len(self.labels)), layout="constrained")
         self.ax = self.figure.add_subplot()
         self.text.observe(lambda _: self.classify(), names="value")

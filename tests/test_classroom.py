@@ -389,3 +389,21 @@ def test_teachers_page_gives_the_commands_and_the_course_directory_layout():
         "feedback/",
     ]:
         assert needed in page, f"teachers.md does not mention {needed!r}"
+
+
+def test_solution_pages_hold_every_exercise_and_answer_with_a_label_each(tmp_path):
+    written = classroom.write_solution_pages(tmp_path / "pages")
+    notebooks = classroom.solution_notebooks()
+    assert len(written) == len(notebooks) + 1 and (tmp_path / "pages" / "index.md").exists()
+    for nb_path in notebooks:
+        nb = jupytext.read(nb_path)
+        page = (tmp_path / "pages" / nb_path.parent.name / f"{nb_path.stem}.md").read_text()
+        assert f"../../chapters/{nb_path.parent.name}/{nb_path.stem}.ipynb" in page  # links back
+        assert "BEGIN SOLUTION" not in page and "END SOLUTION" not in page
+        for role in (classroom.EXERCISE_TAG, classroom.ANSWER_TAG):
+            cells = [c for c in nb.cells if role in c.metadata.get("tags", [])]
+            for k, cell in enumerate(cells, start=1):
+                assert f"({classroom.solution_label(nb_path, role, k)})=" in page, (nb_path.name, role, k)
+                solution = "\n".join(classroom.solution_lines(cell.source)).strip()
+                assert solution.splitlines()[0] in page, (nb_path.name, role, k)
+            assert f"({classroom.solution_label(nb_path, role, len(cells) + 1)})=" not in page

@@ -88,6 +88,8 @@ def test_controls_match_the_model_and_are_in_the_displayed_box(explorer, minilm)
     for control in (explorer.text, explorer.layer, explorer.head, explorer.image, explorer.status):
         assert any(c is control for c in shown), f"{control!r} is not inside explorer.widget"
     assert "application/vnd.jupyter.widget-view+json" in explorer._repr_mimebundle_()
+    note = explorer.widget.children[0]  # a static page (the website) cannot run the controls: say so
+    assert "course-kernel-note" in note.value and "make lab" in note.value and "website" in note.value
 
 
 def test_the_first_drawing_is_the_chosen_layer_and_head(explorer, minilm):
@@ -227,6 +229,7 @@ def test_generation_panel_shows_what_generate_text_gives_for_its_settings(tiny_g
     assert panel.continuation == expected  # generated once on construction
     assert "<b>the cat</b>" in panel.output.value and html.escape(expected) in panel.output.value
     assert "temperature 0.9, top-k 5, top-p off, seed 4" in panel.status.value
+    assert "course-kernel-note" in panel.widget.children[0].value
 
 
 def test_generation_panel_button_reruns_with_the_controls(tiny_gpt):
@@ -277,6 +280,7 @@ def drawn_bars(panel) -> list[float]:
 
 def test_classifier_panel_shows_the_label_and_one_bar_per_probability():
     panel = classifier_panel(keyword_classifier, LABELS, text="the cat and the dog", title="topics")
+    assert "course-kernel-note" in panel.widget.children[0].value
     expected = keyword_classifier(["the cat and the dog"])[0].double().numpy()
     np.testing.assert_allclose(panel.probs, expected, rtol=1e-6)
     np.testing.assert_allclose(drawn_bars(panel), expected, rtol=1e-6)

@@ -22,6 +22,7 @@ Commands (``python tools/classroom.py ...``):
     check                        exit 1 when a learner notebook or the rubric is stale
     rubric                       print the grading rubric (markdown)
     nbgrader-source COURSE_DIR   lay out COURSE_DIR/source/<chapter>/*.ipynb and nbgrader_config.py
+    solution-pages               write the website's Solutions part (solutions_book/, not committed)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 CHAPTERS = ROOT / "chapters"
 TEACHERS_PAGE = ROOT / "teachers.md"
+SOLUTION_PAGES = ROOT / "solutions_book"  # the website's Solutions part, generated at each book build
 
 # How the course writes the markers; nbgrader (and this module) match any line containing
 # BEGIN_MARK / END_MARK, so the two always cut the same lines.
@@ -334,6 +336,93 @@ def stale_learner_notebooks() -> list[Path]:
     return stale
 
 
+# -------------------------------------------------------------------------------- solution pages
+
+
+def solution_label(solution_ipynb: Path, role: str, k: int) -> str:
+    """The book-wide label of the ``k``-th (1-based) ``role`` ("exercise" or "answer") on the solution
+    page of a notebook; the website links each exercise of the chapter page to it."""
+    chapter, name = solution_ipynb.relative_to(SOLUTIONS).parts[0], solution_ipynb.stem
+    return f"solution-{chapter}-{name}-{role}-{k}".lower().replace("_", "-")
+
+
+def _title(nb: Any, default: str) -> str:
+    for cell in nb.cells:
+        m = re.search(r"^#\s+(.+?)\s*$", cell.source, re.M) if cell.cell_type == "markdown" else None
+        if m:
+            return m.group(1)
+    return default
+
+
+def solution_page(solution_ipynb: Path) -> str:
+    """The Markdown page of one notebook's solutions: every exercise's code and every model answer."""
+    import jupytext
+
+    nb = jupytext.read(solution_ipynb)
+    title = _title(nb, solution_ipynb.stem)
+    chapter = solution_ipynb.relative_to(SOLUTIONS).parts[0]
+    page = f"../../chapters/{chapter}/{solution_ipynb.stem}.ipynb"
+    lines = [
+        f"# Solutions · {title}",
+        "",
+        f"The worked solutions of the exercises in [{title}]({page}). Try each exercise and run its check "
+        "first: the check's message says which case fails, which teaches more than reading the answer.",
+        "",
+    ]
+    counts = {EXERCISE_TAG: 0, ANSWER_TAG: 0}
+    for i, cell in enumerate(nb.cells):
+        role = cell_role(cell, f"{solution_ipynb.name} cell {i}")
+        if role not in counts:
+            continue
+        counts[role] += 1
+        k, heading = counts[role], _heading_before(nb.cells, i) or title
+        body = "\n".join(line for line in cell.source.split("\n") if not _has_markers(line)).strip()
+        lines += [f"({solution_label(solution_ipynb, role, k)})=", ""]
+        if role == EXERCISE_TAG:
+            name = _defined_name(cell.source)
+            lines += [
+                f"## {heading}" if heading.lower().startswith("exercise") else f"## Exercise {k} · {heading}",
+                "",
+            ]
+            lines += [f"The solution{f' (`{name}`)' if name else ''}:", "", "```python", body, "```", ""]
+        else:
+            lines += [f"## Written answer {k} · {heading}", "", "A model answer:", ""]
+            lines += [f"> {line}" if line else ">" for line in body.split("\n")] + [""]
+    if not any(counts.values()):
+        lines += ["This notebook has no exercises.", ""]
+    lines += [f"[Back to the chapter]({page})", ""]
+    return "\n".join(lines)
+
+
+def write_solution_pages(out: Path = SOLUTION_PAGES) -> list[Path]:
+    """Write ``out/index.md`` and ``out/<chapter>/<name>.md`` for every solution notebook (stale pages
+    removed); ``_toc.yml``'s Solutions part lists them. Returns the pages written."""
+    import jupytext
+
+    notebooks = solution_notebooks()
+    if out.exists():
+        shutil.rmtree(out)
+    written = [out / "index.md"]
+    index = [
+        "# Solutions",
+        "",
+        "Worked solutions of every exercise, one page per notebook. Each exercise on a chapter page links "
+        "to its solution here; each solution page links back.",
+        "",
+    ]
+    for nb_path in notebooks:
+        chapter = nb_path.relative_to(SOLUTIONS).parts[0]
+        dst = out / chapter / f"{nb_path.stem}.md"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(solution_page(nb_path), encoding="utf-8")
+        written.append(dst)
+        title = _title(jupytext.read(nb_path), nb_path.stem)
+        index.append(f"- [{title}]({chapter}/{nb_path.stem}.md)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index.md").write_text("\n".join(index) + "\n", encoding="utf-8")
+    return written
+
+
 # ------------------------------------------------------------------------------------------ rubric
 
 
@@ -598,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("generate", help="regenerate learner notebooks and the rubric from the solution notebooks")
     sub.add_parser("check", help="fail when a learner notebook or the rubric in teachers.md is stale")
     sub.add_parser("rubric", help="print the grading rubric")
+    sub.add_parser("solution-pages", help="write the website's Solutions part into solutions_book/")
     s = sub.add_parser("nbgrader-source", help="lay out an nbgrader course directory from the solutions")
     s.add_argument("course_dir", type=Path, help="the nbgrader course directory (created if missing)")
     s.add_argument("chapters", nargs="*", help="chapter folders to include (default: all)")
@@ -630,6 +720,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if stale else 0
     elif args.cmd == "rubric":
         print(rubric_markdown(), end="")
+    elif args.cmd == "solution-pages":
+        for p in write_solution_pages():
+            print(p.relative_to(ROOT))
     else:
         try:
             written = write_nbgrader_source(args.course_dir, args.chapters)

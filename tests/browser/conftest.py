@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ SCREENSHOTS = ROOT / "_build" / "screenshots"
 REQUIRED_ENV = "COURSE_BROWSER_TESTS"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE_VIEWPORT = {"width": 390, "height": 844}  # a common phone, in CSS pixels
 
 # Headless flags that work as root in a container and keep Chromium from phoning home.
 CHROMIUM_ARGS = [
@@ -30,6 +32,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # Offline by construction: any host but this machine fails to resolve at once. (Intercepting requests
+    # with page.route instead stalls the blob: URLs that widget images use, and the page never idles.)
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
 
 _saved: list[Path] = []
@@ -73,16 +78,30 @@ def context(browser) -> Iterator[object]:
     ctx.close()
 
 
+@pytest.fixture(scope="module")
+def phone_context(browser) -> Iterator[object]:
+    """A browser context the size of a phone (390 CSS px wide, touch, mobile layout)."""
+    ctx = browser.new_context(viewport=PHONE_VIEWPORT, is_mobile=True, has_touch=True)
+    yield ctx
+    ctx.close()
+
+
 @pytest.fixture(scope="session")
 def screenshot() -> Iterator[object]:
-    """``screenshot(page_or_element, name)`` saves ``_build/screenshots/<name>.png`` and returns its path."""
+    """``screenshot(page_or_element, name)`` saves ``_build/screenshots/<name>.png`` and returns its path;
+    ``full_page=True`` (pages only) saves the whole page, top to bottom, as ``<name>.jpg``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for old in SCREENSHOTS.glob("*.png"):  # only this run's pictures, so none is mistaken for new
+    for old in [*SCREENSHOTS.glob("*.png"), *SCREENSHOTS.glob("*.jpg")]:  # only this run's pictures
         old.unlink()
 
-    def save(target, name: str) -> Path:
-        path = SCREENSHOTS / (re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") + ".png")
-        target.screenshot(path=str(path))
+    def save(target, name: str, full_page: bool = False) -> Path:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+        if full_page:
+            path = SCREENSHOTS / (stem + ".jpg")
+            target.screenshot(path=str(path), full_page=True, type="jpeg", quality=70, scale="css")
+        else:
+            path = SCREENSHOTS / (stem + ".png")
+            target.screenshot(path=str(path))
         _saved.append(path)
         return path
 
@@ -91,7 +110,7 @@ def screenshot() -> Iterator[object]:
 
 class Watch:
     """Everything a page did wrong while loading: console errors, uncaught exceptions, failed or
-    refused requests, HTTP errors, and any request that tried to leave the machine (it is aborted)."""
+    refused requests, HTTP errors, and any request that tried to leave the machine (it fails)."""
 
     def __init__(self, page) -> None:
         self.console_errors: list[str] = []
@@ -103,16 +122,32 @@ class Watch:
         page.on("pageerror", lambda e: self.page_errors.append(str(e)))
         page.on("requestfailed", self._on_failed)
         page.on("response", lambda r: r.status >= 400 and self.http_errors.append(f"{r.status} {r.url}"))
-        page.route("**/*", self._route)
+        page.on("request", self._on_request)
+        self._in_flight: set[object] = set()
+        self._last_activity = time.monotonic()
+        page.on("request", lambda r: self._activity(r, True))
+        page.on("requestfinished", lambda r: self._activity(r, False))
+        page.on("requestfailed", lambda r: self._activity(r, False))
 
-    def _route(self, route) -> None:
-        url = route.request.url
-        parts = urlsplit(url)
+    def _activity(self, request, started: bool) -> None:
+        (self._in_flight.add if started else self._in_flight.discard)(request)
+        self._last_activity = time.monotonic()
+
+    def settle(self, page, timeout_ms: float, quiet_ms: float = 500) -> None:
+        """Wait until the page has had no request in flight for ``quiet_ms``. (Chromium's own
+        "networkidle" never comes on some pages whose widgets show images through blob: URLs.)"""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while self._in_flight or time.monotonic() - self._last_activity < quiet_ms / 1000:
+            if time.monotonic() > deadline:
+                pending = sorted(r.url for r in self._in_flight)[:5]
+                raise TimeoutError(f"requests still in flight after {timeout_ms / 1000:.0f} s: {pending}")
+            page.wait_for_timeout(100)
+
+    def _on_request(self, request) -> None:
+        """Note a request to another host (the browser's resolver fails it: see CHROMIUM_ARGS)."""
+        parts = urlsplit(request.url)
         if parts.scheme in {"http", "https", "ws", "wss"} and parts.hostname not in LOOPBACK_HOSTS:
-            self.external_requests.append(url)
-            route.abort("blockedbyclient")
-        else:
-            route.continue_()
+            self.external_requests.append(request.url)
 
     def _on_failed(self, request) -> None:
         if request.url not in self.external_requests:  # those are reported on their own

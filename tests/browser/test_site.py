@@ -1,13 +1,20 @@
-"""The built website in a real browser: every page in _toc.yml loads cleanly and offline.
+"""The built website in a real browser: every page in _toc.yml loads cleanly, offline, and reads like a
+book on a desktop (1280 px) and on a phone (390 px).
 
 The site in _build/html (`make book`) is served on loopback and opened in headless Chromium. For each
 page: no console error, no failed request, no request to another host (a CDN), no broken image, maths
 typeset by the local MathJax, no "Traceback", every link inside the site reaches a page and an anchor
 that exist. A notebook page shows the outputs its notebook stores (as many output cells and figures,
 at least as many tables), offers the same .ipynb through the theme's download button, and, if it stores
-widget state, shows its widgets through the local ipywidgets HTML manager. Search and the bilingual
-glossary are checked on their own. Screenshots go to _build/screenshots/: site-NN-<page>.png (top of the
-page), -figure.png (its first figure) and -widget.png (its last widget box).
+widget state, shows its widgets through the local ipywidgets HTML manager and the note that their
+controls need a kernel. Every exercise links to its solution.
+
+The whole page, not its first screen, at both widths: no Markdown table shown as text (pipes), no
+`NBVAL` marker, no absolute path of the build machine, nothing wider than the window, no output or code
+cut off by a box that cannot scroll, every figure at a legible size. The page weight: the site on disk,
+and the bytes each page loads (see BUDGET_*). Screenshots go to _build/screenshots/:
+site-<width>-NN-<page>.jpg (the whole page), site-NN-<page>-figure.png (its first figure) and
+-widget.png (its last widget box).
 """
 
 from __future__ import annotations
@@ -35,6 +42,19 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost"}
 MIN_GLOSSARY_TERMS = 40  # the issue asks for about forty bilingual terms
 CJK = re.compile(r"[\u4e00-\u9fff]")
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+WIDTHS = {"desktop": 1280, "phone": 390}
+# Page weight: what the reader downloads (issue 20: 46 MB, 3.7 MB for the text-only intro, 7.9 MB per
+# widget page before). Bytes as served (this test server does not compress; a real one would, so these
+# are upper bounds).
+BUDGET_SITE_MB = 20.0
+BUDGET_TEXT_PAGE_MB = 1.5  # a page without figures or widgets
+BUDGET_PAGE_MB = 5.0  # any page, widget pages included
+LEGIBLE_PX = (
+    600  # a figure is shown at least this wide (or at its own size if smaller): on a phone it scrolls
+)
+MACHINE_PATH = re.compile(r"(?<![\w.~<>])/(?:root|home|work|tmp|Users)/[\w.-]+")
+# A Markdown table shown as text: a row of cells, or its |---:| line (typography may turn --- into a dash).
+RAW_TABLE = re.compile(r"^\s*\|.*\|.*\|\s*$|\|\s*:?[-\u2013\u2014]{1,}:?\s*\|", re.M)
 
 
 def toc_pages(toc: Path) -> list[str]:
@@ -46,6 +66,9 @@ def toc_pages(toc: Path) -> list[str]:
         for entry in entries:
             if "file" in entry:
                 pages.append(entry["file"])
+            if "glob" in entry:  # generated pages (the Solutions part), as the build finds them
+                found = sorted(toc.parent.glob(entry["glob"] + ".md"))
+                pages.extend(str(p.relative_to(toc.parent).with_suffix("")) for p in found)
             for key in ("sections", "chapters", "parts"):
                 walk(entry.get(key, []))
 
@@ -148,6 +171,57 @@ VISIBLE_PROSE = """() => {
 }"""
 
 LINKS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+
+# Text a reader sees, code cells' input left out (code may hold pipes; outputs may not).
+READER_TEXT = """() => {
+    const root = document.querySelector('main') || document.body;
+    const copy = root.cloneNode(true);
+    copy.querySelectorAll('.cell_input, div[class*="highlight-python"], div[class*="highlight-ipython"], '
+                          + 'script, style').forEach(el => el.remove());
+    document.body.appendChild(copy);  // innerText needs a rendered element
+    copy.style.position = 'absolute'; copy.style.left = '-99999px';
+    const text = copy.innerText;
+    copy.remove();
+    return text;
+}"""
+
+# Layout problems of the whole page at the current width. Elements that can scroll sideways are fine.
+LAYOUT = r"""(legible) => {
+    const problems = {page: null, clipped: [], small_figures: []};
+    const doc = document.documentElement;
+    if (doc.scrollWidth > window.innerWidth + 1)
+        problems.page = `the page is ${doc.scrollWidth} px wide in a ${window.innerWidth} px window`;
+    const describe = el => el.tagName.toLowerCase() + '.' + String(el.className || '').split(' ')[0]
+        + ' "' + (el.innerText || el.alt || el.src || '').slice(0, 60).replace(/\s+/g, ' ') + '"';
+    const boxes = document.querySelectorAll(['main pre', 'main .cell_output img', 'main .cell_output table',
+        'main .jupyter-widgets', 'main mjx-container[display="true"] > mjx-math'].join(', '));
+    for (const el of boxes) {
+        if (!el.getClientRects().length) continue;  // not displayed
+        const right = el.getBoundingClientRect().left + el.scrollWidth;
+        for (let a = el; a && a !== doc; a = a.parentElement) {
+            const ox = getComputedStyle(a).overflowX;
+            if (ox === 'auto' || ox === 'scroll') break;  // it scrolls: nothing is lost
+            if (ox === 'hidden' || ox === 'clip') {
+                const box = a.getBoundingClientRect();
+                const inline = getComputedStyle(el).display === 'inline';  // its clientWidth is 0
+                const cut = a === el ? !inline && el.scrollWidth > el.clientWidth + 1 : right > box.right + 1;
+                if (cut) problems.clipped.push(describe(el));
+                break;
+            }
+        }
+    }
+    for (const img of document.querySelectorAll('main .cell_output img:not(.jupyter-widgets img)')) {
+        const shown = img.getBoundingClientRect().width;
+        if (img.naturalWidth && shown + 1 < Math.min(img.naturalWidth, legible))
+            problems.small_figures.push(`${img.naturalWidth} px figure shown ${Math.round(shown)} px wide`);
+    }
+    return problems;
+}"""
+
+# Bytes the page loaded (itself and every resource, cached ones counted too).
+PAGE_BYTES = """() => performance.getEntriesByType('navigation')
+    .concat(performance.getEntriesByType('resource'))
+    .reduce((n, e) => n + (e.encodedBodySize || e.transferSize || 0), 0)"""
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{")
 
 
@@ -183,10 +257,10 @@ def test_page_loads_cleanly_offline(index, page, site, context, watch, screensho
         tab.goto(f"{site}/{page}.html", wait_until="load", timeout=NAV_TIMEOUT_MS)
         broken_images = tab.evaluate(WAIT_FOR_IMAGES)
         math = tab.evaluate(TYPESET_MATH)
-        tab.wait_for_load_state("networkidle", timeout=NAV_TIMEOUT_MS)
+        seen.settle(tab, NAV_TIMEOUT_MS)
         prose = tab.evaluate(VISIBLE_PROSE)
         body_text = tab.inner_text("body")
-        screenshot(tab, screenshot_name(index, page))
+        screenshot(tab, f"site-{WIDTHS['desktop']}-{index:02d}-{page.replace('/', '-')}", full_page=True)
         figures = tab.locator(".cell_output img:not(.jupyter-widgets img)")  # stored figures, not widgets
         if figures.count():
             figures.first.scroll_into_view_if_needed()
@@ -204,6 +278,10 @@ def test_page_loads_cleanly_offline(index, page, site, context, watch, screensho
         assert tab.locator(".cell_output .traceback, .output.traceback").count() == 0, f"{page}: error output"
         broken = check_links(tab, site)
         assert not broken, f"{page}: broken links inside the site: {broken}"
+        loaded_mb = tab.evaluate(PAGE_BYTES) / 1e6
+        has_figures_or_widgets = figures.count() or tab.locator(".jupyter-widgets").count()
+        budget = BUDGET_PAGE_MB if has_figures_or_widgets else BUDGET_TEXT_PAGE_MB
+        assert loaded_mb <= budget, f"{page} loads {loaded_mb:.2f} MB, over its budget of {budget} MB"
 
         if source.suffix == ".ipynb":
             stored = stored_outputs(source)
@@ -222,6 +300,11 @@ def test_page_loads_cleanly_offline(index, page, site, context, watch, screensho
                 notebook = json.loads(response.read())
             assert notebook["cells"] == json.loads(source.read_text())["cells"], (
                 f"{page}: stale .ipynb download"
+            )
+            exercises = tab.locator(".cell.tag_exercise").count()
+            solution_links = tab.locator("p.course-solution-link a").count()
+            assert solution_links == exercises, (
+                f"{page}: {exercises} exercises, {solution_links} solution links"
             )
         if tab.locator("script[type='application/vnd.jupyter.widget-state+json']").count():
             check_widgets(tab, page)
@@ -242,6 +325,60 @@ def check_widgets(tab, page: str) -> None:
         timeout=NAV_TIMEOUT_MS,
     )
     assert "Error displaying widget" not in tab.inner_text("body"), f"{page}: a widget failed to display"
+    boxes = tab.locator(".cell_output .jupyter-widgets.widget-vbox").count()
+    notes = tab.locator(".cell_output .course-kernel-note").count()
+    assert notes >= boxes, f"{page}: {boxes} widget panels but {notes} notes on how to run them live"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", list(WIDTHS))
+@pytest.mark.parametrize("index, page", list(enumerate(PAGES)), ids=PAGES)
+def test_the_whole_page_reads_well(index, page, width, site, context, phone_context, watch, screenshot):
+    """The whole page at a desktop's and a phone's width (issue 20: the first screen hid the problems)."""
+    tab = (context if width == "desktop" else phone_context).new_page()
+    seen = watch(tab)
+    try:
+        tab.goto(f"{site}/{page}.html", wait_until="load", timeout=NAV_TIMEOUT_MS)
+        broken_images = tab.evaluate(WAIT_FOR_IMAGES)
+        tab.evaluate(TYPESET_MATH)
+        seen.settle(tab, 2 * NAV_TIMEOUT_MS)  # a phone's pages: slower here
+        if width != "desktop":  # the desktop's full-page picture is taken by the test above
+            screenshot(tab, f"site-{WIDTHS[width]}-{index:02d}-{page.replace('/', '-')}", full_page=True)
+        text = tab.evaluate(READER_TEXT)
+        everything = tab.inner_text("body")
+        layout = tab.evaluate(LAYOUT, LEGIBLE_PX)
+
+        assert not seen.problems(), f"{page}: " + json.dumps(seen.problems(), indent=1)
+        assert not broken_images, f"{page}: images that did not load: {broken_images}"
+        tables = [m.group(0).strip()[:80] for m in RAW_TABLE.finditer(text)]
+        assert not tables, (
+            f"{page} shows Markdown tables as text (use format_table(...).show()): {tables[:3]}"
+        )
+        assert "NBVAL" not in everything, f"{page} shows an nbval marker (a cell tag does not show)"
+        paths = sorted(set(MACHINE_PATH.findall(everything)))
+        assert not paths, f"{page} shows paths of the build machine (print display_path(p)): {paths[:5]}"
+        assert layout["page"] is None, f"{page} at {WIDTHS[width]} px: {layout['page']}"
+        assert not layout["clipped"], f"{page} at {WIDTHS[width]} px cuts off: {layout['clipped'][:5]}"
+        small = layout["small_figures"][:4]
+        assert not small, f"{page} at {WIDTHS[width]} px shrinks figures below {LEGIBLE_PX} px: {small}"
+    finally:
+        tab.close()
+
+
+def test_the_site_fits_its_budget():
+    """The built site on disk, every file counted (MathJax trimmed to what the pages use)."""
+    if not (HTML / "index.html").exists():
+        pytest.fail("no built site in _build/html: run `make book` first", pytrace=False)
+    files = [p for p in HTML.rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files) / 1e6
+    biggest = sorted(files, key=lambda p: p.stat().st_size, reverse=True)[:5]
+    assert total <= BUDGET_SITE_MB, (
+        f"the site is {total:.1f} MB (budget {BUDGET_SITE_MB} MB); biggest files: "
+        + ", ".join(f"{p.relative_to(HTML)} ({p.stat().st_size / 1e6:.1f} MB)" for p in biggest)
+    )
+    assert not list((HTML / "_static").rglob("*.map")), (
+        "source maps are shipped (tools/book_site.py drops them)"
+    )
 
 
 @pytest.mark.slow
