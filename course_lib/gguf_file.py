@@ -296,7 +296,7 @@ class GGUFFile:
         name = cur.string(f"the name of tensor #{i}")
         what = f"tensor {name!r}"
         n_dims = cur.u32(f"the dimension count of {what}")
-        if n_dims > 8:
+        if n_dims > 4:
             raise cur.fail(f"{what} claims {n_dims} dimensions (GGUF allows at most 4); the file is damaged")
         dims = [cur.u64(f"dimension {d} of {what}") for d in range(n_dims)]
         tag = cur.u32(f"the type of {what}")
