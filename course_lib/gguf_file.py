@@ -230,7 +230,10 @@ class _Cursor:
             return np.frombuffer(raw, dtype).tolist()
         smallest = 8 if item_type == ValueType.STRING else 12  # a length / an item type + a count
         if count * smallest > len(self.buf) - self.pos:
-            raise self.fail(f"{what} claims {count} items, more than the rest of the file can hold")
+            raise self.fail(
+                f"{what} claims {count} items, more than the rest of the file can hold; the file is "
+                "truncated or damaged: download or copy it again"
+            )
         return [self.value(item_type, f"item {i} of {what}") for i in range(count)]
 
 
