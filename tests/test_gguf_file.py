@@ -28,17 +28,16 @@ from course_lib.smollm2 import gguf_path
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
-REAL = gguf_path()
 
 
 @pytest.fixture(scope="module")
 def real() -> GGUFFile:
-    return GGUFFile(REAL)
+    return GGUFFile(gguf_path())  # the real SmolLM2 file (raises naming the pip command if missing)
 
 
 @pytest.fixture(scope="module")
-def reader():
-    return gguf.GGUFReader(REAL)  # about 10 s: it parses ~100k vocabulary strings with numpy views
+def reader(real):
+    return gguf.GGUFReader(real.path)  # about 10 s: it parses ~100k vocabulary strings with numpy views
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -404,7 +403,7 @@ def test_truncated_real_file(tmp_path, real, where):
         "tensor infos": real.data_offset - 3000,
         "tensor data": real.data_offset + 1000,  # the first tensor, token_embd, is 30 MB
     }[where]
-    with open(REAL, "rb") as f:
+    with open(real.path, "rb") as f:
         path = write(tmp_path, f.read(cut))
     expected = {
         "header": "ends while reading the metadata count",
