@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_trainer.py
 	$(BIN)/python benchmarks/bench_bpe.py
 	$(BIN)/python benchmarks/bench_compress.py
+	$(BIN)/python benchmarks/bench_llm.py
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

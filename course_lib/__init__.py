@@ -21,6 +21,8 @@ Models
     encoder          a BERT-style encoder loaded with all-MiniLM-L6-v2
     baselines        count-based (unigram, bigram) language models
     convert          weights to and from transformers' GPT-2 and Llama
+    gguf_file        reading GGUF model files; block (de)quantization: Q8_0, Q4_0, Q4_1
+    smollm2          SmolLM2-135M-Instruct, a real LLM, loaded into the course's own GPT
     model_costs      memory, compute and data arithmetic: what makes a model large
 
 Training

@@ -489,7 +489,9 @@ class GPT(nn.Module):
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         caches = None
         if use_cache and max_new_tokens > 0:
-            caches = self.make_kv_caches(idx.size(0))
+            # Room for the prompt and the new tokens only: a long-context model (SmolLM2: 8192
+            # positions) would otherwise allocate and zero its whole context for every call.
+            caches = self.make_kv_caches(idx.size(0), min(block, idx.size(1) + max_new_tokens))
             logits = self._last_logits(idx[:, -block:], caches)  # prefill: the whole prompt at once
         for step in range(max_new_tokens):
             if caches is None:
@@ -503,7 +505,7 @@ class GPT(nn.Module):
             if (eos_id is not None and bool(finished.all())) or step == max_new_tokens - 1:
                 return
             if caches is not None:
-                if caches[0].length >= block:
+                if caches[0].length >= caches[0].max_len:
                     caches = None  # cache full: continue without it (identical results, slower)
                 else:
                     logits = self._last_logits(next_id, caches)  # one new position through the model

@@ -261,6 +261,22 @@ def test_greedy_generation_same_with_and_without_cache(variant, new_tokens):
     assert len(set(with_cache[:, 5:].flatten().tolist())) > 3  # varied tokens: the test has teeth
 
 
+def test_generate_sizes_its_kv_cache_to_prompt_plus_new_tokens(monkeypatch):
+    model = make("llama_gqa", spread=0.5)
+    sizes = []
+    make_caches = model.make_kv_caches
+
+    def spy(batch_size, max_len=None, **kw):
+        sizes.append(max_len)
+        return make_caches(batch_size, max_len, **kw)
+
+    monkeypatch.setattr(model, "make_kv_caches", spy)
+    out = model.generate(tokens(2, 5), 7, temperature=0)
+    assert sizes == [12] and out.shape == (2, 12)  # not block_size=24
+    monkeypatch.undo()
+    assert torch.equal(out, model.generate(tokens(2, 5), 7, temperature=0, use_cache=False))
+
+
 def test_sampling_is_reproducible_with_a_generator_and_matches_without_cache():
     model = make("llama_gqa", spread=0.5)
     prompt = tokens(2, 4)
