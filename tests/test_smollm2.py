@@ -18,7 +18,6 @@ import torch
 
 from course_lib import env, smollm2
 from course_lib.gguf_file import GGUFError, GGUFFile
-from course_lib.gpt import count_parameters
 from course_lib.layers import RotaryEmbedding
 
 ATOL = 1e-4
@@ -85,7 +84,7 @@ def test_config_from_metadata_matches_the_published_shape():
     assert {k: getattr(c, k) for k in published} == published
     assert (c.positions, c.norm, c.mlp, c.bias, c.tie_weights) == ("rope", "rmsnorm", "swiglu", False, True)
     assert c.rope_theta == 100000.0 and c.norm_eps == float(np.float32(1e-5)) and c.head_dim == 64
-    assert math.isclose(count_parameters(c) / 1e6, 134.5, abs_tol=0.05)  # "135M"
+    assert math.isclose(c.num_parameters() / 1e6, 134.5, abs_tol=0.05)  # "135M"
 
 
 def write_gguf(path: Path, arch: str, **keys) -> Path:
@@ -209,7 +208,7 @@ def test_greedy_generation_equals_transformers(ours, reference):
 @pytest.mark.slow
 def test_parameter_count_and_tied_embeddings_equal_transformers(ours, reference):
     hf, _ = reference
-    assert ours.num_parameters() == sum(p.numel() for p in hf.parameters()) == count_parameters(ours.config)
+    assert ours.num_parameters() == sum(p.numel() for p in hf.parameters()) == ours.config.num_parameters()
     assert ours.lm_head.weight is ours.transformer.wte.weight
     assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr()
 
