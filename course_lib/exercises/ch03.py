@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_lib.exercises import Case, check_function
+from course_lib.exercises import Case, ExerciseFailure, check_function, require_own_code
 from course_lib.lm_data import get_batch
 from course_lib.trainer import TrainConfig, lr_at
 
@@ -212,3 +212,268 @@ def check_lm_batch(fn) -> None:
         "bound, same shape, the generator passed in); each x row is block_size tokens from a start, its "
         "y row the same span moved one token to the right; stack the rows into int64 tensors",
     )
+
+
+# ============================================================================= byte-level BPE (notebook 3.4)
+# The references are course_lib.tokenizers (trained and applied by its own, faster code) and
+# course_lib.metrics.tokenizer_compression; the learner's functions work on plain ids and dicts.
+
+_BPE_TEXTS = [
+    "The government announced new plans for the economy on Tuesday. The plans were welcomed by business.",
+    "Shares in the firm rose by 5% after the announcement, the highest rise in the market this year.",
+    "中国经济今年保持稳定增长，国内生产总值比上年增长百分之八。",
+    "人民日报报道，全国人民代表大会在北京召开，代表们讨论了经济发展问题。",
+    "Mr Brown said the economy was strong, and that the new plans would help the economy grow.",
+]
+
+
+def _bpe_words(texts: list[str]) -> dict[tuple[int, ...], int]:
+    """Pre-tokens (GPT-2's pattern) as tuples of UTF-8 byte values, with how often each occurs."""
+    import regex
+
+    from course_lib.tokenizers import GPT2_SPLIT_PATTERN
+
+    counts: dict[tuple[int, ...], int] = {}
+    for text in texts:
+        for word in regex.findall(GPT2_SPLIT_PATTERN, text):
+            key = tuple(word.encode("utf-8"))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _reference_count_pairs(words: dict[tuple[int, ...], int]) -> dict[tuple[int, int], int]:
+    counts: dict[tuple[int, int], int] = {}
+    for word, freq in words.items():
+        for i in range(len(word) - 1):
+            counts[word[i], word[i + 1]] = counts.get((word[i], word[i + 1]), 0) + freq
+    return counts
+
+
+def check_count_pairs(fn) -> None:
+    """``fn(words) -> {(a, b): count}``: adjacent pairs inside each word, weighted by the word's count."""
+    require_own_code(fn, "count_pairs")
+    cases = [
+        Case("one word", ({(1, 2, 3): 1},)),
+        Case("pairs never cross from one word into the next", ({(1, 2): 1, (3, 4): 1},)),
+        Case("a word seen 5 times counts its pairs 5 times", ({(1, 2, 3): 5, (2, 3): 2},)),
+        Case("(7, 7, 7): the pair (7, 7) occurs twice", ({(7, 7, 7): 1},)),
+        Case("one-byte words have no pairs", ({(65,): 9, (66, 67): 1},)),
+        Case("the pre-tokens of five sentences (English and Chinese)", (_bpe_words(_BPE_TEXTS),)),
+    ]
+    check_function(
+        "count_pairs",
+        lambda words: dict(fn(words)),
+        _reference_count_pairs,
+        cases,
+        hint="for each word and its count f, walk the positions i = 0 .. len(word) - 2 and add f to the "
+        "pair (word[i], word[i + 1]); every occurrence counts, even of a repeated pair in one word",
+    )
+
+
+def check_merge(fn) -> None:
+    """``fn(ids, pair, new_id) -> list``: every (a, b) in ``ids``, scanned left to right, becomes new_id."""
+    from course_lib.tokenizers import _merge_pair
+
+    require_own_code(fn, "merge")
+    cases = [
+        Case("one occurrence", ([1, 2, 3, 4], (2, 3), 256)),
+        Case("two occurrences", ([1, 2, 1, 2, 5], (1, 2), 256)),
+        Case("(7, 7) in 7 7 7: the left pair merges, the last 7 stays", ([7, 7, 7], (7, 7), 300)),
+        Case("(7, 7) in 7 7 7 7 gives two new tokens", ([7, 7, 7, 7], (7, 7), 300)),
+        Case("the pair at the very end", ([5, 6, 1, 2], (1, 2), 256)),
+        Case("the pair is not there", ([1, 3, 2], (1, 2), 256)),
+        Case("an empty list", ([], (1, 2), 256)),
+        Case("a single id", ([1], (1, 2), 256)),
+    ]
+    check_function(
+        "merge",
+        lambda ids, pair, new_id: list(fn(list(ids), pair, new_id)),
+        lambda ids, pair, new_id: _merge_pair(list(ids), pair[0], pair[1], new_id),
+        cases,
+        hint="walk i from the left: when ids[i], ids[i + 1] is the pair, append new_id and jump i by 2, "
+        "otherwise append ids[i] and step by 1; mind the last position (i + 1 must exist)",
+    )
+
+
+def _lib_merges(texts: list[str], num_merges: int) -> dict[tuple[int, int], int]:
+    """course_lib's BPE merges on ``texts`` as ``{(id_a, id_b): new_id}`` in learning order."""
+    from course_lib.tokenizers import BPETokenizer
+
+    tok = BPETokenizer.train(texts, 256 + num_merges + 1, show_progress=False)
+    ids = {bytes([b]): b for b in range(256)}
+    merges = {}
+    for k, (left, right) in enumerate(tok.merges):
+        if left + right in ids:  # course_lib reuses the id of a token made twice; the cases avoid it
+            raise RuntimeError("these texts make one token by two different merges; choose other texts")
+        merges[ids[left], ids[right]] = ids[left + right] = 256 + k
+    return merges
+
+
+def _show(pair: tuple[int, int], vocab: dict[int, bytes]) -> str:
+    return "(" + ", ".join(repr(vocab.get(i, b"?")) for i in pair) + ")"
+
+
+def _vocab_of(merges: dict[tuple[int, int], int]) -> dict[int, bytes]:
+    vocab = {b: bytes([b]) for b in range(256)}
+    for (a, b), new in merges.items():
+        vocab[new] = vocab.get(a, b"?") + vocab.get(b, b"?")
+    return vocab
+
+
+def check_train_bpe(fn) -> None:
+    """``fn(texts, num_merges) -> {(a, b): new_id}``: the same merges, in the same order, as course_lib.
+
+    Tie rule (the same as :meth:`course_lib.tokenizers.BPETokenizer.train`): among the pairs with the
+    highest count, merge the smallest pair, comparing (a, b) as a tuple of ids.
+    """
+    require_own_code(fn, "train_bpe")
+    hint = (
+        "count pairs over the pre-tokens (GPT-2's pattern), each weighted by how often the pre-token "
+        "occurs; pick the pair with the highest count, and among equal counts the smallest (a, b) "
+        "tuple, e.g. min(counts, key=lambda p: (-counts[p], p)); give it id 256 + k and merge it in "
+        "every word before counting again"
+    )
+    cases = [
+        ("English, 30 merges", _BPE_TEXTS[:2] + _BPE_TEXTS[4:], 30),
+        ("Chinese, 20 merges", _BPE_TEXTS[2:4], 20),
+        ("both, 60 merges", _BPE_TEXTS, 60),
+        ("'aaaa' three times, 3 merges (merged ids merge again)", ["aaaa aaaa aaaa"], 3),
+    ]
+    for i, (label, texts, n) in enumerate(cases, 1):
+        where = f"train_bpe, case {i} of {len(cases)} ({label})"
+        try:
+            got = fn(list(texts), n)
+        except NotImplementedError:
+            raise ExerciseFailure(f"train_bpe is not written yet. Hint: {hint}") from None
+        except Exception as err:
+            raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
+        expected = _lib_merges(list(texts), n)
+        if not isinstance(got, dict):
+            raise ExerciseFailure(f"{where}: return a dict {{(a, b): new_id}}, got {type(got).__name__}")
+        got_list, exp_list = list(got.items()), list(expected.items())
+        vocab = _vocab_of(expected)
+        for k, (g, e) in enumerate(zip(got_list, exp_list)):
+            if g != e:
+                gvocab = _vocab_of(got)
+                raise ExerciseFailure(
+                    f"{where}: merge #{k} differs: you merged {_show(g[0], gvocab)} into id {g[1]}, "
+                    f"expected {_show(e[0], vocab)} into id {e[1]}.\n  hint: {hint}"
+                )
+        if len(got_list) != len(exp_list):
+            raise ExerciseFailure(f"{where}: {len(got_list)} merges instead of {len(exp_list)}")
+    print(f"✓ train_bpe: all {len(cases)} cases pass (the same merges as course_lib, in the same order)")
+
+
+def _reference_encode(text: str, merges: dict[tuple[int, int], int]) -> list[int]:
+    from course_lib.tokenizers import BPETokenizer
+
+    vocab = _vocab_of(merges)
+    tok = BPETokenizer([(vocab[a], vocab[b]) for a, b in merges], special_tokens=())
+    return tok.encode(text)
+
+
+def check_bpe_encode(fn) -> None:
+    """``fn(text, merges) -> ids``: pre-tokens, their bytes, then the lowest-ranked merge first."""
+    require_own_code(fn, "encode")
+    merges = _lib_merges(_BPE_TEXTS, 80)
+    cases = [
+        Case("a training sentence", (_BPE_TEXTS[0], merges)),
+        Case(
+            "'abc' where (b, c) was learned before (a, b): order decides",
+            ("abc", {(98, 99): 256, (97, 98): 257, (97, 256): 258}),
+        ),
+        Case("unseen English", ("The economy of the firm announced its plans.", merges)),
+        Case("Chinese", ("人民经济增长", merges)),
+        Case("spaces, a newline and digits", ("the  plans\nrose 5% in 1998", merges)),
+        Case("an empty string", ("", merges)),
+        Case("no merges at all: plain UTF-8 bytes", ("plans 中", {})),
+    ]
+    check_function(
+        "encode",
+        lambda text, m: list(fn(text, dict(m))),
+        _reference_encode,
+        cases,
+        hint="split the text with GPT-2's pattern; for each pre-token start from its UTF-8 bytes and "
+        "repeat: among the adjacent pairs present, take the one learned earliest (smallest new id), "
+        "merge it everywhere in the pre-token; stop when no pair present was learned",
+    )
+
+
+def check_bpe_decode(fn) -> None:
+    """``fn(ids, vocab) -> str``: join the tokens' bytes, then decode UTF-8 once (invalid bytes -> U+FFFD)."""
+    from course_lib.tokenizers import BPETokenizer
+
+    require_own_code(fn, "decode")
+    merges = _lib_merges(_BPE_TEXTS, 80)
+    vocab = _vocab_of(merges)
+    tok = BPETokenizer([(vocab[a], vocab[b]) for a, b in merges], special_tokens=())
+    zh = tok.encode("中国经济增长")
+    split_char = next(i for i in zh if len(vocab[i]) % 3)  # a token holding part of a character
+    cases = [
+        Case("English", (tok.encode(_BPE_TEXTS[0]), vocab)),
+        Case("Chinese: characters split across tokens", (zh, vocab)),
+        Case("one token that is only part of a Chinese character", ([split_char], vocab)),
+        Case("a lone continuation byte 0x80", ([72, 105, 0x80], vocab)),
+        Case("no ids", ([], vocab)),
+    ]
+    check_function(
+        "decode",
+        lambda ids, v: fn(list(ids), dict(v)),
+        lambda ids, v: tok.decode(ids),
+        cases,
+        hint="b''.join(vocab[i] for i in ids) first, then .decode('utf-8', errors='replace') once: a "
+        "character's bytes can lie in two tokens, and bytes that are not valid UTF-8 become '\\ufffd'",
+    )
+
+
+def check_compression(fn) -> None:
+    """``fn(encode, texts) -> (bytes_per_token, tokens_per_char)``, ratios of totals over all texts."""
+    from course_lib.metrics import tokenizer_compression
+
+    require_own_code(fn, "compression")
+
+    def reference(encode, texts):
+        stats = tokenizer_compression(encode, texts)
+        return (stats.bytes_per_token, stats.tokens_per_char)
+
+    def as_bytes(text):
+        return list(text.encode("utf-8"))
+
+    def by_word(text):
+        return text.split()
+
+    cases = [
+        Case("the 256-byte tokenizer on English", (as_bytes, ["plain English text"])),
+        Case("the 256-byte tokenizer on Chinese (3 bytes per character)", (as_bytes, ["人民日报"])),
+        Case("one token per character", (list, ["ab", "中文字"])),
+        Case("one long and one short text (total bytes / total tokens)", (by_word, ["a b c d", "abcdefgh"])),
+    ]
+    check_function(
+        "compression",
+        lambda encode, texts: tuple(float(v) for v in fn(encode, list(texts))),
+        reference,
+        cases,
+        atol=1e-9,
+        rtol=1e-9,
+        hint="total the UTF-8 bytes (len(text.encode('utf-8'))), the characters (len(text)) and the tokens "
+        "(len(encode(text))) over all texts, then divide the totals: bytes / tokens and tokens / characters",
+    )
+
+
+def check_reported_bytes_per_token(value, merges: dict[tuple[int, int], int], texts: list[str]) -> None:
+    """The number a learner reports: bytes per token of their tokenizer (``merges``) on ``texts``."""
+    from course_lib.metrics import tokenizer_compression
+
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        raise ExerciseFailure(f"report a number (a float), got {value!r}")
+    stats = tokenizer_compression(lambda t: _reference_encode(t, merges), texts)
+    if abs(value - stats.bytes_per_token) > 0.01:
+        why = ""
+        if abs(value - stats.tokens_per_char) <= 0.01:
+            why = " (that is tokens per character, not bytes per token)"
+        raise ExerciseFailure(
+            f"bytes per token: you reported {value:.3f}, your tokenizer gives "
+            f"{stats.bytes_per_token:.3f} on these texts{why}; total the UTF-8 bytes and the tokens of "
+            "all the texts and divide"
+        )
+    print(f"✓ bytes per token {value:.3f} agrees with course_lib's count ({stats.bytes_per_token:.3f})")
