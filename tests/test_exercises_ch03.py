@@ -3,21 +3,39 @@ naming the case, and answers that call course_lib instead of doing the work are 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
 import regex
+import torch
+import torch.nn.functional as F
+from torch import nn
 
+from course_lib import gpt
+from course_lib.attention import AttentionHead
 from course_lib.exercises import ExerciseFailure, library_used
 from course_lib.exercises.ch03 import (
+    check_block,
     check_bpe_decode,
     check_bpe_encode,
+    check_causal_head,
     check_compression,
     check_count_pairs,
+    check_embed,
+    check_gelu,
+    check_generate,
+    check_gpt,
+    check_layer_norm,
     check_merge,
+    check_mlp,
+    check_multi_head_attention,
+    check_next_token_loss,
     check_reported_bytes_per_token,
+    check_reported_val_loss,
     check_train_bpe,
 )
+from course_lib.lm_data import eval_windows
 from course_lib.tokenizers import GPT2_SPLIT_PATTERN, BPETokenizer
 
 # ------------------------------------------------------------------------- BPE answers a learner may write
@@ -304,3 +322,416 @@ def test_library_used_follows_wrappers_and_spares_hand_written_code():
     assert library_used(wrapper) == ["course_lib.tokenizers.BPETokenizer"]
     assert library_used(train_bpe) == [] and library_used(encode) == []
     assert library_used(BPETokenizer.train) != []
+
+
+# ------------------------------------------------------------------------- GPT answers a learner may write
+
+
+def embed(idx, wte, wpe):
+    return wte[idx] + wpe[: idx.size(1)]
+
+
+def embed_positions_by_token_id(idx, wte, wpe):
+    return wte[idx] + wpe[idx]
+
+
+def embed_without_positions(idx, wte, wpe):
+    return wte[idx]
+
+
+def softmax(x):
+    e = (x - x.amax(dim=-1, keepdim=True)).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return softmax(scores) @ v
+
+
+def causal_mask(T):
+    return torch.tril(torch.ones(T, T, dtype=torch.bool))
+
+
+class CausalHead(nn.Module):
+    def __init__(self, d_model, head_size, mask=causal_mask, scale=True):
+        super().__init__()
+        self.query, self.key, self.value = (nn.Linear(d_model, head_size) for _ in range(3))
+        self.mask, self.scale = mask, scale
+
+    def forward(self, x):
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if not self.scale:
+            q = q * math.sqrt(q.size(-1))
+        return attention(q, k, v, self.mask(x.size(1)) if self.mask else None)
+
+
+class HeadWithoutMask(CausalHead):
+    def __init__(self, d_model, head_size):
+        super().__init__(d_model, head_size, mask=None)
+
+
+class HeadWithTransposedMask(CausalHead):
+    def __init__(self, d_model, head_size):
+        super().__init__(d_model, head_size, mask=lambda T: causal_mask(T).T)
+
+
+class HeadWithoutScaling(CausalHead):
+    def __init__(self, d_model, head_size):
+        super().__init__(d_model, head_size, scale=False)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model, n_head):
+        super().__init__()
+        self.n_head = n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def split(self, t):
+        B, T, C = t.shape
+        return t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = (self.split(t) for t in self.qkv(x).split(C, dim=-1))
+        y = attention(q, k, v, causal_mask(T))
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MHAHeadsByViewOnly(MultiHeadAttention):
+    def split(self, t):
+        B, T, C = t.shape
+        return t.view(B, self.n_head, T, C // self.n_head)
+
+
+class MHAWithoutProjection(MultiHeadAttention):
+    def __init__(self, d_model, n_head):
+        super().__init__(d_model, n_head)
+        del self.proj
+        self.proj = nn.Identity()
+
+
+class MHAWithPyTorchKernel(MultiHeadAttention):
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = (self.split(t) for t in self.qkv(x).split(C, dim=-1))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MHAWithoutMask(MultiHeadAttention):
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = (self.split(t) for t in self.qkv(x).split(C, dim=-1))
+        return self.proj(attention(q, k, v).transpose(1, 2).reshape(B, T, C))
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def layer_norm_unbiased_variance(x, weight, bias, eps=1e-5):
+    mean = x.mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(x.var(dim=-1, keepdim=True) + eps) * weight + bias
+
+
+def layer_norm_eps_outside_sqrt(x, weight, bias, eps=1e-5):
+    mean = x.mean(dim=-1, keepdim=True)
+    return (x - mean) / (x.var(dim=-1, keepdim=True, unbiased=False).sqrt() + eps) * weight + bias
+
+
+def layer_norm_without_affine(x, weight, bias, eps=1e-5):
+    return layer_norm(x, 1.0, 0.0, eps)
+
+
+def gelu(x):
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def gelu_exact(x):
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def gelu_wrong_constant(x):
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.0447 * x**3)))
+
+
+def gelu_sqrt_pi_over_2(x):
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(math.pi / 2) * (x + 0.044715 * x**3)))
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        return layer_norm(x, self.weight, self.bias)
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model, act=gelu):
+        super().__init__()
+        self.c_fc, self.c_proj, self.act = (
+            nn.Linear(d_model, 4 * d_model),
+            nn.Linear(4 * d_model, d_model),
+            act,
+        )
+
+    def forward(self, x):
+        return self.c_proj(self.act(self.c_fc(x)))
+
+
+class MLPWithReLU(MLP):
+    def __init__(self, d_model):
+        super().__init__(d_model, act=torch.relu)
+
+
+class MLPNarrow(nn.Module):
+    def __init__(self, d_model):
+        super().__init__()
+        self.c_fc, self.c_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+
+    def forward(self, x):
+        return self.c_proj(gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1, self.attn = LayerNorm(config.d_model), MultiHeadAttention(config.d_model, config.n_head)
+        self.ln_2, self.mlp = LayerNorm(config.d_model), MLP(config.d_model)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class PostNormBlock(Block):
+    def forward(self, x):
+        x = self.ln_1(x + self.attn(x))
+        return self.ln_2(x + self.mlp(x))
+
+
+class BlockWithoutSecondResidual(Block):
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return self.mlp(self.ln_2(x))
+
+
+class LibraryBlock(gpt.Block):
+    pass
+
+
+class GPT(nn.Module):
+    def __init__(self, config, positions=True):
+        super().__init__()
+        self.config, self.positions = config, positions
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.d_model),
+                wpe=nn.Embedding(config.block_size, config.d_model),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=LayerNorm(config.d_model),
+            )
+        )
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+
+    def forward(self, idx, targets=None):
+        t = self.transformer
+        x = t.wte.weight[idx] + (t.wpe.weight[: idx.size(1)] if self.positions else 0)
+        for block in t.h:
+            x = block(x)
+        logits = self.lm_head(t.ln_f(x))
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+class GPTWithoutPositions(GPT):
+    def __init__(self, config):
+        super().__init__(config, positions=False)
+
+
+class GPTUntied(GPT):
+    def __init__(self, config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+
+class GPTWithoutFinalNorm(GPT):
+    def forward(self, idx, targets=None):
+        t = self.transformer
+        x = t.wte.weight[idx] + t.wpe.weight[: idx.size(1)]
+        for block in t.h:
+            x = block(x)
+        return self.lm_head(x), None
+
+
+def gpt_imported(config):
+    return gpt.GPT(config)
+
+
+class GPTWithLibraryBlocks(GPT):
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer.h = nn.ModuleList(gpt.Block(config) for _ in range(config.n_layer))
+
+
+def next_token_loss(logits, idx):
+    V = logits.size(-1)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1))
+
+
+def next_token_loss_unshifted(logits, idx):
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), idx.reshape(-1))
+
+
+def next_token_loss_shifted_backwards(logits, idx):
+    V = logits.size(-1)
+    return F.cross_entropy(logits[:, 1:].reshape(-1, V), idx[:, :-1].reshape(-1))
+
+
+def next_token_loss_summed(logits, idx):
+    V = logits.size(-1)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1), reduction="sum")
+
+
+def _generate(
+    model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, crop=True, use_t=True, use_k=True
+):
+    for _ in range(max_new_tokens):
+        logits, _ = model(idx[:, -model.config.block_size :] if crop else idx)
+        logits = logits[:, -1, :] / (temperature if use_t else 1.0)
+        if top_k is not None and use_k:
+            kth = torch.topk(logits, top_k).values[:, [-1]]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+        idx = torch.cat([idx, nxt], dim=1)
+    return idx
+
+
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _generate(model, idx, max_new_tokens, temperature, top_k, generator)
+
+
+def generate_ignoring_temperature(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _generate(model, idx, max_new_tokens, temperature, top_k, generator, use_t=False)
+
+
+def generate_ignoring_top_k(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _generate(model, idx, max_new_tokens, temperature, top_k, generator, use_k=False)
+
+
+def generate_without_cropping(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    return _generate(model, idx, max_new_tokens, temperature, top_k, generator, crop=False)
+
+
+def generate_with_the_library(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+    for _ in range(max_new_tokens):
+        logits, _ = model(idx[:, -model.config.block_size :])
+        idx = torch.cat([idx, gpt.sample_next_token(logits[:, -1], temperature, top_k, None, generator)], 1)
+    return idx
+
+
+GPT_RIGHT = [
+    (check_embed, embed),
+    (check_causal_head, CausalHead),
+    (check_multi_head_attention, MultiHeadAttention),
+    (check_layer_norm, layer_norm),
+    (check_gelu, gelu),
+    (check_mlp, MLP),
+    (check_block, Block),
+    (check_gpt, GPT),
+    (check_next_token_loss, next_token_loss),
+    (check_generate, generate),
+]
+
+
+@pytest.mark.parametrize("check, answer", GPT_RIGHT, ids=lambda x: getattr(x, "__name__", "answer"))
+def test_right_gpt_answers_pass(check, answer, capsys):
+    check(answer)
+    assert "✓" in capsys.readouterr().out
+
+
+class Blank(nn.Module):
+    def __init__(self, *args, **kwargs):
+        raise NotImplementedError()
+
+
+@pytest.mark.parametrize("check, answer", GPT_RIGHT, ids=lambda x: getattr(x, "__name__", "answer"))
+def test_blank_gpt_answers_say_not_written_yet(check, answer):
+    with pytest.raises(ExerciseFailure, match="not written yet.*[Hh]int:"):
+        check(Blank if isinstance(answer, type) else blank)
+
+
+GPT_WRONG = [
+    (check_embed, embed_positions_by_token_id, "2 sequences of 5 tokens"),
+    (check_embed, embed_without_positions, "2 sequences of 5 tokens"),
+    (check_embed, lambda idx, wte, wpe: wte[idx] + wpe, "2 sequences of 5 tokens"),
+    (check_causal_head, HeadWithoutMask, "head size 4"),
+    (check_causal_head, HeadWithTransposedMask, "head size 4"),
+    (check_causal_head, HeadWithoutScaling, "head size 4"),
+    (check_causal_head, AttentionHead, "uses the library"),
+    (check_multi_head_attention, MHAHeadsByViewOnly, "2 heads"),
+    (check_multi_head_attention, MHAWithoutProjection, "names differ"),
+    (check_multi_head_attention, MHAWithoutMask, "2 heads"),
+    (check_layer_norm, layer_norm_unbiased_variance, "(2, 3, 8)"),
+    (check_layer_norm, layer_norm_eps_outside_sqrt, "d = 2"),
+    (check_layer_norm, layer_norm_without_affine, "(2, 3, 8)"),
+    (check_layer_norm, lambda x, w, b, eps=1e-5: F.layer_norm(x, x.shape[-1:], w, b, eps), "PyTorch's"),
+    (check_gelu, gelu_exact, "a few numbers"),
+    (check_gelu, lambda x: F.gelu(x, approximate="tanh"), "PyTorch's"),
+    (check_multi_head_attention, MHAWithPyTorchKernel, "PyTorch's"),
+    (check_gelu, gelu_wrong_constant, "a few numbers"),
+    (check_gelu, gelu_sqrt_pi_over_2, "a few numbers"),
+    (check_mlp, MLPWithReLU, "d_model 8"),
+    (check_mlp, MLPNarrow, "weights do not load"),
+    (check_block, PostNormBlock, "d_model 16"),
+    (check_block, BlockWithoutSecondResidual, "d_model 16"),
+    (check_block, LibraryBlock, "uses the library"),
+    (check_gpt, GPTWithoutPositions, "case 1 of 3"),
+    (check_gpt, GPTUntied, "weight tying"),
+    (check_gpt, GPTWithoutFinalNorm, "logits differ"),
+    (check_gpt, gpt_imported, "uses the library"),
+    (check_gpt, GPTWithLibraryBlocks, "uses the library"),
+    (check_next_token_loss, next_token_loss_unshifted, "3 sequences of 6"),
+    (check_next_token_loss, next_token_loss_shifted_backwards, "3 sequences of 6"),
+    (check_next_token_loss, next_token_loss_summed, "3 sequences of 6"),
+    (check_generate, generate_ignoring_temperature, "temperature 0.5"),
+    (check_generate, generate_ignoring_top_k, "top_k = 1"),
+    (check_generate, generate_without_cropping, "past block_size"),
+    (check_generate, generate_with_the_library, "uses the library"),
+]
+GPT_WRONG_IDS = [f"{c.__name__}-{k}" for k, (c, *_) in enumerate(GPT_WRONG)]
+
+
+@pytest.mark.parametrize("check, answer, case", GPT_WRONG, ids=GPT_WRONG_IDS)
+def test_wrong_gpt_answers_fail_naming_the_case(check, answer, case):
+    with pytest.raises(ExerciseFailure) as err:
+        check(answer)
+    if case is not None:
+        assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+def test_the_reported_validation_loss_is_recomputed():
+    torch.manual_seed(0)
+    cfg = gpt.GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, d_model=8)
+    model = gpt.GPT(cfg)
+    val = torch.randint(0, 20, (50,), generator=torch.Generator().manual_seed(1)).numpy()
+    total, count = 0.0, 0
+    for x, y in eval_windows(val, 8, 4, device="cpu"):
+        logits, _ = model(x)
+        total += F.cross_entropy(logits.view(-1, 20), y.view(-1), ignore_index=-100, reduction="sum").item()
+        count += int((y != -100).sum())
+    check_reported_val_loss(total / count, model, val, 8)
+    with pytest.raises(ExerciseFailure, match="you reported"):
+        check_reported_val_loss(math.log(20), model, val, 8)
+    with pytest.raises(ExerciseFailure, match="report a number"):
+        check_reported_val_loss("2.9", model, val, 8)

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from sklearn import metrics as skm
 
 from course_lib.metrics import (
-    tokenizer_compression,
     accuracy,
     classification_report,
     confusion_matrix,
@@ -20,6 +19,7 @@ from course_lib.metrics import (
     perplexity,
     precision_recall_f1,
     rouge_l,
+    tokenizer_compression,
 )
 
 TOL = 1e-12  # both sides divide the same integer counts in float64

@@ -7,11 +7,11 @@ Chapter modules (``course_lib.exercises.ch01`` ...) define the cases of each exe
 
 from __future__ import annotations
 
+import dis
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import inspect
 
 import numpy as np
 import torch
@@ -124,12 +124,22 @@ def _code_names(code: Any) -> set[str]:
     return names
 
 
-def library_used(answer: Any, allowed: Sequence[str] = ()) -> list[str]:
+def _attribute_names(code: Any) -> set[str]:
+    """The names a code object reads as attributes (``F.gelu`` -> ``gelu``), nested code included."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("LOAD_ATTR", "LOAD_METHOD")}
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _attribute_names(const)
+    return names
+
+
+def library_used(answer: Any, allowed: Sequence[str] = (), forbidden: Sequence[str] = ()) -> list[str]:
     """The course_lib objects an answer is or reaches, by name: ``[]`` when it is written by hand.
 
     Looks at the answer itself (a course_lib function or class, or a subclass of one), then at every
     global its code names (functions and classes the learner wrote are followed, so a wrapper around a
-    wrapper is found too). ``allowed`` names library objects an exercise may use (e.g. ``GPTConfig``).
+    wrapper is found too). ``allowed`` names library objects an exercise may use (e.g. ``GPTConfig``);
+    ``forbidden`` names other functions it must not call (e.g. PyTorch's ``layer_norm``), found by name.
     """
     found: list[str] = []
     seen: set[int] = set()
@@ -151,11 +161,19 @@ def library_used(answer: Any, allowed: Sequence[str] = ()) -> list[str]:
             return
         if _is_library(obj):
             if getattr(obj, "__name__", "") not in allowed:
-                found.append(obj.__name__ if inspect.ismodule(obj) else f"{obj.__module__}.{obj.__qualname__}")
+                found.append(
+                    obj.__name__ if inspect.ismodule(obj) else f"{obj.__module__}.{obj.__qualname__}"
+                )
             return
         if inspect.isfunction(obj):
+            attributes = _attribute_names(obj.__code__)
             for name in sorted(_code_names(obj.__code__)):
-                if name.split(".")[0] == "course_lib" and not name.startswith("course_lib.exercises"):
+                from_torch = name in obj.__globals__ and str(
+                    getattr(obj.__globals__[name], "__module__", "")
+                ).startswith("torch")
+                if name in forbidden and (name in attributes or from_torch):  # F.gelu, or gelu from torch
+                    found.append(f"PyTorch's {name}")
+                elif name.split(".")[0] == "course_lib" and not name.startswith("course_lib.exercises"):
                     found.append(name)  # an import inside the function
                 elif name in obj.__globals__:
                     value = obj.__globals__[name]
@@ -171,13 +189,15 @@ def library_used(answer: Any, allowed: Sequence[str] = ()) -> list[str]:
     return sorted(set(found))
 
 
-def require_own_code(answer: Any, what: str, allowed: Sequence[str] = ()) -> None:
-    """Raise :class:`ExerciseFailure` when ``answer`` is, or calls, course_lib's own version of ``what``."""
-    used = library_used(answer, allowed)
+def require_own_code(
+    answer: Any, what: str, allowed: Sequence[str] = (), forbidden: Sequence[str] = ()
+) -> None:
+    """Raise :class:`ExerciseFailure` when ``answer`` is, or calls, a library's own version of ``what``."""
+    used = library_used(answer, allowed, forbidden)
     if used:
         raise ExerciseFailure(
             f"{what}: your answer uses the library ({', '.join(used)}); the exercise is to write it "
-            "yourself, with plain Python and PyTorch"
+            "yourself, from the formula, with plain Python and PyTorch tensor operations"
         )
 
 
