@@ -263,7 +263,7 @@ from course_lib.exercises.ch03 import check_gelu
 
 check_gelu(gelu)
 
-# %%
+# %% tags=["raises-exception"]
 x = torch.linspace(-4, 4, 200)
 exact = 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
@@ -400,7 +400,6 @@ check_gpt(MyGPT)
 # initialisation, its state dict loaded into yours, the same input:
 
 # %%
-# NBVAL_CHECK_OUTPUT
 recipe = pretrained.bbc_recipe()
 train_docs, val_docs = pretrained.bbc_documents(recipe)
 tokenizer = pretrained.bbc_tokenizer(recipe, train_docs)
@@ -414,9 +413,23 @@ config = GPTConfig(
 )
 torch.manual_seed(1337)
 reference = GPT(config)
+x, y = get_batch(val_ids, 4, config.block_size, torch.Generator().manual_seed(0), device="cpu")
+print(f"{len(train_ids):,} training and {len(val_ids):,} validation tokens, vocabulary {tokenizer.vocab_size}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+with torch.no_grad():
+    ref_loss0 = reference(x, y)[1].item()
+print(f"course_lib's untrained GPT starts within 0.1 of ln V: {abs(ref_loss0 - math.log(config.vocab_size)) < 0.1}")
+assert abs(ref_loss0 - math.log(config.vocab_size)) < 0.1
+
+# %% [markdown]
+# From here on, cells that run your classes and functions stop with `NotImplementedError` until you
+# have solved the exercises they use (they are tagged `raises-exception`, so the notebook carries on).
+
+# %% tags=["raises-exception"]
 mine = MyGPT(config)
 print(mine.load_state_dict(reference.state_dict()))
-x, y = get_batch(val_ids, 4, config.block_size, torch.Generator().manual_seed(0), device="cpu")
 with torch.no_grad():
     ref_logits, ref_loss = reference(x, y)
     my_logits, my_loss = mine(x, y)
@@ -425,7 +438,7 @@ print(f"largest logit difference {'<=' if gap <= 1e-5 else '>'} 1e-5; the losses
       f"{abs(my_loss.item() - ref_loss.item()) <= 1e-5}")
 assert gap <= 1e-5
 
-# %%
+# %% tags=["raises-exception"]
 n_params = sum(p.numel() for p in mine.parameters())
 print(f"{n_params:,} parameters (the tied {config.vocab_size} x {config.d_model} table counted once); "
       f"course_lib counts {reference.num_parameters():,}")
@@ -457,8 +470,7 @@ from course_lib.exercises.ch03 import check_next_token_loss
 
 check_next_token_loss(next_token_loss)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["raises-exception"]
 with torch.no_grad():
     shifted_inside = next_token_loss(mine(x)[0], x)  # positions 0..T-2 of x predict tokens 1..T-1
     shifted_outside = mine(x[:, :-1], x[:, 1:])[1]  # the same pairs, shifted before the model
@@ -528,6 +540,7 @@ def write(model, prompt, n_tokens=40, temperature=0.8, top_k=50, seed=0):
     return printable(tokenizer.decode(out[0].tolist()))
 
 
+# %% tags=["raises-exception"]
 print(write(mine, "The government", n_tokens=pick(10, 30)))
 
 # %% [markdown]
@@ -569,6 +582,7 @@ def val_batch(step, generator):
     return get_batch(val_ids, B, T, generator, device="cpu")
 
 
+# %% tags=["raises-exception"]
 runs = {}
 for name, model in [("your GPT", mine), ("course_lib GPT", reference)]:
     out_dir = cache_dir("runs", "build-a-gpt", "mine" if model is mine else "library")
@@ -578,7 +592,7 @@ for name, model in [("your GPT", mine), ("course_lib GPT", reference)]:
     runs[name] = (trainer.history_columns(), time.perf_counter() - t0)
     print(f"{name}: {trainer.step} steps in {runs[name][1]:.0f} s on {trainer.device}")
 
-# %%
+# %% tags=["raises-exception"]
 fig, ax = plt.subplots(figsize=(7.5, 3.8))
 curves = {}
 for name, (hist, _) in runs.items():
@@ -608,8 +622,7 @@ print(f"largest difference over the whole run: {gap_train:.1e} (train), {gap_val
 # and attention with PyTorch's fused kernels, your code with separate operations, so the float32
 # rounding differs in the last digits, and a few hundred optimiser steps carry those differences along.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["raises-exception"]
 print("your loss curve follows course_lib's to within 0.01 nats:", gap_train < 0.01 and gap_val < 0.01)
 assert gap_train < 0.01 and gap_val < 0.01
 
@@ -621,7 +634,7 @@ assert gap_train < 0.01 and gap_val < 0.01
 # targets already scored by an earlier window set to -100 (`ignore_index`), sum the cross-entropies
 # (`reduction="sum"`) and divide by the number of scored targets. Report it as `my_val_loss`.
 
-# %% tags=["exercise"]
+# %% tags=["exercise", "experiment", "raises-exception"]
 from course_lib.lm_data import eval_windows
 
 n_val = pick(2_000, 50_000)
@@ -651,7 +664,7 @@ check_reported_val_loss(my_val_loss, mine, val_part, config.block_size)
 # phrases, BBC-like openings, and little sense beyond a few words. Lower temperatures repeat
 # themselves; higher ones wander off:
 
-# %%
+# %% tags=["raises-exception"]
 for temperature in (0.5, 0.8, 1.2):
     text = write(mine, "The government", n_tokens=pick(15, 50), temperature=temperature, seed=1)
     print(f"temperature {temperature}:", text.replace("\n", " "), end="\n\n")
