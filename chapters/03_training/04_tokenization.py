@@ -423,18 +423,19 @@ print(f"from 256 to {vocab_sizes[-1]} tokens, English sequences get {en_drop:.2f
 
 # %% [markdown]
 # **Reading the figures.** Every merge shortens the sequences, but with diminishing returns: the first
-# merges take the most frequent pairs (a space and the next letter, `th`, `he`); later ones only
+# merges take the most frequent pairs (a space and the next letter, `he`, `in`); later ones only
 # frequent whole words. Each token costs a row of the embedding table (and, untied, of the output
 # layer): $V \times d$ parameters, 768 numbers per token at GPT-2's width, and every step's softmax
-# runs over all $V$ tokens. GPT-2 chose about 50,000 tokens, Llama 3 about 128,000; a tiny model
-# trained on a laptop, like the one of notebook 3.6, picks about 1,000 so that the embedding table does
-# not dwarf the rest of the model.
+# runs over all $V$ tokens. Large models choose tens of thousands of tokens; a small model trained on
+# a laptop, like the one of notebook 3.6, picks a vocabulary of about a thousand, so that the embedding
+# table does not dwarf the rest of the model.
 
 # %% [markdown] tags=["answer"]
 # ### Question 3.4h — the vocabulary-size trade-off
-# Using the numbers above, explain in a few sentences (1) why the same tokenizer packs fewer
-# *characters* but more *bytes* into a Chinese token than into an English one, and (2) what you gain
-# and what you pay when you multiply the vocabulary size by 16 for a model with $d = 768$.
+# Using the table and the figure above, explain in a few sentences (1) why Chinese costs so many more
+# tokens per character than English with the byte tokenizer and with yours, and what it takes to bring
+# it below one token per character; (2) what you gain and what you pay when you multiply the vocabulary
+# size by 16 for a model with $d = 768$.
 #
 # YOUR ANSWER HERE
 

@@ -468,30 +468,33 @@ print(f"from 256 to {vocab_sizes[-1]} tokens, English sequences get {en_drop:.2f
 
 # %% [markdown]
 # **Reading the figures.** Every merge shortens the sequences, but with diminishing returns: the first
-# merges take the most frequent pairs (a space and the next letter, `th`, `he`); later ones only
+# merges take the most frequent pairs (a space and the next letter, `he`, `in`); later ones only
 # frequent whole words. Each token costs a row of the embedding table (and, untied, of the output
 # layer): $V \times d$ parameters, 768 numbers per token at GPT-2's width, and every step's softmax
-# runs over all $V$ tokens. GPT-2 chose about 50,000 tokens, Llama 3 about 128,000; a tiny model
-# trained on a laptop, like the one of notebook 3.6, picks about 1,000 so that the embedding table does
-# not dwarf the rest of the model.
+# runs over all $V$ tokens. Large models choose tens of thousands of tokens; a small model trained on
+# a laptop, like the one of notebook 3.6, picks a vocabulary of about a thousand, so that the embedding
+# table does not dwarf the rest of the model.
 
 # %% [markdown] tags=["answer"]
 # ### Question 3.4h — the vocabulary-size trade-off
-# Using the numbers above, explain in a few sentences (1) why the same tokenizer packs fewer
-# *characters* but more *bytes* into a Chinese token than into an English one, and (2) what you gain
-# and what you pay when you multiply the vocabulary size by 16 for a model with $d = 768$.
+# Using the table and the figure above, explain in a few sentences (1) why Chinese costs so many more
+# tokens per character than English with the byte tokenizer and with yours, and what it takes to bring
+# it below one token per character; (2) what you gain and what you pay when you multiply the vocabulary
+# size by 16 for a model with $d = 768$.
 #
 # ### BEGIN SOLUTION
-# (1) A Chinese character is three UTF-8 bytes, so even a token that holds a single character holds
-# three bytes, while most English tokens are a few one-byte letters; on the other hand the training
-# text has far fewer repeats of any given multi-character Chinese sequence than of English words and
-# endings, so few merges span more than one or two characters, and a Chinese token covers fewer
-# characters than an English one. (2) Sixteen times the vocabulary shortens the sequences (fewer tokens
-# per character, as the sweep shows, most for the language with the most room to merge), so the same
-# context window holds more text and each training or generation step covers more of it; the price is
-# 16x the embedding rows ($V \times 768$ parameters, tens of millions at large $V$, doubled if the
-# output layer is not tied), a softmax over 16x the classes at every position, and rarer tokens that
-# each get fewer training examples.
+# (1) With bytes alone a Chinese character costs three tokens, an English letter one. A merge fuses one
+# particular pair: English needs few merges to cover its frequent pairs, which 26 letters share across
+# many words, whereas every Chinese character is its own three-byte sequence and needs merges of its
+# own, and thousands of characters are in use. So after a few hundred merges most Chinese characters
+# are still split into two or three tokens, while English tokens already hold about two characters;
+# only a vocabulary of thousands (the sweep) brings Chinese below one token per character, with the
+# frequent characters and a few frequent words as single tokens. (2) Sixteen times the vocabulary
+# shortens the sequences (fewer tokens per character, for both languages), so the same context window
+# holds more text and each training or generation step covers more of it; the price is sixteen times
+# the embedding rows ($V \times 768$ parameters, millions at a few thousand tokens, doubled if the
+# output layer is not tied), a softmax over sixteen times as many classes at every position, and rarer
+# tokens that each get fewer training examples.
 # ### END SOLUTION
 
 # %% [markdown]
