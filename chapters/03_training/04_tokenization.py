@@ -336,6 +336,7 @@ check_compression(compression)
 # English? The check recounts it with `course_lib`.
 
 # %% tags=["exercise", "experiment", "raises-exception"]
+zh_bytes_per_token = None  # your number
 # YOUR CODE HERE
 raise NotImplementedError()
 print(f"Chinese held out: {zh_bytes_per_token:.3f} bytes per token")

@@ -380,6 +380,7 @@ check_compression(compression)
 # English? The check recounts it with `course_lib`.
 
 # %% tags=["exercise", "experiment", "raises-exception"]
+zh_bytes_per_token = None  # your number
 ### BEGIN SOLUTION
 zh_bytes_per_token, _ = compression(lambda t: encode(t, merges), zh_test)
 ### END SOLUTION
