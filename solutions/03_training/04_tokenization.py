@@ -509,7 +509,6 @@ print(f"from 256 to {vocab_sizes[-1]} tokens, English sequences get {en_drop:.2f
 # to end a document on the model's behalf.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 eot = library_bpe.token_to_id(ENDOFTEXT)
 text = "First article.<|endoftext|>Second article."
 as_special = library_bpe.encode(text, allowed_special="all")
@@ -517,6 +516,11 @@ as_text = library_bpe.encode(text, allowed_special="none")
 print(f"{ENDOFTEXT} has id {eot}, after the 256 bytes and the {len(library_bpe.merges)} merges")
 print(f"allowed: {len(as_special)} tokens, the special id appears {as_special.count(eot)} time(s)")
 print(f"not allowed: {len(as_text)} tokens, the special id appears {as_text.count(eot)} time(s)")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("the special id appears once when allowed and never when not:",
+      as_special.count(eot) == 1 and as_text.count(eot) == 0)
 assert as_special.count(eot) == 1 and as_text.count(eot) == 0
 
 # %% [markdown]
