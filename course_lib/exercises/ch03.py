@@ -752,8 +752,8 @@ def check_block(cls) -> None:
         ],
         lambda ref, x: ref(x),
         lambda mine, x: mine(x),
-        "pre-norm: the norm is applied to the input of each branch, and the branch's output is added to "
-        "the unnormalised x: x = x + self.attn(self.ln_1(x)); x = x + self.mlp(self.ln_2(x))",
+        "pre-norm: each branch (attention with ln_1 first, then the MLP with ln_2) reads the normalised x, "
+        "and its output is added to the unnormalised x it came from; no norm is applied to the sum",
     )
 
 
@@ -763,9 +763,9 @@ def check_gpt(cls) -> None:
 
     require_own_code(cls, "GPT", allowed=("GPTConfig",))
     hint = (
-        "logits = lm_head(ln_f(blocks(wte[idx] + wpe[:T]))); self.transformer = nn.ModuleDict(wte=..., "
-        "wpe=..., h=nn.ModuleList of blocks, ln_f=...); lm_head = nn.Linear(d, V, bias=False) whose weight "
-        "is the token table (tied); with targets, loss = cross-entropy of the flattened logits and targets"
+        "logits = lm_head(ln_f(blocks(wte[idx] + wpe[:T]))); the parts live in a ModuleDict called "
+        "transformer (wte, wpe, h as a ModuleList of blocks, ln_f), and lm_head (no bias) shares its weight "
+        "with the token table; with targets, the loss is the cross-entropy of flattened logits and targets"
     )
     lengths = [16, 5, 1]
     for i, T in enumerate(lengths, 1):
@@ -793,8 +793,8 @@ def check_gpt(cls) -> None:
         tied = getattr(getattr(mine, "lm_head", None), "weight", None)
         if tied is None or tied is not mine.transformer.wte.weight:
             raise ExerciseFailure(
-                f"{where}: lm_head.weight must be the token table itself (weight tying, as GPT-2): "
-                "self.lm_head.weight = self.transformer.wte.weight"
+                f"{where}: lm_head's weight must be the very same Parameter as the token table's "
+                "(weight tying, as GPT-2), not a copy"
             )
         if not (isinstance(out, tuple) and len(out) == 2):
             raise ExerciseFailure(f"{where}: return (logits, loss) when called with targets")
@@ -822,8 +822,7 @@ def check_next_token_loss(fn) -> None:
     require_own_code(fn, "next_token_loss")
 
     def reference(logits, idx):
-        V = logits.size(-1)
-        return F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1))
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), idx[:, 1:].flatten())
 
     idx = torch.randint(0, 11, (3, 6), generator=torch.Generator().manual_seed(0))
     cases = [
