@@ -9,6 +9,7 @@ precision 0, a class that never occurs has recall 0 -- scikit-learn's ``zero_div
     F1_c        = 2 TP_c / (2 TP_c + FP_c + FN_c)   the harmonic mean of the two
     perplexity  = exp(mean negative log-likelihood per token)
     ROUGE-L F1  = 2 P R / (P + R) with P = LCS / |candidate|, R = LCS / |reference| (in words)
+    compression = UTF-8 bytes per token and tokens per character of a tokenizer on some texts
 
 :func:`format_table` shows rows of results (one dict per run or model) as a Markdown table.
 """
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -234,7 +235,33 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+class Compression(NamedTuple):
+    """How much text a tokenizer packs into each token, totalled over all the texts (ratios of sums)."""
+
+    chars: int  # characters (Unicode code points)
+    bytes: int  # UTF-8 bytes: 1 per ASCII character, 3 per common Chinese character
+    tokens: int
+    bytes_per_token: float  # higher = shorter sequences for the same text
+    tokens_per_char: float  # the sequence length a model pays per character of text
+
+
+def tokenizer_compression(encode: Callable[[str], Sequence[int]], texts: str | Iterable[str]) -> Compression:
+    """Encode every text with ``encode`` (text -> token ids, no special tokens added) and total the counts.
+
+    Ratios are of the totals (all bytes / all tokens), so a long text weighs more than a short one.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    chars = sum(len(t) for t in texts)
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    tokens = sum(len(encode(t)) for t in texts)
+    if tokens == 0:
+        raise ValueError("the texts encode to no tokens at all; pass non-empty texts")
+    return Compression(chars, n_bytes, tokens, n_bytes / tokens, tokens / chars)
+
+
 __all__ = [
+    "Compression",
+    "tokenizer_compression",
     "accuracy",
     "accuracy_interval",
     "classification_report",

@@ -249,16 +249,32 @@ def _output_text(output) -> str:
     return "\n".join(str(data.get(k, "")) for k in ("text/plain", "text/html", "text/markdown"))
 
 
+def _defines_only(source: str) -> bool:
+    """A cell that only imports and defines (the learner's earlier answers, helpers the text gives)."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return False
+    return bool(body) and all(
+        isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)) for n in body
+    )
+
+
 def _exercises(nb_path):
-    """(imports source, exercise source, check source) for each exercise of a solution notebook."""
+    """(imports and earlier definitions, exercise source, check source) for each exercise of a solution
+    notebook; exercises tagged ``experiment`` work on the notebook's data and are left out here (the
+    notebook tests run them after every earlier cell)."""
     nb = jupytext.read(nb_path)
     code = [c for c in nb.cells if c.cell_type == "code"]
     imports = "\n".join(c.source for c in code if "imports" in c.metadata.get("tags", []))
-    return [
-        (imports, cell.source, code[i + 1].source)
-        for i, cell in enumerate(code)
-        if "exercise" in cell.metadata.get("tags", [])
-    ]
+    out = []
+    for i, cell in enumerate(code):
+        tags = cell.metadata.get("tags", [])
+        if "exercise" in tags and "experiment" not in tags:
+            earlier = [c.source for c in code[:i] if "imports" not in c.metadata.get("tags", [])]
+            context = "\n".join([imports, *(src for src in earlier if _defines_only(src))])
+            out.append((context, cell.source, code[i + 1].source))
+    return out
 
 
 def _fragments(line: str) -> list[str]:

@@ -19,6 +19,7 @@ from course_lib.metrics import (
     perplexity,
     precision_recall_f1,
     rouge_l,
+    tokenizer_compression,
 )
 
 TOL = 1e-12  # both sides divide the same integer counts in float64
@@ -173,3 +174,23 @@ def test_accuracy_interval_rejects_impossible_counts():
 
     with pytest.raises(ValueError, match="n_correct <= n"):
         accuracy_interval(11, 10)
+
+
+# ----------------------------------------------------------------------------------------------- compression
+
+
+def test_tokenizer_compression_counts_utf8_bytes_and_characters():
+    texts = ["ab c", "中文"]  # 4 + 2 characters; 4 + 6 UTF-8 bytes
+    stats = tokenizer_compression(lambda t: list(t.encode("utf-8")), texts)  # the 256-byte "tokenizer"
+    assert (stats.chars, stats.bytes, stats.tokens) == (6, 10, 10)
+    assert stats.bytes_per_token == 1.0 and stats.tokens_per_char == pytest.approx(10 / 6)
+    per_char = tokenizer_compression(list, texts)  # one token per character
+    assert per_char.tokens_per_char == 1.0 and per_char.bytes_per_token == pytest.approx(10 / 6)
+
+
+def test_tokenizer_compression_is_a_ratio_of_totals_and_rejects_empty_input():
+    # one long text of 2 bytes/token and one short of 1 byte/token: totals, not the mean of the two ratios
+    stats = tokenizer_compression(lambda t: [0] * (len(t) // 2 if len(t) > 2 else len(t)), ["a" * 100, "b"])
+    assert stats.bytes_per_token == pytest.approx(101 / 51)
+    with pytest.raises(ValueError, match="no tokens"):
+        tokenizer_compression(lambda t: [], ["abc"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -125,18 +126,37 @@ def test_toc_lists_every_chapter_notebook_and_nothing_missing():
     assert chapter_nbs <= set(listed), f"not in _toc.yml: {sorted(chapter_nbs - set(listed))}"
 
 
+def _defines_only(source: str) -> bool:
+    """A cell that only imports and defines functions or classes: cheap to run as an exercise's context."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return False
+    kinds = (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+    return bool(body) and all(isinstance(node, kinds) for node in body)
+
+
 def _exercise_cells(nb):
-    """(imports source, [(exercise source, check source)]) of a notebook."""
+    """(imports source, [(context source, exercise source, check source, experiment?)]) of a notebook.
+
+    An exercise's context is every earlier code cell that only defines (the learner's earlier answers,
+    helpers the text provides). An exercise tagged ``experiment`` works on the notebook's data, so its
+    context is every earlier code cell (run in fast mode).
+    """
     code = [c for c in nb.cells if c.cell_type == "code"]
     imports = "\n".join(c.source for c in code if "imports" in c.metadata.get("tags", []))
     pairs = []
     for i, cell in enumerate(code):
-        if "exercise" in cell.metadata.get("tags", []):
+        tags = cell.metadata.get("tags", [])
+        if "exercise" in tags:
             check = code[i + 1]
             assert "check" in check.metadata.get("tags", []), (
                 "an exercise cell must be followed by its check cell"
             )
-            pairs.append((cell.source, check.source))
+            experiment = "experiment" in tags
+            earlier = [c for c in code[:i] if "imports" not in c.metadata.get("tags", [])]
+            context = [c.source for c in earlier if experiment or _defines_only(c.source)]
+            pairs.append(("\n".join(context), cell.source, check.source, experiment))
     return imports, pairs
 
 
@@ -146,14 +166,26 @@ EXERCISES = [
 
 
 @pytest.mark.parametrize("nb_path, k", EXERCISES, ids=[f"{_rel(p)}-{k}" for p, k in EXERCISES])
-def test_solutions_pass_their_checks_and_blank_exercises_fail_with_a_helpful_message(nb_path, k, capsys):
+def test_solutions_pass_their_checks_and_blank_exercises_fail_with_a_helpful_message(
+    nb_path, k, capsys, monkeypatch
+):
     imports, pairs = _exercise_cells(jupytext.read(nb_path))
-    solved, check = pairs[k]
+    context, solved, check, experiment = pairs[k]
+    if experiment:
+        monkeypatch.setenv("COURSE_FAST", "1")
+        monkeypatch.chdir(nb_path.parent)
     namespace: dict = {}
-    exec(compile(imports + "\n" + solved + "\n" + check, f"{nb_path.name}-solution-{k}", "exec"), namespace)
+    exec(compile(imports + "\n" + context, f"{nb_path.name}-context-{k}", "exec"), namespace)
+    capsys.readouterr()
+    exec(compile(solved + "\n" + check, f"{nb_path.name}-solution-{k}", "exec"), namespace)
     assert "✓" in capsys.readouterr().out
 
     blank = classroom.strip_solutions(solved)
     namespace = {}
+    exec(compile(imports + "\n" + context, f"{nb_path.name}-context-{k}", "exec"), namespace)
+    if experiment:  # the blank cell itself stops, as nbgrader's stub does, before the check can run
+        with pytest.raises(NotImplementedError):
+            exec(compile(blank, f"{nb_path.name}-learner-{k}", "exec"), namespace)
+        return
     with pytest.raises(ExerciseFailure, match="not written yet"):
-        exec(compile(imports + "\n" + blank + "\n" + check, f"{nb_path.name}-learner-{k}", "exec"), namespace)
+        exec(compile(blank + "\n" + check, f"{nb_path.name}-learner-{k}", "exec"), namespace)

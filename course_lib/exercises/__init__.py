@@ -7,6 +7,8 @@ Chapter modules (``course_lib.exercises.ch01`` ...) define the cases of each exe
 
 from __future__ import annotations
 
+import dis
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +105,102 @@ def check_function(
     print(f"✓ {name}: all {len(cases)} cases pass")
 
 
+def _is_library(obj: Any) -> bool:
+    """True for a course_lib module, function or class (the exercises package itself excluded)."""
+    name = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+    if not isinstance(name, str) or not (inspect.ismodule(obj) or callable(obj)):
+        return False
+    return (name == "course_lib" or name.startswith("course_lib.")) and not name.startswith(
+        "course_lib.exercises"
+    )
+
+
+def _code_names(code: Any) -> set[str]:
+    """Every global or attribute name a code object uses, nested functions and comprehensions included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _code_names(const)
+    return names
+
+
+def _attribute_names(code: Any) -> set[str]:
+    """The names a code object reads as attributes (``F.gelu`` -> ``gelu``), nested code included."""
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("LOAD_ATTR", "LOAD_METHOD")}
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _attribute_names(const)
+    return names
+
+
+def library_used(answer: Any, allowed: Sequence[str] = (), forbidden: Sequence[str] = ()) -> list[str]:
+    """The course_lib objects an answer is or reaches, by name: ``[]`` when it is written by hand.
+
+    Looks at the answer itself (a course_lib function or class, or a subclass of one), then at every
+    global its code names (functions and classes the learner wrote are followed, so a wrapper around a
+    wrapper is found too). ``allowed`` names library objects an exercise may use (e.g. ``GPTConfig``);
+    ``forbidden`` names other functions it must not call (e.g. PyTorch's ``layer_norm``), found by name.
+    """
+    found: list[str] = []
+    seen: set[int] = set()
+
+    def visit(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if inspect.isclass(obj):
+            for base in obj.__mro__:
+                if _is_library(base) and base.__name__ not in allowed:
+                    found.append(f"{base.__module__}.{base.__name__}")
+                elif base.__module__.split(".")[0] not in ("builtins", "torch", "typing", "abc"):
+                    for member in vars(base).values():
+                        func = member.fget if isinstance(member, property) else member
+                        func = getattr(func, "__func__", func)  # staticmethod / classmethod
+                        if inspect.isfunction(func):
+                            visit(func)
+            return
+        if _is_library(obj):
+            if getattr(obj, "__name__", "") not in allowed:
+                found.append(
+                    obj.__name__ if inspect.ismodule(obj) else f"{obj.__module__}.{obj.__qualname__}"
+                )
+            return
+        if inspect.isfunction(obj):
+            attributes = _attribute_names(obj.__code__)
+            for name in sorted(_code_names(obj.__code__)):
+                from_torch = name in obj.__globals__ and str(
+                    getattr(obj.__globals__[name], "__module__", "")
+                ).startswith("torch")
+                if name in forbidden and (name in attributes or from_torch):  # F.gelu, or gelu from torch
+                    found.append(f"PyTorch's {name}")
+                elif name.split(".")[0] == "course_lib" and not name.startswith("course_lib.exercises"):
+                    found.append(name)  # an import inside the function
+                elif name in obj.__globals__:
+                    value = obj.__globals__[name]
+                    if _is_library(value) or inspect.isfunction(value) or inspect.isclass(value):
+                        visit(value)
+            for cell in obj.__closure__ or ():
+                try:
+                    visit(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+
+    visit(answer)
+    return sorted(set(found))
+
+
+def require_own_code(
+    answer: Any, what: str, allowed: Sequence[str] = (), forbidden: Sequence[str] = ()
+) -> None:
+    """Raise :class:`ExerciseFailure` when ``answer`` is, or calls, a library's own version of ``what``."""
+    used = library_used(answer, allowed, forbidden)
+    if used:
+        raise ExerciseFailure(
+            f"{what}: your answer uses the library ({', '.join(used)}); the exercise is to write it "
+            "yourself, from the formula, with plain Python and PyTorch tensor operations"
+        )
+
+
 def _clone(x: Any) -> Any:
     """Fresh copies of tensor inputs, so a learner's in-place edit cannot change the reference's input."""
     if isinstance(x, torch.Tensor):
@@ -116,4 +214,4 @@ def _clone(x: Any) -> Any:
     return x
 
 
-__all__ = ["Case", "ExerciseFailure", "check_function"]
+__all__ = ["Case", "ExerciseFailure", "check_function", "library_used", "require_own_code"]

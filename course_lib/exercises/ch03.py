@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from course_lib.exercises import Case, check_function
+from course_lib.exercises import Case, ExerciseFailure, check_function, require_own_code
 from course_lib.lm_data import get_batch
 from course_lib.trainer import TrainConfig, lr_at
 
@@ -251,3 +252,721 @@ def check_batch_norm_train(fn) -> None:
         "look at which dims you reduce over, at the divisor of the variance (the biased one, over the "
         "number of values), at where eps is added, and at gamma and beta being applied per channel",
     )
+
+
+# ============================================================================= byte-level BPE (notebook 3.4)
+# The references are course_lib.tokenizers (trained and applied by its own, faster code) and
+# course_lib.metrics.tokenizer_compression; the learner's functions work on plain ids and dicts.
+
+_BPE_TEXTS = [
+    "The government announced new plans for the economy on Tuesday. The plans were welcomed by business.",
+    "Shares in the firm rose by 5% after the announcement, the highest rise in the market this year.",
+    "中国经济今年保持稳定增长，国内生产总值比上年增长百分之八。",
+    "人民日报报道，全国人民代表大会在北京召开，代表们讨论了经济发展问题。",
+    "Mr Brown said the economy was strong, and that the new plans would help the economy grow.",
+]
+
+
+def _bpe_words(texts: list[str]) -> dict[tuple[int, ...], int]:
+    """Pre-tokens (GPT-2's pattern) as tuples of UTF-8 byte values, with how often each occurs."""
+    import regex
+
+    from course_lib.tokenizers import GPT2_SPLIT_PATTERN
+
+    counts: dict[tuple[int, ...], int] = {}
+    for text in texts:
+        for word in regex.findall(GPT2_SPLIT_PATTERN, text):
+            key = tuple(word.encode("utf-8"))
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _reference_count_pairs(words: dict[tuple[int, ...], int]) -> dict[tuple[int, int], int]:
+    counts: dict[tuple[int, int], int] = {}
+    for word, freq in words.items():
+        for i in range(len(word) - 1):
+            counts[word[i], word[i + 1]] = counts.get((word[i], word[i + 1]), 0) + freq
+    return counts
+
+
+def check_count_pairs(fn) -> None:
+    """``fn(words) -> {(a, b): count}``: adjacent pairs inside each word, weighted by the word's count."""
+    require_own_code(fn, "count_pairs")
+    cases = [
+        Case("one word", ({(1, 2, 3): 1},)),
+        Case("pairs never cross from one word into the next", ({(1, 2): 1, (3, 4): 1},)),
+        Case("a word seen 5 times counts its pairs 5 times", ({(1, 2, 3): 5, (2, 3): 2},)),
+        Case("(7, 7, 7): the pair (7, 7) occurs twice", ({(7, 7, 7): 1},)),
+        Case("one-byte words have no pairs", ({(65,): 9, (66, 67): 1},)),
+        Case("the pre-tokens of five sentences (English and Chinese)", (_bpe_words(_BPE_TEXTS),)),
+    ]
+    check_function(
+        "count_pairs",
+        lambda words: dict(fn(words)),
+        _reference_count_pairs,
+        cases,
+        hint="for each word and its count f, walk the positions i = 0 .. len(word) - 2 and add f to the "
+        "pair (word[i], word[i + 1]); every occurrence counts, even of a repeated pair in one word",
+    )
+
+
+def check_merge(fn) -> None:
+    """``fn(ids, pair, new_id) -> list``: every (a, b) in ``ids``, scanned left to right, becomes new_id."""
+    from course_lib.tokenizers import _merge_pair
+
+    require_own_code(fn, "merge")
+    cases = [
+        Case("one occurrence", ([1, 2, 3, 4], (2, 3), 256)),
+        Case("two occurrences", ([1, 2, 1, 2, 5], (1, 2), 256)),
+        Case("(7, 7) in 7 7 7: the left pair merges, the last 7 stays", ([7, 7, 7], (7, 7), 300)),
+        Case("(7, 7) in 7 7 7 7 gives two new tokens", ([7, 7, 7, 7], (7, 7), 300)),
+        Case("the pair at the very end", ([5, 6, 1, 2], (1, 2), 256)),
+        Case("the pair is not there", ([1, 3, 2], (1, 2), 256)),
+        Case("an empty list", ([], (1, 2), 256)),
+        Case("a single id", ([1], (1, 2), 256)),
+    ]
+    check_function(
+        "merge",
+        lambda ids, pair, new_id: list(fn(list(ids), pair, new_id)),
+        lambda ids, pair, new_id: _merge_pair(list(ids), pair[0], pair[1], new_id),
+        cases,
+        hint="walk i from the left: when ids[i], ids[i + 1] is the pair, append new_id and jump i by 2, "
+        "otherwise append ids[i] and step by 1; mind the last position (i + 1 must exist)",
+    )
+
+
+def _lib_merges(texts: list[str], num_merges: int) -> dict[tuple[int, int], int]:
+    """course_lib's BPE merges on ``texts`` as ``{(id_a, id_b): new_id}`` in learning order."""
+    from course_lib.tokenizers import BPETokenizer
+
+    tok = BPETokenizer.train(texts, 256 + num_merges + 1, show_progress=False)
+    ids = {bytes([b]): b for b in range(256)}
+    merges = {}
+    for k, (left, right) in enumerate(tok.merges):
+        if left + right in ids:  # course_lib reuses the id of a token made twice; the cases avoid it
+            raise RuntimeError("these texts make one token by two different merges; choose other texts")
+        merges[ids[left], ids[right]] = ids[left + right] = 256 + k
+    return merges
+
+
+def _show(pair: tuple[int, int], vocab: dict[int, bytes]) -> str:
+    return "(" + ", ".join(repr(vocab.get(i, b"?")) for i in pair) + ")"
+
+
+def _vocab_of(merges: dict[tuple[int, int], int]) -> dict[int, bytes]:
+    vocab = {b: bytes([b]) for b in range(256)}
+    for (a, b), new in merges.items():
+        vocab[new] = vocab.get(a, b"?") + vocab.get(b, b"?")
+    return vocab
+
+
+def check_train_bpe(fn) -> None:
+    """``fn(texts, num_merges) -> {(a, b): new_id}``: the same merges, in the same order, as course_lib.
+
+    Tie rule (the same as :meth:`course_lib.tokenizers.BPETokenizer.train`): among the pairs with the
+    highest count, merge the smallest pair, comparing (a, b) as a tuple of ids.
+    """
+    require_own_code(fn, "train_bpe")
+    hint = (
+        "count pairs over the pre-tokens (GPT-2's pattern), each weighted by how often the pre-token "
+        "occurs; pick the pair with the highest count, and among equal counts the smallest (a, b) "
+        "tuple, e.g. min(counts, key=lambda p: (-counts[p], p)); give it id 256 + k and merge it in "
+        "every word before counting again"
+    )
+    cases = [
+        ("English, 30 merges", _BPE_TEXTS[:2] + _BPE_TEXTS[4:], 30),
+        ("Chinese, 20 merges", _BPE_TEXTS[2:4], 20),
+        ("both, 60 merges", _BPE_TEXTS, 60),
+        ("'aaaa' three times, 3 merges (merged ids merge again)", ["aaaa aaaa aaaa"], 3),
+    ]
+    for i, (label, texts, n) in enumerate(cases, 1):
+        where = f"train_bpe, case {i} of {len(cases)} ({label})"
+        try:
+            got = fn(list(texts), n)
+        except NotImplementedError:
+            raise ExerciseFailure(f"train_bpe is not written yet. Hint: {hint}") from None
+        except Exception as err:
+            raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
+        expected = _lib_merges(list(texts), n)
+        if not isinstance(got, dict):
+            raise ExerciseFailure(f"{where}: return a dict {{(a, b): new_id}}, got {type(got).__name__}")
+        got_list, exp_list = list(got.items()), list(expected.items())
+        vocab = _vocab_of(expected)
+        for k, (g, e) in enumerate(zip(got_list, exp_list)):
+            if g != e:
+                gvocab = _vocab_of(got)
+                raise ExerciseFailure(
+                    f"{where}: merge #{k} differs: you merged {_show(g[0], gvocab)} into id {g[1]}, "
+                    f"expected {_show(e[0], vocab)} into id {e[1]}.\n  hint: {hint}"
+                )
+        if len(got_list) != len(exp_list):
+            raise ExerciseFailure(f"{where}: {len(got_list)} merges instead of {len(exp_list)}")
+    print(f"✓ train_bpe: all {len(cases)} cases pass (the same merges as course_lib, in the same order)")
+
+
+def _reference_encode(text: str, merges: dict[tuple[int, int], int]) -> list[int]:
+    from course_lib.tokenizers import BPETokenizer
+
+    vocab = _vocab_of(merges)
+    tok = BPETokenizer([(vocab[a], vocab[b]) for a, b in merges], special_tokens=())
+    return tok.encode(text)
+
+
+def check_bpe_encode(fn) -> None:
+    """``fn(text, merges) -> ids``: pre-tokens, their bytes, then the lowest-ranked merge first."""
+    require_own_code(fn, "encode")
+    merges = _lib_merges(_BPE_TEXTS, 80)
+    cases = [
+        Case("a training sentence", (_BPE_TEXTS[0], merges)),
+        Case(
+            "'abc' where (b, c) was learned before (a, b): order decides",
+            ("abc", {(98, 99): 256, (97, 98): 257, (97, 256): 258}),
+        ),
+        Case("unseen English", ("The economy of the firm announced its plans.", merges)),
+        Case("Chinese", ("人民经济增长", merges)),
+        Case("spaces, a newline and digits", ("the  plans\nrose 5% in 1998", merges)),
+        Case("an empty string", ("", merges)),
+        Case("no merges at all: plain UTF-8 bytes", ("plans 中", {})),
+    ]
+    check_function(
+        "encode",
+        lambda text, m: list(fn(text, dict(m))),
+        _reference_encode,
+        cases,
+        hint="split the text with GPT-2's pattern; for each pre-token start from its UTF-8 bytes and "
+        "repeat: among the adjacent pairs present, take the one learned earliest (smallest new id), "
+        "merge it everywhere in the pre-token; stop when no pair present was learned",
+    )
+
+
+def check_bpe_decode(fn) -> None:
+    """``fn(ids, vocab) -> str``: join the tokens' bytes, then decode UTF-8 once (invalid bytes -> U+FFFD)."""
+    from course_lib.tokenizers import BPETokenizer
+
+    require_own_code(fn, "decode")
+    merges = _lib_merges(_BPE_TEXTS, 80)
+    vocab = _vocab_of(merges)
+    tok = BPETokenizer([(vocab[a], vocab[b]) for a, b in merges], special_tokens=())
+    zh = tok.encode("中国经济增长")
+    split_char = next(i for i in zh if len(vocab[i]) % 3)  # a token holding part of a character
+    cases = [
+        Case("English", (tok.encode(_BPE_TEXTS[0]), vocab)),
+        Case("Chinese: characters split across tokens", (zh, vocab)),
+        Case("one token that is only part of a Chinese character", ([split_char], vocab)),
+        Case("a lone continuation byte 0x80", ([72, 105, 0x80], vocab)),
+        Case("no ids", ([], vocab)),
+    ]
+    check_function(
+        "decode",
+        lambda ids, v: fn(list(ids), dict(v)),
+        lambda ids, v: tok.decode(ids),
+        cases,
+        hint="b''.join(vocab[i] for i in ids) first, then .decode('utf-8', errors='replace') once: a "
+        "character's bytes can lie in two tokens, and bytes that are not valid UTF-8 become '\\ufffd'",
+    )
+
+
+def check_compression(fn) -> None:
+    """``fn(encode, texts) -> (bytes_per_token, tokens_per_char)``, ratios of totals over all texts."""
+    from course_lib.metrics import tokenizer_compression
+
+    require_own_code(fn, "compression")
+
+    def reference(encode, texts):
+        stats = tokenizer_compression(encode, texts)
+        return (stats.bytes_per_token, stats.tokens_per_char)
+
+    def as_bytes(text):
+        return list(text.encode("utf-8"))
+
+    def by_word(text):
+        return text.split()
+
+    cases = [
+        Case("the 256-byte tokenizer on English", (as_bytes, ["plain English text"])),
+        Case("the 256-byte tokenizer on Chinese (3 bytes per character)", (as_bytes, ["人民日报"])),
+        Case("one token per character", (list, ["ab", "中文字"])),
+        Case("one long and one short text (total bytes / total tokens)", (by_word, ["a b c d", "abcdefgh"])),
+    ]
+    check_function(
+        "compression",
+        lambda encode, texts: tuple(float(v) for v in fn(encode, list(texts))),
+        reference,
+        cases,
+        atol=1e-9,
+        rtol=1e-9,
+        hint="total the UTF-8 bytes (len(text.encode('utf-8'))), the characters (len(text)) and the tokens "
+        "(len(encode(text))) over all texts, then divide the totals: bytes / tokens and tokens / characters",
+    )
+
+
+def check_reported_bytes_per_token(value, merges: dict[tuple[int, int], int], texts: list[str]) -> None:
+    """The number a learner reports: bytes per token of their tokenizer (``merges``) on ``texts``."""
+    from course_lib.metrics import tokenizer_compression
+
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        raise ExerciseFailure(f"report a number (a float), got {value!r}")
+    stats = tokenizer_compression(lambda t: _reference_encode(t, merges), texts)
+    if abs(value - stats.bytes_per_token) > 0.01:
+        why = ""
+        if abs(value - stats.tokens_per_char) <= 0.01:
+            why = " (that is tokens per character, not bytes per token)"
+        raise ExerciseFailure(
+            f"bytes per token: you reported {value:.3f}, your tokenizer gives "
+            f"{stats.bytes_per_token:.3f} on these texts{why}; total the UTF-8 bytes and the tokens of "
+            "all the texts and divide"
+        )
+    print(f"✓ bytes per token {value:.3f} agrees with course_lib's count ({stats.bytes_per_token:.3f})")
+
+
+# ============================================================================= a GPT, piece by piece (3.5)
+# The references are course_lib's own modules (attention.AttentionHead / MultiHeadAttention,
+# layers.FeedForward, gpt.Block / GPT, gpt.sample_next_token) and PyTorch's functional ops. Learner
+# modules receive the reference's weights through load_state_dict, so the parameter names must be
+# GPT-2's (as course_lib uses).
+
+
+def _randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def check_embed(fn) -> None:
+    """``fn(idx (B, T), wte (V, d), wpe (T_max, d)) -> (B, T, d)``: token row plus position row."""
+    require_own_code(fn, "embed")
+    idx = torch.tensor([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
+    cases = [
+        Case(
+            "2 sequences of 5 tokens, a table of 10 tokens and 8 positions",
+            (idx, _randn(10, 6, seed=1), _randn(8, 6, seed=2)),
+        ),
+        Case(
+            "a sequence as long as the position table", (idx[:1], _randn(10, 4, seed=3), _randn(5, 4, seed=4))
+        ),
+        Case("one token", (torch.tensor([[7]]), _randn(10, 3, seed=5), _randn(4, 3, seed=6))),
+    ]
+    check_function(
+        "embed",
+        lambda i, wte, wpe: fn(i, wte, wpe),
+        lambda i, wte, wpe: wte[i] + wpe[: i.size(1)],
+        cases,
+        atol=0,
+        rtol=0,
+        hint="a lookup is indexing: wte[idx] gives (B, T, d); the positions are 0 .. T-1, so the position "
+        "rows are wpe[:T] (or wpe[torch.arange(T)]), which broadcast over the batch",
+    )
+
+
+def _copy_weights(mine: nn.Module, ref: nn.Module, where: str) -> None:
+    """Load the reference's weights into the learner's module; name the keys when they do not match."""
+    if not isinstance(mine, nn.Module):
+        raise ExerciseFailure(f"{where}: calling the class gave {type(mine).__name__}, not an nn.Module")
+    theirs, ours = set(mine.state_dict()), set(ref.state_dict())
+    if theirs != ours:
+        raise ExerciseFailure(
+            f"{where}: the parameter names differ from GPT-2's, so the reference weights cannot load.\n"
+            f"  missing: {sorted(ours - theirs)}\n  unexpected: {sorted(theirs - ours)}\n"
+            "  name the submodules as the exercise text says"
+        )
+    try:
+        mine.load_state_dict(ref.state_dict())
+    except RuntimeError as err:
+        raise ExerciseFailure(f"{where}: the weights do not load (a shape differs): {err}") from None
+
+
+def _no_library_modules(model: nn.Module, what: str, allowed: tuple[str, ...] = ()) -> None:
+    for name, module in model.named_modules():
+        kind = type(module)
+        if kind.__module__.startswith("course_lib.") and kind.__name__ not in allowed:
+            raise ExerciseFailure(
+                f"{what}: the submodule {name or '(the model itself)'} is course_lib's "
+                f"{kind.__name__}; the exercise is to write it yourself"
+            )
+
+
+def _check_module(
+    name: str,
+    make_mine,
+    make_ref,
+    inputs: list[tuple[str, tuple]],
+    call_ref,
+    call_mine,
+    hint: str,
+    atol: float = 1e-5,
+) -> None:
+    """Build both modules per case, copy the reference's weights into the learner's, compare outputs."""
+    for i, (label, args) in enumerate(inputs, 1):
+        where = f"{name}, case {i} of {len(inputs)} ({label})"
+        torch.manual_seed(100 + i)
+        ref = make_ref(i)
+        try:
+            mine = make_mine(i)
+            _no_library_modules(mine, name)
+            _copy_weights(mine, ref, where)
+            mine.eval()
+            ref.eval()
+            with torch.no_grad():
+                got = call_mine(mine, *_clone_all(args))
+        except NotImplementedError:
+            raise ExerciseFailure(f"{name} is not written yet. Hint: {hint}") from None
+        except ExerciseFailure:
+            raise
+        except Exception as err:
+            raise ExerciseFailure(f"{where}: your code raised {type(err).__name__}: {err}") from None
+        with torch.no_grad():
+            expected = call_ref(ref, *_clone_all(args))
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            raise ExerciseFailure(
+                f"{where}: output {shape} instead of shape {tuple(expected.shape)}. Hint: {hint}"
+            )
+        worst = (got.double() - expected.double()).abs().max().item()
+        if not worst <= atol:
+            raise ExerciseFailure(
+                f"{where}: the output differs from course_lib's (largest difference {worst:.3g}, allowed "
+                f"{atol:g}).\n  hint: {hint}"
+            )
+    print(f"✓ {name}: all {len(inputs)} cases pass")
+
+
+def _clone_all(args: tuple) -> tuple:
+    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+_FUSED = ("scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward")
+
+
+def check_causal_head(cls) -> None:
+    """``cls(d_model, head_size)`` with Linear ``query``, ``key``, ``value``: (B, T, d) -> (B, T, head_size),
+    each position attending to itself and the positions before it."""
+    from course_lib.attention import AttentionHead
+
+    require_own_code(cls, "CausalHead", forbidden=_FUSED)
+    shapes = [(8, 4), (16, 16), (12, 3)]
+    _check_module(
+        "CausalHead",
+        lambda i: cls(*shapes[i - 1]),
+        lambda i: AttentionHead(*shapes[i - 1]),
+        [
+            ("d_model 8, head size 4, 2 sequences of 5", (_randn(2, 5, 8, seed=1),)),
+            ("d_model 16, head size 16, 1 sequence of 7", (_randn(1, 7, 16, seed=2),)),
+            ("d_model 12, head size 3, large inputs", (_randn(3, 6, 12, seed=3, scale=4.0),)),
+        ],
+        lambda ref, x: ref(x, is_causal=True),
+        lambda mine, x: mine(x),
+        "q, k, v = self.query(x), self.key(x), self.value(x); scores q @ k^T / sqrt(head size); a causal "
+        "mask that lets query i see keys j <= i (the lower triangle); softmax over the keys; times v",
+    )
+
+
+def check_multi_head_attention(cls) -> None:
+    """``cls(d_model, n_head)`` with Linear ``qkv`` (d -> 3d, laid out [q | k | v]) and ``proj`` (d -> d):
+    causal self-attention, x (B, T, d) -> (B, T, d)."""
+    from course_lib.attention import MultiHeadAttention
+
+    require_own_code(cls, "MultiHeadAttention", forbidden=_FUSED)
+    shapes = [(8, 2), (16, 4), (12, 1)]
+    _check_module(
+        "MultiHeadAttention",
+        lambda i: cls(*shapes[i - 1]),
+        lambda i: MultiHeadAttention(*shapes[i - 1]),
+        [
+            ("d_model 8, 2 heads", (_randn(2, 5, 8, seed=4),)),
+            ("d_model 16, 4 heads", (_randn(2, 7, 16, seed=5),)),
+            ("one head of 12", (_randn(1, 4, 12, seed=6),)),
+        ],
+        lambda ref, x: ref(x, is_causal=True),
+        lambda mine, x: mine(x),
+        "q, k, v = self.qkv(x).split(d, dim=-1); each (B, T, d) -> view (B, T, nh, hs) -> transpose(1, 2) to "
+        "(B, nh, T, hs); causal attention per head; back with transpose(1, 2).reshape(B, T, d); then proj",
+    )
+
+
+def check_layer_norm(fn) -> None:
+    """``fn(x, weight, bias, eps=1e-5)``: normalise the last dimension, then scale and shift."""
+    require_own_code(fn, "layer_norm", forbidden=("layer_norm", "LayerNorm", "batch_norm"))
+
+    def case(label, *shape, seed, scale=1.0, shift=0.0, eps=1e-5):
+        x = _randn(*shape, seed=seed, scale=scale) + shift
+        d = shape[-1]
+        return Case(label, (x, _randn(d, seed=seed + 1), _randn(d, seed=seed + 2)), {"eps": eps})
+
+    cases = [
+        case("(2, 3, 8)", 2, 3, 8, seed=1),
+        case("a small dimension (d = 2), where n and n - 1 differ most", 4, 2, seed=2),
+        case("rows far from zero (mean 100)", 3, 16, seed=3, shift=100.0),
+        case("tiny values (std 1e-3), where eps matters", 3, 8, seed=4, scale=1e-3),
+        case("eps = 0.1", 2, 6, seed=5, eps=0.1),
+    ]
+    check_function(
+        "layer_norm",
+        lambda x, w, b, eps: fn(x, w, b, eps=eps),
+        lambda x, w, b, eps: F.layer_norm(x, (x.size(-1),), w, b, eps),
+        cases,
+        atol=1e-5,
+        rtol=1e-4,
+        hint="mean and variance over the last dimension (keepdim=True); the variance divides by d, not d - 1 "
+        "(unbiased=False); (x - mean) / sqrt(var + eps): eps inside the square root; then * weight + bias",
+    )
+
+
+def check_gelu(fn) -> None:
+    """``fn(x)``: GPT-2's GELU, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    require_own_code(fn, "gelu", forbidden=("gelu", "GELU"))
+    cases = [
+        Case("a few numbers", (torch.tensor([-3.0, -1.0, -0.1, 0.0, 0.1, 1.0, 3.0]),)),
+        Case("a (4, 8) batch", (_randn(4, 8, seed=7, scale=2.0),)),
+        Case("large inputs: GELU(x) ~ x for x >> 0, ~ 0 for x << 0", (torch.linspace(-12, 12, 25),)),
+    ]
+    check_function(
+        "gelu",
+        fn,
+        lambda x: F.gelu(x, approximate="tanh"),
+        cases,
+        atol=1e-6,
+        rtol=1e-5,
+        hint="0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))): the tanh form "
+        "GPT-2 uses, not the exact erf form, with exactly these constants",
+    )
+
+
+def check_mlp(cls) -> None:
+    """``cls(d_model)`` with Linear ``c_fc`` (d -> 4d) and ``c_proj`` (4d -> d) and GPT-2's GELU between."""
+    from course_lib.layers import FeedForward
+
+    require_own_code(cls, "MLP")
+    sizes = [8, 16, 4]
+    _check_module(
+        "MLP",
+        lambda i: cls(sizes[i - 1]),
+        lambda i: FeedForward(sizes[i - 1], 4 * sizes[i - 1]),
+        [
+            ("d_model 8", (_randn(2, 5, 8, seed=8),)),
+            ("d_model 16", (_randn(1, 3, 16, seed=9),)),
+            ("d_model 4, large inputs", (_randn(3, 2, 4, seed=10, scale=5.0),)),
+        ],
+        lambda ref, x: ref(x),
+        lambda mine, x: mine(x),
+        "c_fc widens d to 4 d, then your gelu (the tanh form), then c_proj back to d",
+    )
+
+
+def _gpt_config(i: int, **overrides):
+    from course_lib.gpt import GPTConfig
+
+    shapes = [
+        dict(vocab_size=50, block_size=16, n_layer=2, n_head=2, d_model=16),
+        dict(vocab_size=30, block_size=8, n_layer=1, n_head=4, d_model=8),
+        dict(vocab_size=70, block_size=12, n_layer=3, n_head=1, d_model=12),
+    ]
+    return GPTConfig(**{**shapes[(i - 1) % 3], **overrides})
+
+
+def _random_norms(module: nn.Module, seed: int) -> nn.Module:
+    """Give every norm's weight and bias random values, so a block that skips a norm is caught."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if ".ln_" in f".{name}" or name.startswith("ln_") or p.ndim == 1:
+                p.copy_(
+                    1.0 + 0.5 * torch.randn(p.shape, generator=g)
+                    if name.endswith("weight")
+                    else 0.3 * torch.randn(p.shape, generator=g)
+                )
+    return module
+
+
+def check_block(cls) -> None:
+    """``cls(config)`` with ``ln_1``, ``attn``, ``ln_2``, ``mlp``: x + attn(ln_1(x)), then x + mlp(ln_2(x))"""
+    from course_lib.gpt import Block
+
+    require_own_code(cls, "Block", allowed=("GPTConfig",))
+    _check_module(
+        "Block",
+        lambda i: cls(_gpt_config(i)),
+        lambda i: _random_norms(Block(_gpt_config(i)), i),
+        [
+            ("d_model 16, 2 heads", (_randn(2, 6, 16, seed=11),)),
+            ("d_model 8, 4 heads", (_randn(1, 8, 8, seed=12),)),
+            ("d_model 12, 1 head, large inputs", (_randn(2, 5, 12, seed=13, scale=3.0),)),
+        ],
+        lambda ref, x: ref(x),
+        lambda mine, x: mine(x),
+        "pre-norm: each branch (attention with ln_1 first, then the MLP with ln_2) reads the normalised x, "
+        "and its output is added to the unnormalised x it came from; no norm is applied to the sum",
+    )
+
+
+def check_gpt(cls) -> None:
+    """``cls(config)``: loads a course_lib ``GPT`` state dict and gives the same logits and loss (<= 1e-5)."""
+    from course_lib.gpt import GPT
+
+    require_own_code(cls, "GPT", allowed=("GPTConfig",))
+    hint = (
+        "logits = lm_head(ln_f(blocks(wte[idx] + wpe[:T]))); the parts live in a ModuleDict called "
+        "transformer (wte, wpe, h as a ModuleList of blocks, ln_f), and lm_head (no bias) shares its weight "
+        "with the token table; with targets, the loss is the cross-entropy of flattened logits and targets"
+    )
+    lengths = [16, 5, 1]
+    for i, T in enumerate(lengths, 1):
+        cfg = _gpt_config(i)
+        where = f"GPT, case {i} of {len(lengths)} ({cfg.n_layer} layers, d_model {cfg.d_model}, T = {T})"
+        torch.manual_seed(200 + i)
+        ref = _random_norms(GPT(cfg), i).eval()
+        idx = torch.randint(0, cfg.vocab_size, (2, T), generator=torch.Generator().manual_seed(i))
+        targets = torch.randint(0, cfg.vocab_size, (2, T), generator=torch.Generator().manual_seed(10 + i))
+        try:
+            mine = cls(cfg)
+            _no_library_modules(mine, "GPT")
+            _copy_weights(mine, ref, where)
+            mine.eval()
+            with torch.no_grad():
+                out = mine(idx, targets)
+        except NotImplementedError:
+            raise ExerciseFailure(f"GPT is not written yet. Hint: {hint}") from None
+        except ExerciseFailure:
+            raise
+        except Exception as err:
+            raise ExerciseFailure(f"{where}: your model raised {type(err).__name__}: {err}") from None
+        if isinstance(mine, GPT):
+            raise ExerciseFailure("GPT: your model is course_lib's GPT; the exercise is to write it yourself")
+        tied = getattr(getattr(mine, "lm_head", None), "weight", None)
+        if tied is None or tied is not mine.transformer.wte.weight:
+            raise ExerciseFailure(
+                f"{where}: lm_head's weight must be the very same Parameter as the token table's "
+                "(weight tying, as GPT-2), not a copy"
+            )
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise ExerciseFailure(f"{where}: return (logits, loss) when called with targets")
+        with torch.no_grad():
+            exp_logits, exp_loss = ref(idx, targets)
+        logits, loss = out
+        if not isinstance(logits, torch.Tensor) or logits.shape != exp_logits.shape:
+            raise ExerciseFailure(f"{where}: logits must have shape {tuple(exp_logits.shape)} (B, T, V)")
+        worst = (logits - exp_logits).abs().max().item()
+        if not worst <= 1e-5:
+            raise ExerciseFailure(
+                f"{where}: the logits differ from course_lib's GPT with the same weights (largest difference "
+                f"{worst:.3g}, allowed 1e-05).\n  hint: {hint}"
+            )
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or abs(loss.item() - exp_loss.item()) > 1e-5:
+            raise ExerciseFailure(
+                f"{where}: with targets the loss should be {exp_loss.item():.6f}, got {loss!r}; the mean "
+                "cross-entropy of logits.view(-1, V) against targets.view(-1)"
+            )
+    print(f"✓ GPT: all {len(lengths)} cases give course_lib's logits and loss (within 1e-5)")
+
+
+def check_next_token_loss(fn) -> None:
+    """``fn(logits (B, T, V), idx (B, T)) -> scalar``: mean cross-entropy of position t predicting t + 1."""
+    require_own_code(fn, "next_token_loss")
+
+    def reference(logits, idx):
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), idx[:, 1:].flatten())
+
+    idx = torch.randint(0, 11, (3, 6), generator=torch.Generator().manual_seed(0))
+    cases = [
+        Case("3 sequences of 6 tokens, 11 in the vocabulary", (_randn(3, 6, 11, seed=20, scale=3.0), idx)),
+        Case(
+            "one sequence of 2 tokens: a single prediction",
+            (_randn(1, 2, 5, seed=21), torch.tensor([[1, 4]])),
+        ),
+        Case("confident logits", (_randn(2, 4, 7, seed=22, scale=10.0), idx[:2, :4] % 7)),
+    ]
+    check_function(
+        "next_token_loss",
+        lambda lg, i: torch.as_tensor(fn(lg, i)),
+        reference,
+        cases,
+        atol=1e-5,
+        rtol=1e-5,
+        hint="the logits at position t predict the token at t + 1: compare logits[:, :-1] with idx[:, 1:] "
+        "(the last position has no next token, the first token is never predicted); flatten both and "
+        "take the mean cross-entropy (F.cross_entropy does the log-softmax)",
+    )
+
+
+def check_generate(fn) -> None:
+    """``fn(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None) -> (B, T + new)``.
+
+    Each step: the last ``block_size`` tokens in, the last position's logits out, divided by the
+    temperature, all but the ``top_k`` largest set to -inf, softmax, one ``torch.multinomial`` draw per row
+    with ``generator``. The reference is the same loop around :func:`course_lib.gpt.sample_next_token`.
+    """
+    from course_lib.gpt import GPT, sample_next_token
+
+    require_own_code(fn, "generate")
+
+    @torch.no_grad()
+    def reference(model, idx, n, temperature=1.0, top_k=None, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            logits, _ = model(idx[:, -model.config.block_size :])
+            idx = torch.cat([idx, sample_next_token(logits[:, -1], temperature, top_k, None, g)], dim=1)
+        return idx
+
+    def learner(model, idx, n, temperature=1.0, top_k=None, seed=0):
+        with torch.no_grad():
+            return fn(
+                model,
+                idx,
+                n,
+                temperature=temperature,
+                top_k=top_k,
+                generator=torch.Generator().manual_seed(seed),
+            )
+
+    torch.manual_seed(0)
+    model = GPT(_gpt_config(1, vocab_size=40)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(60.0)  # peaked next-token distributions, so temperature and top-k matter
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    cases = [
+        Case("temperature 1, no top-k", (model, prompt, 8), {"seed": 1}),
+        Case("temperature 0.5", (model, prompt, 8), {"temperature": 0.5, "seed": 2}),
+        Case("temperature 2", (model, prompt, 8), {"temperature": 2.0, "seed": 3}),
+        Case("top_k = 3", (model, prompt, 8), {"top_k": 3, "seed": 4}),
+        Case("top_k = 1 (always the most likely token)", (model, prompt, 8), {"top_k": 1, "seed": 5}),
+        Case("past block_size: 3 + 20 tokens with block_size 16", (model, prompt, 20), {"seed": 6}),
+    ]
+    check_function(
+        "generate",
+        learner,
+        reference,
+        cases,
+        atol=0,
+        rtol=0,
+        hint="per step: logits, _ = model(idx[:, -block_size:]); take logits[:, -1, :] / temperature; with "
+        "top_k, v = torch.topk(logits, top_k).values and set logits < v[:, [-1]] to -inf; probs = softmax; "
+        "next = torch.multinomial(probs, 1, generator=generator); idx = torch.cat([idx, next], dim=1)",
+    )
+
+
+def check_reported_val_loss(value, model: nn.Module, val_ids, block_size: int, batch_size: int = 16) -> None:
+    """The number a learner reports: the model's mean next-token loss over the whole validation stream."""
+    from course_lib.lm_data import IGNORE_INDEX, eval_windows
+
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        raise ExerciseFailure(f"report a number (a float), got {value!r}")
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for x, y in eval_windows(val_ids, block_size, batch_size, device=device):
+            out = model(x)
+            logits = out[0] if isinstance(out, tuple) else out  # (B, T, V)
+            total += F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(),
+                y.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            ).item()
+            count += int((y != IGNORE_INDEX).sum())
+    model.train(was_training)
+    expected = total / count
+    if abs(value - expected) > 1e-3:
+        raise ExerciseFailure(
+            f"validation loss: you reported {value:.4f}, the model's loss over every validation token is "
+            f"{expected:.4f}; score each target once (eval_windows), sum the losses and divide by the count"
+        )
+    print(f"✓ validation loss {value:.4f} agrees with course_lib's count ({expected:.4f})")
