@@ -79,7 +79,6 @@ def pad_to_the_first(id_lists, pad_id):  # as long as the first text, not the lo
     return pad([x[: len(id_lists[0])] for x in id_lists], pad_id)
 
 
-
 def recall(query_embs, doc_embs, true_idx, k):
     scores = F.normalize(query_embs, dim=-1) @ F.normalize(doc_embs, dim=-1).T
     top = scores.topk(k, dim=-1).indices  # (nq, k)
@@ -188,7 +187,8 @@ def test_usual_mistakes_fail_and_name_the_case(check, wrong, case):
 
 
 @pytest.mark.parametrize(
-    "check", [check_nucleus_mask, check_recall_at_k, check_quantize_int8, check_magnitude_mask, check_pad_batch]
+    "check",
+    [check_nucleus_mask, check_recall_at_k, check_quantize_int8, check_magnitude_mask, check_pad_batch],
 )
 def test_an_unwritten_exercise_says_so(check):
     def blank(*args):

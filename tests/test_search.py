@@ -188,7 +188,7 @@ def test_text_queries_the_encoder_would_cut_or_that_are_empty_are_refused():
     fits = " ".join(["goal"] * (limit - 2))  # one token per word, plus [CLS] and [SEP]
     assert encoder.tokenizer.n_tokens(fits) == limit
     assert len(index.search(fits, k=1)) == 1
-    with pytest.raises(ValueError, match=f"query 0 has {limit + 1} tokens but the encoder reads at most {limit}"):
+    with pytest.raises(ValueError, match=f"query 0 has {limit + 1} tokens but the encoder reads at most"):
         index.search(fits + " goal", k=1)
     with pytest.raises(ValueError, match="query 1 has .* shorten it"):
         index.search_many(["football", fits + " goal"], k=1)

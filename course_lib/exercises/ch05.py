@@ -41,9 +41,10 @@ def check_nucleus_mask(fn) -> None:
     g = torch.Generator().manual_seed(0)
     random_rows = torch.softmax(2.0 * torch.randn(3, 50, generator=g), dim=-1)
     cases = [
-        _probs_case("sorted row: 0.5, 0.3, 0.15, 0.05 with p = 0.7 keeps three", [[0.5, 0.3, 0.15, 0.05]], 0.7),
-        _probs_case("the same row shuffled (vocabulary order is not probability order)",
-                    [[0.15, 0.05, 0.5, 0.3]], 0.7),
+        _probs_case("sorted row 0.5, 0.3, 0.15, 0.05, p = 0.7: keeps three", [[0.5, 0.3, 0.15, 0.05]], 0.7),
+        _probs_case(
+            "the same row shuffled (vocabulary order is not probability order)", [[0.15, 0.05, 0.5, 0.3]], 0.7
+        ),
         _probs_case("one token above p: only that one is kept", [[0.02, 0.95, 0.01, 0.02]], 0.9),
         _probs_case("p = 1 keeps every token", [[0.4, 0.1, 0.3, 0.2]], 1.0),
         Case("three rows of 50 tokens, each with its own nucleus, p = 0.9", (random_rows, 0.9)),
@@ -89,8 +90,8 @@ def check_leaked_share(share) -> None:
     mistakes = {  # value: the case it reveals
         float(n_leaked): "a count, not a share: divide by the number of test articles",
         0.0: "nothing leaks: that is the de-duplicated split; build the split of bbc_news(dedupe=False)",
-        len({b for b in test if b in seen}) / len(set(test)): "distinct test bodies counted, not test articles",
-        sum(body in set(test) for body in train) / len(train): "training bodies found in test, not the reverse",
+        len({b for b in test if b in seen}) / len(set(test)): "distinct test bodies, not test articles",
+        sum(body in set(test) for body in train) / len(train): "training bodies found in test: the reverse",
         n_leaked / (len(train) + len(test)): "divided by the training and test articles together",
         100.0 * expected: "a percentage: give the share as a fraction between 0 and 1",
     }
@@ -236,8 +237,10 @@ def check_pad_batch(fn) -> None:
     padding."""
     cases = [
         Case("two texts of 3 and 5 tokens, pad id 0", ([[101, 7, 102], [101, 8, 9, 10, 102]], 0)),
-        Case("a pad id that is not 0 (MiniLM's [PAD] is 0, other tokenizers differ)",
-             ([[5, 6], [1, 2, 3, 4]], 99)),
+        Case(
+            "a pad id that is not 0 (MiniLM's [PAD] is 0, other tokenizers differ)",
+            ([[5, 6], [1, 2, 3, 4]], 99),
+        ),
         Case("the longest text first", ([[1, 2, 3, 4, 5, 6], [7], [8, 9]], 0)),
         Case("texts of equal length need no padding", ([[1, 2, 3], [4, 5, 6]], 0)),
         Case("a single text", ([[11, 12, 13, 14]], 0)),
