@@ -74,15 +74,26 @@ def bbc_split_with_copies() -> tuple[list[str], list[str]]:
     return train, test
 
 
-def check_leaked_share(share) -> None:
-    """``share``: the fraction of the test articles of :func:`bbc_split_with_copies` whose body also
-    occurs, word for word, in its training split (a float in [0, 1])."""
+def check_leaked_share(fn) -> None:
+    """``fn() -> share``: runs the experiment and returns the fraction of the test articles of
+    :func:`bbc_split_with_copies` whose body also occurs, word for word, in its training split."""
+    try:
+        share = fn()
+    except NotImplementedError:
+        raise ExerciseFailure(
+            "leaked_share is not written yet: replace `raise NotImplementedError()` with your code, then "
+            "run this check again. Hint: build the split, then count test articles, not distinct bodies"
+        ) from None
+    except Exception as err:  # the learner's code raised: show it as feedback, not a crash
+        raise ExerciseFailure(f"leaked_share: your function raised {type(err).__name__}: {err}") from None
     train, test = bbc_split_with_copies()
     seen = set(train)
     n_leaked = sum(body in seen for body in test)
     expected = n_leaked / len(test)
     if isinstance(share, bool) or not isinstance(share, (int, float, np.floating, np.integer)):
-        raise ExerciseFailure(f"leaked_share must be a number, got {type(share).__name__}")
+        raise ExerciseFailure(
+            f"leaked_share must return a number, got {type(share).__name__} (did it forget to return?)"
+        )
     share = float(share)
     if abs(share - expected) < 1e-9:
         print(f"✓ leaked_share: {share:.4f}, the share of the {len(test)} test bodies also in training")
