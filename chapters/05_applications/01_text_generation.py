@@ -80,6 +80,16 @@ print("same seed, same text:", a == b)
 print("another seed, another text:", a != c)
 
 # %% [markdown]
+# The model reads at most `block_size` tokens. `generate_text` refuses a longer prompt with a
+# message that says what to do, rather than silently dropping its beginning:
+
+# %%
+try:
+    generate_text(model, tokenizer, "The government said " * model.config.block_size, 10)
+except ValueError as err:
+    print("ValueError:", err)
+
+# %% [markdown]
 # ## 5.1.2 Greedy decoding
 #
 # The simplest rule takes the most likely token every time (`temperature=0`). It needs no random
