@@ -137,10 +137,11 @@ def interval(acc: float) -> str:
 
 
 n_probe = sum(p.numel() for p in head.parameters())
+majority_acc = accuracy(y_test, np.full(len(y_test), np.bincount(splits.take(labels).train).argmax()))
 n_tfidf = tfidf_topics[-1].coef_.size + 5
 display(Markdown(format_table([
-    {"model": "majority class", "trained parameters": 0,
-     "test accuracy": accuracy(y_test, np.full(len(y_test), np.bincount(splits.take(labels).train).argmax()))},
+    {"model": "majority class", "trained parameters": 0, "test accuracy": majority_acc,
+     "95% interval": interval(majority_acc)},
     {"model": "TF-IDF + logistic regression", "trained parameters": n_tfidf,
      "test accuracy": tfidf_acc, "95% interval": interval(tfidf_acc)},
     {"model": "MiniLM (frozen) + linear probe", "trained parameters": n_probe,
@@ -319,7 +320,7 @@ display(Markdown(format_table([
 snow_acc = accuracy(ry_test, snow_pred)
 display(Markdown(
     f"On these {len(ry_test):,} test reviews the two differ by {abs(round((sentiment_acc - snow_acc) * len(ry_test)))} "
-    f"reviews, and ours gets {1 - sentiment_acc:.1%} of them wrong (about one in {round(1 / (1 - sentiment_acc))})."
+    f"review(s), and ours gets {1 - sentiment_acc:.1%} of them wrong (about one in {round(1 / (1 - sentiment_acc))})."
 ))
 
 
