@@ -59,8 +59,8 @@ torch.set_num_threads(2)
 # ## 5.2.1 A topic classifier from sentence embeddings
 #
 # Chapter 2 ran all-MiniLM-L6-v2, a BERT-style encoder (the first cell below prints its number of
-# parameters) trained to map sentences with similar meanings to nearby vectors. Its 384-dimensional output, averaged over the
-# tokens, already says a lot about what a text is about, so a classifier may not need to train the
+# parameters) trained to map sentences with similar meanings to nearby vectors. Its
+# 384-dimensional output, averaged over the tokens, already says a lot about what a text is about, so a classifier may not need to train the
 # encoder at all: we compute the vectors once and train only a `Linear(384, 5)` on top. This is
 # called a **linear probe**, and it costs seconds instead of the minutes-to-hours of fine-tuning
 # the whole encoder (chapter 4).

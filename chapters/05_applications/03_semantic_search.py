@@ -293,10 +293,13 @@ for doc_id, score in hits:
 # The cost of a query is encoding it (one forward pass of the encoder) plus one matrix-vector
 # product over the index. Measured here on the CPU with `compress.median_time`: a few calls first
 # to warm up, then the median of many repeats, because a single timing on a busy machine can be
-# off by several times. The search itself is timed twice: `index.search` (checks, normalising, top
-# k, building the result list) and the bare matrix-vector product it is built on.
+# off by several times. The timings use one CPU thread, as in notebooks 5.4 and 5.5, so the figures
+# compare: on a machine busy with other work, several threads can wait on each other and make a
+# small forward pass many times slower. The search itself is timed twice: `index.search` (checks,
+# normalising, top k, building the result list) and the bare matrix-vector product it is built on.
 
 # %%
+torch.set_num_threads(1)
 repeats = pick(fast=5, full=50)
 q_vec = encoder.encode([q])  # (1, 384)
 t_encode = median_time(lambda: encoder.encode([q]), repeats=repeats, warmup=5)

@@ -353,7 +353,9 @@ display(Markdown(
 # How to read it: for the small CNN the fixed cost per call is much of the work, so batching
 # raises the throughput until the arithmetic dominates. For MiniLM each text is already a lot of
 # arithmetic (6 layers over 128 tokens), so batching gains less, while int8 (notebook 5.4) makes
-# the arithmetic itself cheaper at every batch size. Servers use **dynamic batching**: they collect the requests that arrive within a few milliseconds
+# the arithmetic itself cheaper at every batch size. These are medians on a CPU that may be busy
+# with other work: a batch size whose figure breaks the trend is noise until the cell is rerun.
+# Servers use **dynamic batching**: they collect the requests that arrive within a few milliseconds
 # and run them together, trading a small, bounded wait for much higher throughput.
 #
 # ## 5.5.5 Around the model
