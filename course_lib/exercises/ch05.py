@@ -100,7 +100,7 @@ def check_leaked_share(fn) -> None:
         return
     mistakes = {  # value: the case it reveals
         float(n_leaked): "a count, not a share: divide by the number of test articles",
-        0.0: "nothing leaks: that is the de-duplicated split; build the split of bbc_news(dedupe=False)",
+        0.0: "nothing leaks: that is the de-duplicated split; build the split that keeps the copies",
         len({b for b in test if b in seen}) / len(set(test)): "distinct test bodies, not test articles",
         sum(body in set(test) for body in train) / len(train): "training bodies found in test: the reverse",
         n_leaked / (len(train) + len(test)): "divided by the training and test articles together",
@@ -111,8 +111,8 @@ def check_leaked_share(fn) -> None:
             raise ExerciseFailure(f"leaked_share, case '{case}': got {share:g}")
     raise ExerciseFailure(
         f"leaked_share, case 'another value': got {share:g}, which is not the share of test articles whose "
-        "body occurs in the training split; check that you used bbc_news(dedupe=False), fractions "
-        "(0.8, 0.1, 0.1) and seed 0, and compared whole bodies"
+        "body occurs in the training split; check that the articles keep their copies, the fractions are "
+        "(0.8, 0.1, 0.1) and the seed 0, and that whole bodies are compared"
     )
 
 
