@@ -514,10 +514,10 @@ broken_text = (
 )
 if max(before_acc, after_acc) < 0.5:
     broken_text += (
-        "Both are the accuracies of a broken network. With so few weights left, fine-tuning cannot rebuild what "
-        "was cut; its few steps mostly move the biases and the surviving weights towards the digits the network "
-        "can still tell apart, which changes which digits it names, and can lose as many test images as it wins. "
-        "The difference between the two figures is not a trend to read; the lesson is where the curve falls off."
+        "Both are the accuracies of a broken network. With so few weights left, five epochs of fine-tuning "
+        "cannot rebuild what was cut; they change which digits it names (the counts above), and that can lose "
+        "as many test images as it wins. The difference between the two figures is not a trend to read; the "
+        "lesson is where the curve falls off."
     )
 else:
     broken_text += "At this sparsity the network still works: the break comes at higher sparsity (learner mode)."
