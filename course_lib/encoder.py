@@ -388,6 +388,14 @@ class WordPieceTokenizer:
     def __call__(self, texts: Sequence[str] | str, max_length: int | None = None) -> dict[str, torch.Tensor]:
         return self.encode_batch(texts, max_length)
 
+    def n_tokens(self, text: str) -> int:
+        """How many tokens ``text`` has before truncation, [CLS] and [SEP] included."""
+        self._tok.no_truncation()
+        try:
+            return len(self._tok.encode(text).ids)
+        finally:
+            self._set_max_length(self.max_length)
+
     def tokens(self, text: str) -> list[str]:
         """The token strings of one text, [CLS] and [SEP] included (labels for attention heatmaps)."""
         return self._tok.encode(text).tokens

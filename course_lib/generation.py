@@ -40,7 +40,8 @@ def generate_text(
     itself is not repeated.
 
     Sampling is :meth:`GPT.generate` (``temperature=0`` is greedy; ``top_k`` / ``top_p`` of None keep
-    every token) with a generator seeded by ``seed``, so the same settings give the same text. When the
+    every token) with a generator seeded by ``seed``, so the same settings give the same text. A prompt
+    longer than the model's window is refused (generation would silently drop its start). When the
     tokenizer has ``<|endoftext|>`` the text stops there. Control characters are hidden
     (:func:`course_lib.tokenizers.printable`).
     """
@@ -51,6 +52,12 @@ def generate_text(
         raise ValueError("the prompt is empty; type at least one character for the model to continue")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    block = getattr(getattr(model, "config", None), "block_size", None)  # a GPT's window
+    if block is not None and len(ids) > block:
+        raise ValueError(
+            f"the prompt is {len(ids)} tokens but the model reads at most {block} (its block_size); shorten "
+            f"it, e.g. to its last {block} tokens: tokenizer.decode(tokenizer.encode(prompt)[-{block}:])"
+        )
     device = next(model.parameters()).device
     idx = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
     generator = torch.Generator(device=device).manual_seed(seed)

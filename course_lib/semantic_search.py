@@ -95,6 +95,21 @@ class SemanticIndex:
             )
         return _as_matrix(self.encoder.encode(list(texts)), "encoder output")
 
+    def _check_query_length(self, queries: Sequence[str]) -> None:
+        """Refuse a query the encoder would cut: its end would silently play no part in the search."""
+        tokenizer = getattr(self.encoder, "tokenizer", None)
+        if tokenizer is None or not hasattr(tokenizer, "n_tokens"):
+            return  # an encoder without a WordPiece tokenizer: nothing to count with
+        for i, text in enumerate(queries):
+            if not text.strip():
+                raise ValueError(f"query {i} is empty; type the words to search for")
+            n = tokenizer.n_tokens(text)  # [CLS] and [SEP] included, before truncation
+            if n > tokenizer.max_length:
+                raise ValueError(
+                    f"query {i} has {n} tokens but the encoder reads at most {tokenizer.max_length}; "
+                    "shorten it, or split it into several queries and search with each"
+                )
+
     def add(self, texts: Sequence[str], ids: Sequence[Hashable] | None = None) -> SemanticIndex:
         """Embed ``texts`` and add them; ``ids`` default to their positions in the index (0, 1, ...)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -132,6 +147,8 @@ class SemanticIndex:
         if isinstance(queries, str):
             queries = [queries]
         is_text = isinstance(queries, (list, tuple)) and len(queries) > 0 and isinstance(queries[0], str)
+        if is_text:
+            self._check_query_length(queries)
         q = self._encode(queries) if is_text else _as_matrix(queries, "queries")  # (nq, d)
         scores, idx = top_k_cosine(q, self.embeddings, k, self.chunk_size)  # (nq, k) each
         return [

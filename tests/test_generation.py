@@ -83,6 +83,10 @@ def test_generate_text_errors_name_the_fix(model, tokenizer):
         generation.generate_text(model, tokenizer, "the", 0)
     with pytest.raises(TypeError, match="prompt must be a string"):
         generation.generate_text(model, tokenizer, ["the"], 5)
+    block = model.config.block_size  # one character is one token here
+    assert generation.generate_text(model, tokenizer, "t" * block, 3, temperature=0.0) is not None  # fits
+    with pytest.raises(ValueError, match=f"prompt is {block + 1} tokens but the model reads at most {block}"):
+        generation.generate_text(model, tokenizer, "t" * (block + 1), 3)
 
 
 def test_distinct_n_counts_unique_ngrams_over_all_sequences():

@@ -46,3 +46,14 @@ def test_bbc_topic_classifier_is_minilm_plus_the_probe_on_the_cached_features(tm
     some = [articles[i].body for i in splits.test]
     expected = F.softmax(head(features[torch.as_tensor(splits.test)]), dim=-1)
     torch.testing.assert_close(predict_proba(bundle, some), expected.detach(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bbc_topic_split_has_no_test_body_in_training(fast):
+    recipe = ready_models.topic_recipe(fast=fast)
+    articles, labels, splits = ready_models.bbc_topic_data(recipe)
+    train, val, test = splits.take([a.body for a in articles])
+    assert test and not set(test) & set(train) and not set(val) & set(train) and not set(test) & set(val)
+    assert len({a.body for a in articles}) == len(articles)  # no body twice at all
+    if not fast:
+        assert len(articles) == 2092 and len(test) >= 200

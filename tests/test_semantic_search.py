@@ -177,3 +177,24 @@ def test_minilm_headline_finds_its_own_article():
     rec = recall_at_k(q, index.embeddings, list(range(len(articles))), ks=(1, 10))
     assert rec[1] == pytest.approx(top1) and rec[10] >= rec[1]
     assert mean_reciprocal_rank(q, index.embeddings, list(range(len(articles)))) >= rec[1]
+
+
+def test_text_queries_the_encoder_would_cut_or_that_are_empty_are_refused():
+    from course_lib.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder.from_minilm(device="cpu")
+    index = SemanticIndex(encoder).add(["The striker scored twice.", "Shares fell sharply."])
+    limit = encoder.tokenizer.max_length  # 256 for MiniLM
+    fits = " ".join(["goal"] * (limit - 2))  # one token per word, plus [CLS] and [SEP]
+    assert encoder.tokenizer.n_tokens(fits) == limit
+    assert len(index.search(fits, k=1)) == 1
+    with pytest.raises(ValueError, match=f"query 0 has {limit + 1} tokens but the encoder reads at most"):
+        index.search(fits + " goal", k=1)
+    with pytest.raises(ValueError, match="query 1 has .* shorten it"):
+        index.search_many(["football", fits + " goal"], k=1)
+    with pytest.raises(ValueError, match="query 0 is empty"):
+        index.search("   ", k=1)
+    with pytest.raises(ValueError, match="index is empty"):
+        SemanticIndex(encoder).search("football", k=1)
+    assert encoder.tokenizer.tokens(fits + " goal")[-1] == "[SEP]"  # truncation itself is unchanged
+    assert len(encoder.tokenizer.tokens(fits + " goal goal")) == limit

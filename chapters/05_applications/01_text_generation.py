@@ -24,8 +24,8 @@
 # 1. loads chapter 3's model and checks that generation is reproducible;
 # 2. shows greedy decoding and why it loops;
 # 3. shows how **temperature** reshapes the next-token distribution;
-# 4. explains **top-k** and **top-p** (nucleus) sampling and measures how many tokens a nucleus
-#    keeps on real text;
+# 4. explains **top-k** and **top-p** (nucleus) sampling (an exercise: the nucleus mask) and
+#    measures how many tokens a nucleus keeps on real text;
 # 5. measures the trade-off between how likely and how varied the generated text is, for several
 #    settings, against real articles;
 # 6. puts it all in a panel with a prompt box and sliders.
@@ -54,7 +54,7 @@ device = get_device()
 # ## 5.1.1 The model
 #
 # `pretrained.bbc_gpt()` loads the GPT that notebook 3.6 trained and cached (or trains it with the
-# same recipe if the cache is empty: about ten minutes on a CPU in learner mode, seconds in fast
+# same recipe if the cache is empty: minutes on a CPU in learner mode, seconds in fast
 # mode). The validation articles were never seen in training; we take prompts from them.
 
 # %%
@@ -78,6 +78,16 @@ b = generate_text(model, tokenizer, prompt, 30, temperature=1.0, seed=1)
 c = generate_text(model, tokenizer, prompt, 30, temperature=1.0, seed=2)
 print("same seed, same text:", a == b)
 print("another seed, another text:", a != c)
+
+# %% [markdown]
+# The model reads at most `block_size` tokens. `generate_text` refuses a longer prompt with a
+# message that says what to do, rather than silently dropping its beginning:
+
+# %%
+try:
+    generate_text(model, tokenizer, "The government said " * model.config.block_size, 10)
+except ValueError as err:
+    print("ValueError:", err)
 
 # %% [markdown]
 # ## 5.1.2 Greedy decoding
@@ -128,17 +138,41 @@ plt.show()
 # %% [markdown]
 # ## 5.1.4 Top-k and top-p
 #
-# Even at $T = 1$ the thousands of unlikely tokens together hold real probability, and one bad
-# draw from that tail can derail a sentence. Two rules cut the tail off before sampling:
+# Even at $T = 1$ the many unlikely tokens of the vocabulary together hold real probability (in
+# the figure above, everything outside the twelve bars: one minus the top-12 mass in each title),
+# and one bad draw from that tail can derail a sentence. Two rules cut the tail off before sampling:
 #
 # - **top-k** keeps the $k$ most likely tokens;
 # - **top-p** (nucleus sampling) keeps the smallest set of most likely tokens whose probabilities
 #   add up to at least $p$.
 #
 # The difference matters because the model is sometimes sure and sometimes not. After
-# *"Prime Minister Tony"* one token is nearly certain; at the start of a sentence hundreds are
+# *"Prime Minister Tony"* one token is nearly certain; at the start of a sentence many are
 # plausible. A fixed $k$ is too many in the first case and too few in the second; a nucleus adapts.
-# We measure the nucleus size for $p = 0.9$ at every position of some validation articles:
+#
+# ### Exercise 5.1 — the nucleus
+# Write `nucleus_mask(probs, p)`: `probs` is a (B, V) tensor whose rows are next-token
+# distributions (each sums to 1), `p` a number in (0, 1]. Return a bool tensor of the same shape,
+# `True` for the tokens top-p sampling keeps in each row: the smallest set of most likely tokens
+# whose probabilities add up to at least `p`. The token that takes the running total to `p` or past
+# it is part of the set, and the most likely token always is. The check compares with the rule of
+# `course_lib.gpt.sample_next_token`, which `GPT.generate` uses.
+
+# %% tags=["exercise"]
+def nucleus_mask(probs, p):
+    """(B, V) bool: True for the tokens of each row that top-p sampling keeps."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch05 import check_nucleus_mask
+
+check_nucleus_mask(nucleus_mask)
+
+# %% [markdown]
+# We measure the nucleus size for $p = 0.9$ at every position of some validation articles (the
+# same rule as the exercise, written inline):
 
 # %%
 n_articles = pick(fast=2, full=20)
@@ -150,7 +184,8 @@ with torch.no_grad():
 sorted_probs = probs.sort(dim=-1, descending=True).values
 nucleus = ((sorted_probs.cumsum(-1) - sorted_probs) < 0.9).sum(-1).flatten().cpu().float()  # kept at p = 0.9
 print(f"{len(nucleus):,} positions: nucleus size for p = 0.9 has median {int(nucleus.median())}, "
-      f"10th percentile {int(nucleus.quantile(0.1))}, 90th percentile {int(nucleus.quantile(0.9))}; "
+      f"10th percentile {int(nucleus.quantile(0.1))}, 90th percentile {int(nucleus.quantile(0.9))}, "
+      f"range {int(nucleus.min())} to {int(nucleus.max())} of {tokenizer.vocab_size:,} tokens; "
       f"{float((nucleus == 1).float().mean()):.0%} of positions keep a single token")
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.hist(nucleus.numpy(), bins=np.logspace(0, math.log10(tokenizer.vocab_size), 30))
@@ -218,22 +253,50 @@ ax.set_title(f"{len(streams)} prompts x {n_new} new tokens per setting")
 plt.show()
 
 # %% [markdown]
-# How to read it (the numbers are in the table above):
+# How to read it; the cell below states the figures of this run from the table:
 #
-# - Greedy text has by far the lowest NLL and the lowest distinct-2: very "likely", very
+# - Greedy decoding should have the lowest NLL and the lowest distinct-2: very "likely", very
 #   repetitive. This is the loop of 5.1.2, now measured.
 # - Raising the temperature moves along a line from repetitive-and-likely to
-#   varied-and-unlikely. At $T = 1.5$ the model produces text it would itself find improbable.
+#   varied-and-unlikely: at high temperature the model produces text it would itself find improbable.
 # - The real continuations sit in between: human text is more varied than greedy text and
 #   less predictable than the model's favourite phrases. A setting whose point lies close to the
-#   real one produces text that is, by these two measures, statistically like real text. For this
-#   model (learner mode) that is $T = 1$ with top-p 0.9, with top-k 40 next; nucleus sampling with
-#   $p$ around 0.9 is also a common default for large models.
+#   real one produces text that is, by these two measures, statistically like real text.
 # - Truncation (top-k, top-p) lowers the NLL of samples at the same temperature, because the
 #   unlikely tail is never drawn.
-#
-# None of this makes a 2-million-parameter model write sensible news: it produces plausible
-# phrases and the BBC's style, not facts. Here is one sample per setting, for the first prompt:
+
+# %%
+by_name = {r["decoding"]: r for r in rows}
+real_row = by_name["real continuation"]
+
+
+def gap_to_real(r: dict) -> float:
+    """Distance to the real continuations' point, each axis as a relative difference."""
+    return math.hypot(r["NLL (nats/token)"] / real_row["NLL (nats/token)"] - 1,
+                      r["distinct-2"] / real_row["distinct-2"] - 1)
+
+
+generated = [r for r in rows if r is not real_row]
+closest = sorted(generated, key=gap_to_real)
+lowest_nll = min(generated, key=lambda r: r["NLL (nats/token)"])["decoding"]
+least_varied = min(generated, key=lambda r: r["distinct-2"])["decoding"]
+t1, t1_p = by_name["T = 1.0 (pure sampling)"], by_name["T = 1.0, top-p 0.9"]
+display(Markdown(
+    f"In this run the lowest NLL is **{lowest_nll}**'s ({by_name[lowest_nll]['NLL (nats/token)']:.2f} nats/token) "
+    f"and the lowest distinct-2 **{least_varied}**'s ({by_name[least_varied]['distinct-2']:.3f}); the real "
+    f"continuations score {real_row['NLL (nats/token)']:.2f} and {real_row['distinct-2']:.3f}. "
+    f"Closest to them: **{closest[0]['decoding']}**, then {closest[1]['decoding']} "
+    f"(relative distances {gap_to_real(closest[0]):.3f} and {gap_to_real(closest[1]):.3f}). "
+    f"Top-p 0.9 at T = 1 changes the NLL from {t1['NLL (nats/token)']:.2f} to {t1_p['NLL (nats/token)']:.2f}. "
+    f"These are {len(streams)} prompts and one sampling seed: neighbours whose distances differ in the "
+    "second decimal can swap places with another seed. Nucleus sampling with $p$ around 0.9 is also a "
+    "common default for large models."
+))
+
+# %% [markdown]
+# None of this makes a model this small (the first cell printed its size) write sensible news: it
+# produces plausible phrases and the BBC's style, not facts. Here is one sample per setting, for
+# the first prompt:
 
 # %%
 print("prompt:", repr(printable(tokenizer.decode(prompt_ids[0].tolist()))), "\n")
@@ -263,9 +326,9 @@ display(panel.widget)
 # - Generation repeats one step: predict a distribution over the next token, choose one, append.
 #   The choice rule matters as much as the model.
 # - Greedy decoding is deterministic and loops. Temperature trades likelihood for variety;
-#   top-k and top-p cut off the unlikely tail, and top-p adapts to how sure the model is (its
-#   nucleus ranged from one token to hundreds on real text).
+#   top-k and top-p cut off the unlikely tail, and top-p adapts to how sure the model is (5.1.4
+#   printed the range of its nucleus on real text); the exercise wrote its mask.
 # - Measured on validation prompts, real text lies between greedy decoding (too repetitive, too
-#   predictable) and high-temperature sampling (too random); top-p 0.9 came closest to it.
-# - A small model trained for ten minutes writes fluent-looking fragments, not reliable content.
-#   The same decoding rules apply unchanged to the largest models.
+#   predictable) and high-temperature sampling (too random); 5.1.5 names the setting closest to it.
+# - A small model trained for minutes on a CPU writes fluent-looking fragments, not reliable
+#   content. The same decoding rules apply unchanged to the largest models.

@@ -23,7 +23,8 @@
 # 1. save a model as a self-describing folder and load it back for inference, safely;
 # 2. call it from the command line;
 # 3. export the computation graph so it runs without the Python class (`torch.export`, ONNX);
-# 4. measure batched inference: latency and throughput;
+# 4. batch texts of different lengths (an exercise: padding), and measure batched inference:
+#    latency and throughput;
 # 5. what a serving setup adds around the model.
 #
 # It closes the course with a short look at where large models are heading.
@@ -121,12 +122,14 @@ for f in sorted(topic_dir.iterdir()):
 # labels with their probabilities. In a terminal:
 #
 # ```bash
-# python -m course_lib predict ~/.cache/course_lib/apps/bbc-topics-full-v1 "Shares fell sharply in Tokyo."
+# python -m course_lib predict FOLDER "Shares fell sharply in Tokyo."
 # ```
 #
-# Here it runs as a separate process, exactly as from a terminal:
+# with the bundle's folder for `FOLDER` (the cell prints it). Here it runs as a separate process,
+# exactly as from a terminal:
 
 # %%
+print("FOLDER =", topic_dir)
 texts = ["Shares fell sharply in Tokyo after the bank raised interest rates.",
          "The midfielder signed a three-year contract with the club."]
 result = subprocess.run([sys.executable, "-m", "course_lib", "predict", str(topic_dir), *texts, "--top", "2",
@@ -195,9 +198,9 @@ if onnx_available():
     print(f"{onnx_path.name}: {onnx_path.stat().st_size:,} bytes; ONNX Runtime matches PyTorch:",
           np.allclose(onnx_out, reference.numpy(), atol=1e-5))
     batch64 = x_test[:64]
-    t_torch = measure_latency(digits_bundle.model, batch64, repeats=pick(fast=3, full=50))
-    t_ort = median_time(lambda: session.run(None, {"input_0": batch64.numpy()}), repeats=pick(fast=3, full=50))
-    print(f"a batch of 64 images, one thread: PyTorch {t_torch * 1e3:.2f} ms, ONNX Runtime {t_ort * 1e3:.2f} ms")
+    cnn_t_torch = measure_latency(digits_bundle.model, batch64, repeats=pick(fast=3, full=50))
+    cnn_t_ort = median_time(lambda: session.run(None, {"input_0": batch64.numpy()}), repeats=pick(fast=3, full=50))
+    print(f"a batch of 64 images, one thread: PyTorch {cnn_t_torch * 1e3:.2f} ms, ONNX Runtime {cnn_t_ort * 1e3:.2f} ms")
 else:
     print("ONNX export skipped: pip install onnx onnxscript onnxruntime")
 
@@ -247,26 +250,65 @@ if onnx_available():
     onnx_logits = topic_session.run(None, feed)[0]
     print(f"{topic_onnx.name}: {topic_onnx.stat().st_size / 1e6:.1f} MB; ONNX Runtime matches PyTorch:",
           np.allclose(onnx_logits, reference_logits.numpy(), atol=1e-4))
-    t_torch = measure_latency(topic_bundle.model, news, repeats=pick(fast=1, full=10))
-    t_ort = median_time(lambda: topic_session.run(None, feed), repeats=pick(fast=1, full=10))
-    print(f"{len(news[0])} articles of {news[0].shape[1]} tokens, one thread: PyTorch {t_torch * 1e3:.0f} ms, "
-          f"ONNX Runtime {t_ort * 1e3:.0f} ms (ratio {t_torch / t_ort:.2f})")
+    topic_t_torch = measure_latency(topic_bundle.model, news, repeats=pick(fast=1, full=10))
+    topic_t_ort = median_time(lambda: topic_session.run(None, feed), repeats=pick(fast=1, full=10))
+    print(f"{len(news[0])} articles of {news[0].shape[1]} tokens, one thread: PyTorch {topic_t_torch * 1e3:.0f} ms, "
+          f"ONNX Runtime {topic_t_ort * 1e3:.0f} ms (ratio {topic_t_torch / topic_t_ort:.2f})")
 else:
     print("ONNX export skipped: pip install onnx onnxscript onnxruntime")
 
+# %%
+if onnx_available():
+    display(Markdown(
+        f"In this run ONNX Runtime takes {cnn_t_ort / cnn_t_torch:.2f}x PyTorch's time for the CNN and "
+        f"{topic_t_ort / topic_t_torch:.2f}x for MiniLM (below 1: faster)."
+    ))
+
 # %% [markdown]
-# Whether an exported graph is also faster depends on where the time goes. The small CNN spends
-# much of each call on overheads that ONNX Runtime's fused kernels remove; MiniLM spends nearly
-# all of it in large matrix products, which PyTorch and ONNX Runtime both hand to optimised
-# kernels, so the two times above are close. The portable file is the gain there, not the speed.
+# Whether an exported graph is also faster depends on where the time goes. A small CNN spends
+# much of each call on fixed overheads, which fused kernels can remove; MiniLM spends nearly all of
+# it in large matrix products, which PyTorch and ONNX Runtime both hand to optimised kernels. Where
+# the times are close, the portable file is the gain, not the speed.
 #
 # ## 5.5.4 Batched inference
 #
 # Every call to a model has a fixed cost (Python, dispatching kernels, reading the weights from
 # memory) on top of the arithmetic per item. Sending many inputs in one batch shares that cost:
 # **throughput** (items per second) rises with the batch size, until the arithmetic dominates.
-# The price is **latency**: an item waits for its whole batch. `deploy.batched_throughput` times
-# each batch size:
+# The price is **latency**: an item waits for its whole batch.
+#
+# Texts make batching less simple than images: they differ in length, and a tensor is a rectangle.
+# A batch is padded to its longest text, and an **attention mask** tells the model which positions
+# are real tokens (`deploy.encode_texts` does this for the bundles).
+#
+# ### Exercise 5.6 — a batch of texts
+# Write `pad_batch(id_lists, pad_id)`: `id_lists` is a list of token-id lists of different lengths.
+# Return `(input_ids, attention_mask)`, two `torch.long` tensors of shape (B, T) with T the length
+# of the longest list: each row holds its tokens first, then `pad_id` up to T; the mask is 1 on real
+# tokens and 0 on padding. The check compares with `course_lib.lm_data.pad_collate`.
+
+# %% tags=["exercise"]
+def pad_batch(id_lists, pad_id):
+    """Token-id lists -> (input_ids, attention_mask), each (B, T), padded on the right."""
+    ### BEGIN SOLUTION
+    T = max(len(ids) for ids in id_lists)
+    input_ids = torch.full((len(id_lists), T), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(id_lists), T), dtype=torch.long)  # (B, T)
+    for b, ids in enumerate(id_lists):
+        input_ids[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[b, : len(ids)] = 1
+    return input_ids, attention_mask
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch05 import check_pad_batch
+
+check_pad_batch(pad_batch)
+
+# %% [markdown]
+# `deploy.batched_throughput` times each batch size; the texts are padded to the full 128 tokens,
+# as a server with a fixed input shape would:
 
 # %%
 images = x_test.repeat(4, 1, 1, 1)[: pick(fast=64, full=512)]  # enough images for the largest batch
@@ -302,13 +344,25 @@ ax1.set_title("Throughput grows with the batch...")
 ax2.set_title("...and so does the wait for each batch")
 plt.show()
 
+# %%
+def gain(rows: list[dict]) -> float:
+    """Throughput at the largest batch over throughput at batch size 1."""
+    return rows[-1]["items_per_s"] / rows[0]["items_per_s"]
+
+
+int8_gain = [q["items_per_s"] / f["items_per_s"] for q, f in zip(int8_rows, topic_rows)]
+display(Markdown(
+    f"In this run batching from 1 to {cnn_rows[-1]['batch_size']} multiplies the CNN's throughput by "
+    f"{gain(cnn_rows):.1f}, and from 1 to {topic_rows[-1]['batch_size']} MiniLM's by {gain(topic_rows):.1f}; int8 "
+    f"changes MiniLM's throughput by {min(int8_gain):.1f}x to {max(int8_gain):.1f}x across the batch sizes."
+))
+
 # %% [markdown]
-# In learner mode: for the small CNN the fixed cost per call is much of the work, so batching
-# multiplies the throughput several times, up to a point: beyond a few dozen images per batch it
-# hardly grows, as the arithmetic now dominates. For MiniLM each text is already a lot of arithmetic (6 layers
-# over 128 tokens), so batching gains much less, while int8 (notebook 5.4) raises the throughput
-# two- to threefold at every batch size. Exported graphs can help too: in 5.5.3 ONNX Runtime, with
-# its own fused kernels, ran the CNN several times faster than eager PyTorch (MiniLM, not).
+# How to read it: for the small CNN the fixed cost per call is much of the work, so batching
+# raises the throughput until the arithmetic dominates. For MiniLM each text is already a lot of
+# arithmetic (6 layers over 128 tokens), so batching gains less, while int8 (notebook 5.4) makes
+# the arithmetic itself cheaper at every batch size. These are medians on a CPU that may be busy
+# with other work: a batch size whose figure breaks the trend is noise until the cell is rerun.
 # Servers use **dynamic batching**: they collect the requests that arrive within a few milliseconds
 # and run them together, trading a small, bounded wait for much higher throughput.
 #
@@ -366,5 +420,6 @@ plt.show()
 #   trusted). The loaded model, the command-line
 #   predictor, the `torch.export` graph and the ONNX file all gave the original's outputs.
 # - Batching raises throughput at the cost of latency; how much depends on how much arithmetic each
-#   item needs, so it has to be measured for each model and machine.
+#   item needs, so it has to be measured for each model and machine. Texts of different lengths are
+#   padded to a rectangle, with a mask for the real tokens (the exercise).
 # - Serving adds versioning, monitoring and access control around the model.
