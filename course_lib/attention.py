@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_lib.layers import Dropout
+
 # PyTorch added grouped-query support to the fused kernel in 2.5; older builds repeat k/v instead.
 _SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2] if p.isdigit()) >= (2, 5)
 
@@ -295,7 +297,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout  # on the attention weights (training only)
-        self.resid_dropout = nn.Dropout(dropout)  # on the output
+        self.resid_dropout = Dropout(dropout)  # on the output
         self.explicit = explicit
 
     def forward(
