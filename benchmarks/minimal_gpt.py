@@ -1,7 +1,7 @@
 """A minimal nanoGPT-style GPT-2, the yardstick for course_lib's GPT in the benchmarks.
 
-No checks, no options beyond GPT-2's: one fused q/k/v Linear, PyTorch's fused attention, tanh GELU,
-learned positions, LayerNorm, tied embeddings. :func:`from_course_gpt` copies a course_lib GPT's
+nanoGPT's modules without its options and checks: one fused q/k/v Linear, PyTorch's fused attention,
+an MLP with tanh GELU, learned positions, LayerNorm, tied embeddings, no dropout. :func:`from_course_gpt` copies a course_lib GPT's
 weights into it, so both compute the same function and a benchmark compares only their overheads.
 """
 
@@ -29,18 +29,28 @@ class SelfAttention(nn.Module):
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
+class MLP(nn.Module):
+    def __init__(self, d: int, bias: bool) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(d, 4 * d, bias=bias)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * d, d, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
 class Block(nn.Module):
     def __init__(self, d: int, n_head: int, bias: bool) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(d, bias=bias)
         self.attn = SelfAttention(d, n_head, bias)
         self.ln_2 = nn.LayerNorm(d, bias=bias)
-        self.c_fc = nn.Linear(d, 4 * d, bias=bias)
-        self.c_proj = nn.Linear(4 * d, d, bias=bias)
+        self.mlp = MLP(d, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln_1(x))
-        return x + self.c_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+        return x + self.mlp(self.ln_2(x))
 
 
 class MinimalGPT(nn.Module):
@@ -80,6 +90,6 @@ def from_course_gpt(gpt: nn.Module) -> MinimalGPT:
         mine.ln_2.load_state_dict(theirs.ln_2.state_dict())
         mine.attn.c_attn.load_state_dict(theirs.attn.qkv.state_dict())
         mine.attn.c_proj.load_state_dict(theirs.attn.proj.state_dict())
-        mine.c_fc.load_state_dict(theirs.mlp.c_fc.state_dict())
-        mine.c_proj.load_state_dict(theirs.mlp.c_proj.state_dict())
+        mine.mlp.c_fc.load_state_dict(theirs.mlp.c_fc.state_dict())
+        mine.mlp.c_proj.load_state_dict(theirs.mlp.c_proj.state_dict())
     return ref.to(gpt.lm_head.weight.device)

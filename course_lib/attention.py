@@ -248,6 +248,48 @@ class KVCache:
         self.length = 0
 
 
+class StaticKVCache(nn.Module):
+    """Keys and values of ONE attention layer in fixed buffers, written at positions given as a tensor.
+
+    :class:`KVCache` counts its length in Python and returns views that grow every step, so each
+    step has new shapes. Here nothing changes shape between steps: ``update`` writes at ``positions``
+    and returns the whole buffers, and the caller's attention mask hides the slots not yet written.
+    A decode step built on it is one fixed graph: torch.compile compiles it once and CUDA graphs can
+    replay it. The buffers are registered (not saved), so they move with ``.to()`` and keep their
+    addresses, which graph replay needs.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        shape = (batch_size, n_kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.size(2)
+
+    def update(self, k: Tensor, v: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, nkv, T, hs) at ``positions`` (T,); return the whole buffers (B, nkv, max_len, hs)."""
+        if k.shape[:2] + k.shape[3:] != self.k.shape[:2] + self.k.shape[3:] or positions.shape != (k.size(2),):
+            raise ValueError(
+                f"StaticKVCache holds (B, nkv, max_len, hs) = {tuple(self.k.shape)} but got k of shape "
+                f"{tuple(k.shape)} at positions of shape {tuple(positions.shape)}; make a cache for this "
+                "batch size / model and pass one position per new token"
+            )
+        self.k.index_copy_(2, positions, k.to(self.k.dtype))
+        self.v.index_copy_(2, positions, v.to(self.v.dtype))
+        return self.k, self.v
+
+
 # ----------------------------------------------------------------------------------------------
 # Multi-head attention, one fused projection.
 
