@@ -114,7 +114,8 @@ class StaticDecoder(nn.Module):
                 out.append(self.greedy_step(prompt, self.slots[:T]))  # prefill, eager
             for i in range(1, max_new_tokens):
                 self.position.fill_(T + i - 1)  # (1,): where the last new token sits; same tensor every step
-                torch.compiler.cudagraph_mark_step_begin()  # a new replay: earlier outputs are ours now
+                if self._step is not self.greedy_step:
+                    torch.compiler.cudagraph_mark_step_begin()  # a new replay: earlier outputs are ours now
                 out.append(self._step(out[-1], self.position).clone())  # the next replay reuses its output
             return torch.cat(out, dim=1)
         finally:

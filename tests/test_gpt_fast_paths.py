@@ -3,6 +3,8 @@ at p = 0, and greedy decoding with static KV caches (course_lib.fast_decode)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -186,10 +188,21 @@ def test_static_decoder_with_a_padded_vocabulary_and_its_errors():
 
 
 @pytest.mark.slow
-def test_compiled_static_decoder_gives_the_same_tokens():
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, imported by dynamo
+def test_static_step_compiles_to_one_graph_and_gives_the_same_tokens(monkeypatch):
+    # Dynamo's capture is what the static cache is for: one full graph (fullgraph=True raises on a
+    # break), reused for every token and every call. The "eager" backend runs the captured graph
+    # without generating code, which on a CPU would take minutes; the GPU benchmark uses inductor.
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    counters.clear()
     model = make("llama_gqa", spread=0.5)
     prompt = tokens(1, 5)
     decoder = StaticDecoder(model, batch_size=1, compile=True)
     expected = model.generate(prompt, 12, temperature=0)
     assert torch.equal(decoder.generate(prompt, 12), expected)
-    assert torch.equal(decoder.generate(prompt, 12), expected)  # compiled once, called again
+    assert torch.equal(decoder.generate(prompt, 12), expected)
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    torch._dynamo.reset()
