@@ -192,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device {device} ({where}), torch {torch.__version__}, {torch.get_num_threads()} threads")
         amp_dtype = resolve_amp(args.amp, device).dtype
         print(
-            f"model {args.config}: {model.num_parameters():,} params, vocab {model.config.vocab_size} padded to "
-            f"{model.config.padded_vocab_size}, block {block}, batch {batch} x accum {args.grad_accum} = "
-            f"{tokens_per_step:,} tokens/step, amp {amp_dtype}, compile {args.compile}, "
+            f"model {args.config}: {model.num_parameters():,} params, vocab {model.config.vocab_size} "
+            f"padded to {model.config.padded_vocab_size}, block {block}, batch {batch} x accum "
+            f"{args.grad_accum} = {tokens_per_step:,} tokens/step, amp {amp_dtype}, compile {args.compile}, "
             f"{steps} steps ({args.warmup} warm-up) x {args.repeats} repeats"
         )
         model.to("cpu")  # kept only for its FLOP count (MFU)
@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def measure(args, cfg: TrainConfig, batches: list, device: torch.device, model: GPT, peak: float | None) -> bool:
+def measure(
+    args, cfg: TrainConfig, batches: list, device: torch.device, model: GPT, peak: float | None
+) -> bool:
     """Interleaved runs of the reference loop and the Trainer; prints tokens/s, their ratio and MFU."""
     tokens_per_step = cfg.batch_size * model.config.block_size * cfg.grad_accum_steps
     rates: dict[str, list[float]] = {"ref": [], "ours": []}
@@ -227,7 +229,9 @@ def measure(args, cfg: TrainConfig, batches: list, device: torch.device, model: 
         runs = ", ".join(f"{v:,.0f}" for v in rates[key])
         print(f"[{mode}] {label} : {statistics.median(rates[key]):12,.0f} tokens/s  (runs: {runs})")
     overhead_ms = (tokens_per_step / ours - tokens_per_step / ref) * 1e3
-    print(f"[{mode}] ratio Trainer / reference: {ours / ref:.3f}x  (per-step difference {overhead_ms:+.3f} ms)")
+    print(
+        f"[{mode}] ratio Trainer / reference: {ours / ref:.3f}x  (per-step difference {overhead_ms:+.3f} ms)"
+    )
     if device.type != "cuda":  # CPU seconds of this process: steadier than wall time on a shared machine
         cpu_ratio = statistics.median(cpu_rates["ours"]) / statistics.median(cpu_rates["ref"])
         print(f"[{mode}] ratio by CPU time (tokens per CPU-second): {cpu_ratio:.3f}x")

@@ -1,8 +1,9 @@
 """A minimal nanoGPT-style GPT-2, the yardstick for course_lib's GPT in the benchmarks.
 
 nanoGPT's modules without its options and checks: one fused q/k/v Linear, PyTorch's fused attention,
-an MLP with tanh GELU, learned positions, LayerNorm, tied embeddings, no dropout. :func:`from_course_gpt` copies a course_lib GPT's
-weights into it, so both compute the same function and a benchmark compares only their overheads.
+an MLP with tanh GELU, learned positions, LayerNorm, tied embeddings, no dropout.
+:func:`from_course_gpt` copies a course_lib GPT's weights into it, so both compute the same function
+and a benchmark compares only their overheads.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ class Block(nn.Module):
 
 
 class MinimalGPT(nn.Module):
-    def __init__(self, vocab_size: int, block_size: int, n_layer: int, n_head: int, d: int, bias: bool = True):
+    def __init__(
+        self, vocab_size: int, block_size: int, n_layer: int, n_head: int, d: int, bias: bool = True
+    ):
         super().__init__()
         self.wte = nn.Embedding(vocab_size, d)
         self.wpe = nn.Embedding(block_size, d)

@@ -278,8 +278,9 @@ class StaticKVCache(nn.Module):
         return self.k.size(2)
 
     def update(self, k: Tensor, v: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Write k, v (B, nkv, T, hs) at ``positions`` (T,); return the whole buffers (B, nkv, max_len, hs)."""
-        if k.shape[:2] + k.shape[3:] != self.k.shape[:2] + self.k.shape[3:] or positions.shape != (k.size(2),):
+        """Write k, v (B, nkv, T, hs) at ``positions`` (T,); return all buffers (B, nkv, max_len, hs)."""
+        B, H, T, hs = k.shape
+        if (B, H, hs) != (self.k.size(0), self.k.size(1), self.k.size(3)) or positions.shape != (T,):
             raise ValueError(
                 f"StaticKVCache holds (B, nkv, max_len, hs) = {tuple(self.k.shape)} but got k of shape "
                 f"{tuple(k.shape)} at positions of shape {tuple(positions.shape)}; make a cache for this "

@@ -33,7 +33,9 @@ class StaticDecoder(nn.Module):
         c = model.config
         max_len = max_len or c.block_size
         if max_len > c.block_size:
-            raise ValueError(f"max_len={max_len} > block_size={c.block_size}; the model has no positions past it")
+            raise ValueError(
+                f"max_len={max_len} > block_size={c.block_size}; the model has no positions past it"
+            )
         self.model = model
         ref = model.lm_head.weight
         self.caches = nn.ModuleList(
@@ -41,7 +43,9 @@ class StaticDecoder(nn.Module):
             for _ in range(c.n_layer)
         )
         self.register_buffer("slots", torch.arange(max_len, device=ref.device), persistent=False)
-        self.register_buffer("position", torch.zeros(1, dtype=torch.long, device=ref.device), persistent=False)
+        self.register_buffer(
+            "position", torch.zeros(1, dtype=torch.long, device=ref.device), persistent=False
+        )
         self._step = self.greedy_step
         if compile:
             mode = None if compile is True else compile
@@ -97,7 +101,9 @@ class StaticDecoder(nn.Module):
         """
         B, T = prompt.shape
         if B != self.batch_size:
-            raise ValueError(f"prompt has {B} rows but the decoder was built for batch_size={self.batch_size}")
+            raise ValueError(
+                f"prompt has {B} rows but the decoder was built for batch_size={self.batch_size}"
+            )
         if T + max_new_tokens > self.max_len:
             raise ValueError(
                 f"prompt {T} + {max_new_tokens} new tokens > max_len={self.max_len}; shorten the prompt or "

@@ -175,7 +175,9 @@ def test_static_decoder_with_a_padded_vocabulary_and_its_errors():
     plain = make("gpt2", spread=0.5)
     padded = padded_twin(plain, 64, padding_value=50.0)
     prompt = tokens(1, 4)
-    assert torch.equal(StaticDecoder(padded, 1).generate(prompt, 10), plain.generate(prompt, 10, temperature=0))
+    assert torch.equal(
+        StaticDecoder(padded, 1).generate(prompt, 10), plain.generate(prompt, 10, temperature=0)
+    )
     decoder = StaticDecoder(plain, batch_size=1, max_len=12)
     with pytest.raises(ValueError, match=r"prompt 4 \+ 9 new tokens > max_len=12"):
         decoder.generate(prompt, 9)
