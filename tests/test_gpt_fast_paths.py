@@ -208,3 +208,21 @@ def test_static_step_compiles_to_one_graph_and_gives_the_same_tokens(monkeypatch
     assert torch.equal(decoder.generate(prompt, 12), expected)
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
     torch._dynamo.reset()
+
+
+def test_fused_attention_asks_for_gqa_only_when_the_head_counts_differ(monkeypatch):
+    # enable_gqa=True costs 10-20% of forward + backward time on the CPU even with equal head counts.
+    import course_lib.attention as attention_module
+
+    seen = []
+    sdpa = attention_module.F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("enable_gqa", False))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
+    for variant, expected in (("gpt2", False), ("llama_gqa", True)):
+        seen.clear()
+        make(variant)(tokens(1, 6))
+        assert seen == [expected] * BASE["n_layer"], (variant, seen)
