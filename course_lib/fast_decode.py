@@ -48,6 +48,8 @@ class StaticDecoder(nn.Module):
         )
         self._step = self.greedy_step
         if compile:
+            for buffer in self.buffers():  # the caches keep their addresses: CUDA graphs may write to them
+                torch._dynamo.mark_static_address(buffer)
             mode = None if compile is True else compile
             self._step = torch.compile(self.greedy_step, mode=mode, fullgraph=True)
 

@@ -191,7 +191,8 @@ def test_static_decoder_with_a_padded_vocabulary_and_its_errors():
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, imported by dynamo
-def test_static_step_compiles_to_one_graph_and_gives_the_same_tokens(monkeypatch):
+@pytest.mark.parametrize("variant", ["gpt2", "llama_gqa"])
+def test_static_step_compiles_to_one_graph_and_gives_the_same_tokens(monkeypatch, variant):
     # Dynamo's capture is what the static cache is for: one full graph (fullgraph=True raises on a
     # break), reused for every token and every call. The "eager" backend runs the captured graph
     # without generating code, which on a CPU would take minutes; the GPU benchmark uses inductor.
@@ -200,7 +201,7 @@ def test_static_step_compiles_to_one_graph_and_gives_the_same_tokens(monkeypatch
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     torch._dynamo.reset()
     counters.clear()
-    model = make("llama_gqa", spread=0.5)
+    model = make(variant, spread=0.5)
     prompt = tokens(1, 5)
     decoder = StaticDecoder(model, batch_size=1, compile=True)
     expected = model.generate(prompt, 12, temperature=0)
