@@ -37,6 +37,7 @@ learner: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_trainer.py
+	$(BIN)/python benchmarks/bench_gpt_step.py
 	$(BIN)/python benchmarks/bench_bpe.py
 	$(BIN)/python benchmarks/bench_compress.py
 	$(BIN)/python benchmarks/bench_llm.py

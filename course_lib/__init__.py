@@ -46,6 +46,7 @@ Fine-tuning
 Applications
     generation       sampling text from a GPT, and measures of the samples
     chat_template    ChatML: a conversation as one prompt string (SmolLM2's template)
+    fast_decode      greedy decoding for GPUs: static KV caches, one compiled (CUDA-graphed) step
     chat             talking with a chat model: template, streamed answers, the REPL
     serve            an OpenAI-compatible HTTP server for a chat model
     semantic_search  sentence vectors, a searchable index, recall@k and MRR

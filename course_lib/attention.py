@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_lib.layers import Dropout
+
 # PyTorch added grouped-query support to the fused kernel in 2.5; older builds repeat k/v instead.
 _SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2] if p.isdigit()) >= (2, 5)
 
@@ -246,6 +248,49 @@ class KVCache:
         self.length = 0
 
 
+class StaticKVCache(nn.Module):
+    """Keys and values of ONE attention layer in fixed buffers, written at positions given as a tensor.
+
+    :class:`KVCache` counts its length in Python and returns views that grow every step, so each
+    step has new shapes. Here nothing changes shape between steps: ``update`` writes at ``positions``
+    and returns the whole buffers, and the caller's attention mask hides the slots not yet written.
+    A decode step built on it is one fixed graph: torch.compile compiles it once and CUDA graphs can
+    replay it. The buffers are registered (not saved), so they move with ``.to()`` and keep their
+    addresses, which graph replay needs.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        shape = (batch_size, n_kv_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.size(2)
+
+    def update(self, k: Tensor, v: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, nkv, T, hs) at ``positions`` (T,); return all buffers (B, nkv, max_len, hs)."""
+        B, H, T, hs = k.shape
+        if (B, H, hs) != (self.k.size(0), self.k.size(1), self.k.size(3)) or positions.shape != (T,):
+            raise ValueError(
+                f"StaticKVCache holds (B, nkv, max_len, hs) = {tuple(self.k.shape)} but got k of shape "
+                f"{tuple(k.shape)} at positions of shape {tuple(positions.shape)}; make a cache for this "
+                "batch size / model and pass one position per new token"
+            )
+        self.k.index_copy_(2, positions, k.to(self.k.dtype))
+        self.v.index_copy_(2, positions, v.to(self.v.dtype))
+        return self.k, self.v
+
+
 # ----------------------------------------------------------------------------------------------
 # Multi-head attention, one fused projection.
 
@@ -295,7 +340,7 @@ class MultiHeadAttention(nn.Module):
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout  # on the attention weights (training only)
-        self.resid_dropout = nn.Dropout(dropout)  # on the output
+        self.resid_dropout = Dropout(dropout)  # on the output
         self.explicit = explicit
 
     def forward(

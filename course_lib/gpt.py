@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from course_lib.attention import KVCache, MultiHeadAttention, padding_mask
 from course_lib.layers import (
+    Dropout,
     FeedForward,
     LayerNorm,
     LearnedPositions,
@@ -57,11 +58,12 @@ class GPTConfig:
     norm_eps: float = 1e-5  # epsilon inside the norms
     rope_theta: float = 10000.0  # RoPE base: larger = slower-turning angles, longer reach
     gelu_approximate: str = "tanh"  # GELU form for mlp="gelu": "tanh" (GPT-2's) or "none" (exact erf)
+    pad_vocab_to: int | None = None  # GPUs: round the embedding/output rows up to a multiple (64, 128)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
             _check_positive_int(name, getattr(self, name))
-        for name in ("n_kv_head", "d_ff"):
+        for name in ("n_kv_head", "d_ff", "pad_vocab_to"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
         for name, value, allowed in (
@@ -101,6 +103,15 @@ class GPTConfig:
         return self.d_model // self.n_head
 
     @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token embedding and the output layer: vocab_size rounded up to a multiple of
+        ``pad_vocab_to`` (GPT-2's 50257 -> 50304 for 64), which tensor cores multiply much faster.
+        The extra rows are never read (no id points at them) and never predicted (their logits are
+        -inf in the loss and cut off the logits the model returns)."""
+        m = self.pad_vocab_to or 1
+        return m * math.ceil(self.vocab_size / m)
+
+    @property
     def kv_heads(self) -> int:
         """The key/value head count with the default resolved."""
         return self.n_head if self.n_kv_head is None else self.n_kv_head
@@ -130,9 +141,9 @@ class GPTConfig:
         norm = d + (d if (c.norm == "layernorm" and c.bias) else 0)  # weight (+ bias)
         per_block = attn + mlp + 2 * norm
 
-        token_table = c.vocab_size * d
+        token_table = c.padded_vocab_size * d
         position_table = c.block_size * d if c.positions == "learned" else 0
-        head = 0 if c.tie_weights else c.vocab_size * d
+        head = 0 if c.tie_weights else c.padded_vocab_size * d
         total = token_table + position_table + c.n_layer * per_block + norm + head
         if exclude_embeddings:
             total -= position_table + (0 if c.tie_weights else token_table)
@@ -249,17 +260,17 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        parts: dict[str, nn.Module] = {"wte": nn.Embedding(c.vocab_size, c.d_model)}
+        parts: dict[str, nn.Module] = {"wte": nn.Embedding(c.padded_vocab_size, c.d_model)}
         if c.positions == "learned":
             parts["wpe"] = LearnedPositions(c.block_size, c.d_model)
         elif c.positions == "sinusoidal":
             parts["wpe"] = SinusoidalPositions(c.block_size, c.d_model)
-        parts["drop"] = nn.Dropout(c.dropout)
+        parts["drop"] = Dropout(c.dropout)
         parts["h"] = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         parts["ln_f"] = make_norm(c)
         self.transformer = nn.ModuleDict(parts)
         self.rope = RotaryEmbedding(c.head_dim, c.block_size, c.rope_theta) if c.positions == "rope" else None
-        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.lm_head = nn.Linear(c.d_model, c.padded_vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight  # one matrix: embed in, read out
         self.reset_parameters()
@@ -360,11 +371,33 @@ class GPT(nn.Module):
                 f"sequence of {where} tokens is longer than block_size={c.block_size}; crop it to the last "
                 f"{c.block_size} tokens (idx[:, -block_size:]) or build the model with a larger block_size"
             )
+
+    def _embed_tokens(self, idx: Tensor) -> Tensor:
+        """wte(idx): (B, T) -> (B, T, d), with a clear error for an id outside [0, vocab_size).
+
+        The CPU lookup checks its own bounds (an IndexError), so there the ids are read only to
+        explain that error. Elsewhere an out-of-range id aborts the device, and a padded table has
+        rows past vocab_size that no id may read: there one min/max pass checks the ids first.
+        """
+        wte = self.transformer.wte
         if torch.compiler.is_compiling():
-            return  # torch.export / torch.compile trace shapes; the id check below needs the values
-        if ((idx < 0) | (idx >= c.vocab_size)).any():
+            return wte(idx)  # torch.export / torch.compile trace shapes; the id check needs the values
+        if idx.device.type != "cpu" or wte.num_embeddings != self.config.vocab_size:
+            self._check_ids(idx)
+        try:
+            return wte(idx)
+        except IndexError:
+            self._check_ids(idx)
+            raise
+
+    def _check_ids(self, idx: Tensor) -> None:
+        if idx.numel() == 0:
+            return
+        lo, hi = (int(t) for t in torch.aminmax(idx))
+        V = self.config.vocab_size
+        if lo < 0 or hi >= V:
             raise ValueError(
-                f"token ids must lie in [0, {c.vocab_size}), got min {int(idx.min())}, max {int(idx.max())}; "
+                f"token ids must lie in [0, {V}), got min {lo}, max {hi}; "
                 "the tokenizer and the model's vocab_size disagree"
             )
 
@@ -381,7 +414,7 @@ class GPT(nn.Module):
         offset = kv_caches[0].length if kv_caches else 0
         self._check_idx(idx, offset)
         B, T = idx.shape
-        x = self.transformer.wte(idx)  # (B, T, d)
+        x = self._embed_tokens(idx)  # (B, T, d)
         if "wpe" in self.transformer:
             pos = torch.arange(offset, offset + T, device=idx.device)  # (T,)
             x = x + self.transformer.wpe(pos)  # (B, T, d) + (T, d)
@@ -407,19 +440,26 @@ class GPT(nn.Module):
         attention_mask: Tensor | None = None,
         kv_caches: list[KVCache] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """idx (B, T) -> (logits (B, T, V), mean cross-entropy over targets != -100, or None)."""
-        logits = self.lm_head(self.hidden_states(idx, attention_mask, kv_caches))  # (B, T, V)
+        """idx (B, T) -> (logits (B, T, V), mean cross-entropy over targets != -100, or None).
+
+        With ``pad_vocab_to`` the output layer has padded_vocab_size rows; the logits of the padding
+        rows are set to -inf before the loss (probability 0, no gradient) and cut off the result.
+        """
+        V = self.config.vocab_size
+        logits = self.lm_head(self.hidden_states(idx, attention_mask, kv_caches))  # (B, T, V_padded)
         if targets is None:
-            return logits, None
+            return logits[..., :V], None
         if targets.shape != idx.shape:
             raise ValueError(
                 f"targets shape {tuple(targets.shape)} != idx shape {tuple(idx.shape)}; targets are idx "
                 f"shifted by one, with {IGNORE_INDEX} where no loss is wanted"
             )
+        if logits.size(-1) > V:
+            logits[..., V:] = float("-inf")  # padding rows: never predicted, so the loss is the unpadded one
         loss = F.cross_entropy(
             logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
         )
-        return logits, loss
+        return logits[..., :V], loss  # (B, T, V): a view, no copy
 
     # ------------------------------------------------------------------------------- generation
 
@@ -512,7 +552,8 @@ class GPT(nn.Module):
 
     def _last_logits(self, idx: Tensor, kv_caches: list[KVCache] | None = None) -> Tensor:
         """Logits (B, V) of the last position only: generation never needs the others."""
-        return self.lm_head(self.hidden_states(idx, kv_caches=kv_caches)[:, -1, :])  # (B, d) -> (B, V)
+        h = self.hidden_states(idx, kv_caches=kv_caches)[:, -1, :]  # (B, d)
+        return self.lm_head(h)[:, : self.config.vocab_size]  # (B, V): padding rows cut off
 
 
 def sample_next_token(

@@ -8,6 +8,7 @@ picked by an ``explicit`` flag, so the taught formula and the fast path cannot d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ def _check_last_dim(x: Tensor, d: int, name: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Activations and feed-forward networks.
+# Activations, dropout and feed-forward networks.
 
 
 class GELU(nn.Module):
@@ -100,6 +101,16 @@ class GELU(nn.Module):
         return f"approximate={self.approximate!r}, explicit={self.explicit}"
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` that hands its input back untouched when it cannot drop anything (p = 0 or
+    evaluation mode) without calling into PyTorch, so a model built with dropout 0 pays nothing for it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        return F.dropout(x, self.p, True, self.inplace)
+
+
 class FeedForward(nn.Module):
     """GPT-2's MLP: Linear(d, d_ff) -> GELU -> Linear(d_ff, d) -> dropout. Names match GPT-2."""
 
@@ -116,7 +127,7 @@ class FeedForward(nn.Module):
         self.c_fc = nn.Linear(d_model, d_ff, bias=bias)
         self.act = GELU(approximate)
         self.c_proj = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))  # (B, T, d) -> (B, T, d_ff) -> (B, T, d)
@@ -134,7 +145,7 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(d_model, d_ff, bias=bias)  # gate
         self.w3 = nn.Linear(d_model, d_ff, bias=bias)  # up
         self.w2 = nn.Linear(d_ff, d_model, bias=bias)  # down
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))  # (B, T, d_ff) gated -> (B, T, d)
@@ -153,8 +164,7 @@ class LearnedPositions(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_len, d_model).normal_(std=0.02))
 
     def forward(self, positions: Tensor) -> Tensor:
-        _check_positions(positions, self.max_len)
-        return F.embedding(positions, self.weight)
+        return _lookup(lambda p: F.embedding(p, self.weight), positions, self.max_len)
 
 
 def sinusoidal_positions(T: int, d: int, base: float = 10000.0) -> Tensor:
@@ -182,8 +192,25 @@ class SinusoidalPositions(nn.Module):
         self.register_buffer("table", sinusoidal_positions(max_len, d_model), persistent=False)
 
     def forward(self, positions: Tensor) -> Tensor:
-        _check_positions(positions, self.max_len)
-        return self.table[positions]  # (..., d)
+        return _lookup(lambda p: self.table[p], positions, self.max_len)  # (..., d)
+
+
+def _lookup(table: Callable[[Tensor], Tensor], positions: Tensor, max_len: int) -> Tensor:
+    """``table(positions)`` with a clear error for a position past the table's ``max_len`` rows.
+
+    On the CPU the lookup checks its own bounds (an IndexError), so the check below runs only to
+    explain that error and costs nothing otherwise; on a GPU an out-of-range index would abort the
+    device, so the check runs first.
+    """
+    if torch.compiler.is_compiling():
+        return table(positions)  # torch.export / torch.compile trace shapes; the check needs the values
+    if positions.device.type != "cpu":
+        _check_positions(positions, max_len)
+    try:
+        return table(positions)
+    except IndexError:
+        _check_positions(positions, max_len)
+        raise
 
 
 def _check_positions(positions: Tensor, max_len: int) -> None:
