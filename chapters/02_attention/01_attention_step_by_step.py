@@ -69,8 +69,7 @@ print("device:", choose_device())
 # A key that points the same way as the query gets a large score and so a large share of the
 # average. Here are three tokens, A, B and C, with two-dimensional keys and values:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 q = torch.tensor([2.0, 1.0])  # what the token being updated is looking for
 keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # one row per token: A, B, C
 values = torch.tensor([[10.0, 0.0], [0.0, 10.0], [5.0, 5.0]])  # what each token hands over
@@ -112,8 +111,7 @@ print("output = sum_j weight_j * value_j =", [round(x, 4) for x in output.tolist
 # so the two ways of writing attention are the same formula. The weights of 2.1 are PyTorch's
 # softmax of the scores:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 by_hand = torch.tensor(weights)
 by_torch = torch.softmax(torch.tensor(scores), dim=-1)
 print("by hand:   ", by_hand.numpy().round(4))
@@ -133,8 +131,7 @@ assert torch.allclose(by_hand, by_torch, atol=1e-6)
 # (printed below), so $e^{s}$ overflows to infinity once $s$ passes its logarithm, and
 # $\infty / \infty$ is *not a number* (`nan`).
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 largest = torch.finfo(torch.float32).max
 print(f"largest float32: {largest:.3e}; exp(s) overflows for s above log(largest) = {math.log(largest):.2f}")
 big = torch.tensor([1000.0, 1001.0, 1002.0])
@@ -183,8 +180,7 @@ check_softmax(softmax)
 # matrix: $Q = X W_Q$, $K = X W_K$, $V = X W_V$. Training tunes these three matrices so that the
 # scores pick out useful tokens. Here are the shapes for five tokens:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 seed_everything(0)
 T, d_model, d_k = 5, 8, 4
 X = torch.randn(T, d_model)  # five token vectors
@@ -240,8 +236,7 @@ check_scaled_dot_product_attention(scaled_dot_product_attention)
 # outputs and in the gradients that training uses. The tolerance covers float32 rounding: the
 # kernels add the same numbers in different orders.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 ATOL = 1e-5  # float32, values of order 1: a few rounding steps of difference are expected
 seed_everything(1)
 B, n_heads, T, head_size = 2, 4, 9, 16
@@ -297,8 +292,7 @@ assert all(0.9 < v / d < 1.1 for v, d in zip(var_raw, dims)), "Var(q.k) should b
 # If $p$ is nearly one-hot, every entry of $J$ is nearly zero. First a check of the formula against
 # PyTorch's automatic differentiation:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 s = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)
 p = torch.softmax(s, dim=-1)
 J_formula = torch.diag(p) - torch.outer(p, p)

@@ -90,8 +90,7 @@ check_causal_mask(make_causal_mask)
 # `(B, 1, 1, T)` it broadcasts over heads and queries, so it hides *columns*. Combining the two masks
 # is a logical AND. Here is a batch of two texts, the second one padded:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 texts = [["the", "cat", "sat", "on", "the", "mat"], ["a", "dog", "ran", "[PAD]", "[PAD]", "[PAD]"]]
 T = len(texts[0])
 attention_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])  # (B, T): 1 = real token
@@ -139,8 +138,7 @@ plt.show()
 # 3. padding: the outputs of the short text's real tokens are the same as when it is run alone,
 #    without padding — the filler has no influence.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 seed_everything(3)
 B, n_heads, head_size = 2, 4, 8
 q, k, v = (torch.randn(B, n_heads, T, head_size, device=device) for _ in range(3))
@@ -236,8 +234,7 @@ check_merge_heads(merge_heads)
 # On numbered features the split is easy to read: with two heads, head 0 gets features 0–3 of every
 # token and head 1 features 4–7.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 x = torch.arange(16).view(1, 2, 8)  # (B=1, T=2, C=8): token 0 holds 0..7, token 1 holds 8..15
 heads = x.view(1, 2, 2, 4).transpose(1, 2)  # (B, nh=2, T=2, hs=4)
 print("x:", x.tolist())
@@ -254,8 +251,7 @@ print("merged back equals x:", torch.equal(heads.transpose(1, 2).reshape(1, 2, 8
 # causal mask and with padding. Watch the conventions: PyTorch's module takes masks with `True`
 # meaning *blocked*, the opposite of ours, so we pass the negation.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 seed_everything(4)
 d_model, n_heads = 32, 4
 fused = MultiHeadAttention(d_model, n_heads).to(device).eval()
@@ -302,8 +298,7 @@ assert all(checks.values()) and n_ours == n_torch == 4 * d_model**2 + 4 * d_mode
 # result equals (1) repeating the key/value heads and running ordinary attention, and (2) PyTorch's
 # kernel with `enable_gqa=True`:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 seed_everything(5)
 B, T_gqa, d_model, n_heads, n_kv = 2, 10, 64, 8, 2
 hs = d_model // n_heads
@@ -332,8 +327,7 @@ assert torch.allclose(repeated, by_torch, atol=ATOL) and torch.allclose(by_modul
 # The attention modules are built on PyTorch's `meta` device, which gives every tensor a shape but
 # no memory, so their parameters can be counted for free.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 cfg = get_config("llama2-7b")
 bytes_per_number = 2  # bf16
 print(f"Llama 2 7B shape: {cfg.n_layer} layers, {cfg.n_head} query heads of size {cfg.head_dim}, "
@@ -353,8 +347,7 @@ for n_kv in (cfg.kv_heads, 8, 1):
 # vectors, shuffled the same way (*permutation equivariance*); "dog bites man" and "man bites dog"
 # would look alike:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 seed_everything(6)
 mha = MultiHeadAttention(16, 2).eval()
 x = torch.randn(1, 5, 16)
@@ -387,8 +380,7 @@ plt.show()
 # %% [markdown]
 # Checked against the formula evaluated one entry at a time with Python's `math`:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 T_pe, d_pe = 64, 128
 
 
@@ -408,8 +400,7 @@ assert torch.allclose(table, by_formula, atol=1e-5)
 # $PE_p \cdot PE_{p'} = \sum_i \cos\big((p - p')\,\omega_i\big)$, depends only on their distance
 # $p - p'$: the matrix of dot products is constant along each diagonal.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 similarity = table @ table.T  # (T, T): PE_p . PE_p'
 worst = max((torch.diagonal(similarity, offset).max() - torch.diagonal(similarity, offset).min()).item()
             for offset in range(-T_pe + 1, T_pe))
@@ -438,8 +429,7 @@ plt.show()
 # it equals the complex-number form written from scratch, it equals the implementation in
 # `transformers`' Llama, and scores depend only on the offset.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from transformers import LlamaConfig  # a reference implementation; no weights are loaded
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
@@ -535,8 +525,7 @@ plt.show()
 # scale. `course_lib.gpt.Block` is the pre-LN block; here it is taken apart, shapes printed at every
 # step, on the course's "tiny" configuration:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 cfg = get_config("tiny")
 seed_everything(8)
 block = Block(cfg).to(device).eval()
@@ -565,8 +554,7 @@ assert torch.allclose(block(x), out, atol=ATOL)
 # ($d \cdot 4d + 4d$ and $4d \cdot d + d$), in total $12d^2 + 13d$ — the same per-block count as
 # chapter 1's formula.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 d = cfg.d_model
 for name, module in block.named_children():
     print(f"{name:<6} {sum(p.numel() for p in module.parameters()):>7,}")
@@ -580,8 +568,7 @@ assert n_block == 12 * d**2 + 13 * d
 # `transformers`' `GPT2LMHeadModel` (built from a configuration; nothing is downloaded). If the blocks
 # are right, the output of the first block and the final logits must agree:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 seed_everything(9)
 gpt = GPT(cfg).to(device).eval()
 hf_gpt2 = gpt_to_hf_gpt2(gpt).eval()

@@ -63,8 +63,7 @@ print("device:", choose_device())
 #
 # We load it once, into `course_lib.encoder.Encoder`, the same attention code as in 2A and 2B:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 encoder, tokenizer = load_minilm(device=device)
 cfg = encoder.config
 print(f"layers {cfg.n_layer}, heads per layer {cfg.n_head}, width {cfg.d_model}, head size {cfg.d_model // cfg.n_head}")
@@ -85,8 +84,7 @@ from transformers.utils import logging as transformers_logging
 transformers_logging.disable_progress_bar()  # no "Loading weights" bar in the output
 bert = BertModel.from_pretrained(str(minilm_dir()), attn_implementation="eager").to(device).eval()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 ATOL = 1e-5  # float32 attention weights from two implementations of the same 6 layers
 tokens, maps = attention_maps(encoder, tokenizer, sentence)
 print("maps:", tuple(maps.shape), "= (layers, heads, query tokens, key tokens)")
@@ -149,8 +147,7 @@ assert all(r in t and o in t for t, (_, r, o) in zip(toks_check, SELECTION)), "e
 # %% [markdown]
 # Now the test, on the sentence the head was not chosen on, and on its "wide" twin:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 tired = sentence
 wide = sentence.replace("tired", "wide")
 assert tired not in [text for text, _, _ in SELECTION]

@@ -65,8 +65,7 @@ torch.set_num_threads(1)  # the models here are tiny: splitting their matrix pro
 # settings, deciding when to stop) and 10% for the final **test**, looked at once at the end.
 # It is stratified, so each split holds every digit in the same proportion.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 images, labels = digits()
 X = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 8, 8): one channel, as a CNN expects
 y = torch.from_numpy(labels)
@@ -117,8 +116,7 @@ print(f"MLP: validation accuracy {mlp_history.val_accuracy[-1]:.3f}, test accura
 # (`explicit=True`, `course_lib.mlp_cnn.conv2d_explicit`) or PyTorch's kernels; both give the
 # same numbers:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 torch.manual_seed(0)
 cnn = DigitCNN(image_size=8, channels=(32, 64), dropout=0.25)
 cnn.eval()
@@ -269,8 +267,7 @@ check_batch_norm_train(batch_norm_train)
 # cell below shows why, on the trained batch-norm CNN (with dropout switched off, so that only batch
 # norm differs):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 bn_cnn = copy.deepcopy(trained["CNN + batch norm"])  # a copy: train-mode calls update the running averages
 image = x_test[:1].flatten(1)
 batch_a = torch.cat([image, x_test[1:32].flatten(1)])  # the same image with two different sets of batch-mates

@@ -36,7 +36,6 @@ import time
 
 import matplotlib.pyplot as plt
 import regex
-from IPython.display import Markdown, display
 from tokenizers import Tokenizer
 
 from course_lib import fast_mode, pick, seed_everything
@@ -384,7 +383,7 @@ for name, enc in tokenizers_to_compare.items():
     rows.append({"tokenizer (vocabulary)": name,
                  "English bytes/token": en.bytes_per_token, "English tokens/char": en.tokens_per_char,
                  "Chinese bytes/token": zh.bytes_per_token, "Chinese tokens/char": zh.tokens_per_char})
-display(Markdown(format_table(rows, floatfmt=".3f")))
+format_table(rows, floatfmt=".3f").show()
 unk = wordpiece.token_to_id("[UNK]")
 zh_wp = [i for t in zh_test for i in wordpiece.encode(t, add_special_tokens=False).ids]
 print(f"WordPiece maps {sum(i == unk for i in zh_wp) / len(zh_wp):.1%} of the Chinese tokens to [UNK]")
@@ -458,8 +457,7 @@ print(f"{ENDOFTEXT} has id {eot}, after the 256 bytes and the {len(library_bpe.m
 print(f"allowed: {len(as_special)} tokens, the special id appears {as_special.count(eot)} time(s)")
 print(f"not allowed: {len(as_text)} tokens, the special id appears {as_text.count(eot)} time(s)")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("the special id appears once when allowed and never when not:",
       as_special.count(eot) == 1 and as_text.count(eot) == 0)
 assert as_special.count(eot) == 1 and as_text.count(eot) == 0

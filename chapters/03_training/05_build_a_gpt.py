@@ -359,8 +359,7 @@ reference = GPT(config)
 x, y = get_batch(val_ids, 4, config.block_size, torch.Generator().manual_seed(0), device="cpu")
 print(f"{len(train_ids):,} training and {len(val_ids):,} validation tokens, vocabulary {tokenizer.vocab_size}")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 with torch.no_grad():
     ref_loss0 = reference(x, y)[1].item()
 print(f"course_lib's untrained GPT starts within 0.1 of ln V: {abs(ref_loss0 - math.log(config.vocab_size)) < 0.1}")

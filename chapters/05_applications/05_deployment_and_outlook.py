@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 from PIL import Image
 
-from course_lib import cache_dir, pick, ready_models, seed_everything
+from course_lib import cache_dir, display_path, pick, ready_models, seed_everything
 from course_lib.compress import measure_latency, median_time, quantize_dynamic_int8
 from course_lib.deploy import (
     batched_throughput,
@@ -95,8 +95,7 @@ print("config.json:", json.loads((folder / "config.json").read_text()))
 # tensors and plain containers and refuses anything else, so opening a model file from elsewhere
 # cannot execute code. The loaded model must give exactly the original's outputs:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 loaded = load_for_inference(folder, device="cpu")
 same = torch.equal(predict_proba(loaded, x_test), predict_proba(digits_bundle, x_test))
 print("architecture:", loaded.config["architecture"], "| labels:", " ".join(loaded.labels))
@@ -129,7 +128,7 @@ for f in sorted(topic_dir.iterdir()):
 # exactly as from a terminal:
 
 # %%
-print("FOLDER =", topic_dir)
+print("FOLDER =", display_path(topic_dir))
 texts = ["Shares fell sharply in Tokyo after the bank raised interest rates.",
          "The midfielder signed a three-year contract with the club."]
 result = subprocess.run([sys.executable, "-m", "course_lib", "predict", str(topic_dir), *texts, "--top", "2",
@@ -175,8 +174,7 @@ pt2 = export_torch(digits_bundle.model, x_test[:4], cache_dir("apps", "deploy-de
 exported = load_exported(pt2, trusted=True)  # a file we just wrote ourselves
 print(f"{pt2.name}: {pt2.stat().st_size:,} bytes")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 with torch.no_grad():
     reference = digits_bundle.model(x_test)
 print("torch.export, batch of", len(x_test), "(traced with 4): same outputs:",
@@ -228,8 +226,7 @@ news = (news["input_ids"], news["attention_mask"])
 print(f"{topic_pt2.name}: {topic_pt2.stat().st_size / 1e6:.1f} MB; traced with {tuple(example[0].shape)}, "
       f"run on {tuple(news[0].shape)} (texts x tokens)")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 with torch.no_grad():
     reference_logits = topic_bundle.model(*news)[0]
     exported_logits = topic_exported(*news)[0]
@@ -318,7 +315,7 @@ table = [{"model": name, "batch size": row["batch_size"], "latency ms": row["lat
           "items per second": round(row["items_per_s"])}
          for name, rows in (("digit CNN (images)", cnn_rows), ("MiniLM classifier fp32 (texts)", topic_rows),
                             ("MiniLM classifier int8 (texts)", int8_rows)) for row in rows]
-display(Markdown(format_table(table)))
+format_table(table).show()
 print(f"texts of {recipe.max_length} tokens; one CPU thread; latency = median time per batch")
 
 # %%

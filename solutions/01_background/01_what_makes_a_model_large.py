@@ -76,8 +76,7 @@ plt.show()
 # its training examples, and contradictory labels teach it noise. `datasets.chinese_reviews()`
 # removes both by default:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 raw_reviews, raw_labels = chinese_reviews(dedupe=False)
 clean_reviews, clean_labels = chinese_reviews()
 in_both = len(set(r for r, y in zip(raw_reviews, raw_labels) if y == 1) & set(r for r, y in zip(raw_reviews, raw_labels) if y == 0))
@@ -115,8 +114,7 @@ plt.show()
 # $h = \sigma(Wx + b)$, layer after layer. Good for fixed-size feature vectors; it knows nothing
 # about which features are neighbours.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 x_digits = torch.rand(32, 64)  # a batch of 32 flattened 8x8 images
 mlp = MLP([64, 128, 10])
 print("MLP:", tuple(x_digits.shape), "->", tuple(mlp(x_digits).shape))
@@ -127,8 +125,7 @@ print("MLP:", tuple(x_digits.shape), "->", tuple(mlp(x_digits).shape))
 # position $(i, j)$ of a convolution is $\sum_{c,u,v} W_{c,u,v}\, x_{c,\,i+u,\,j+v} + b$. Used for
 # images, audio and any data on a grid.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 cnn = DigitCNN()
 images = torch.rand(32, 1, 8, 8)
 print("CNN:", tuple(images.shape), "->", tuple(cnn(images).shape))
@@ -152,8 +149,7 @@ print("CNN:", tuple(images.shape), "->", tuple(cnn(images).shape))
 # Step $t$ cannot start before step $t-1$ has finished, which makes long sequences slow to train on
 # parallel hardware.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 lstm = nn.LSTM(input_size=16, hidden_size=32, batch_first=True)
 sequence = torch.randn(4, 10, 16)  # (batch, time steps, features)
 outputs, (h_last, c_last) = lstm(sequence)
@@ -213,8 +209,7 @@ for kind, acc in memory_accuracy.items():
 # because attention by itself ignores order. Stacks of attention + feed-forward blocks are what every
 # large language model is made of.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 attn = MultiHeadAttention(d_model=32, n_heads=4)
 tokens = torch.randn(4, 10, 32)  # (batch, positions, features)
 print("attention:", tuple(tokens.shape), "->", tuple(attn(tokens).shape))
@@ -226,8 +221,7 @@ print("attention:", tuple(tokens.shape), "->", tuple(attn(tokens).shape))
 # itself and the tokens before it — a **causal mask** — so it can be trained to predict the next
 # token and then generate text one token at a time. A `1` below means "row may look at column".
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 T = 5
 print("BERT (bidirectional):\n", torch.ones(T, T, dtype=torch.int64).numpy())
 print("GPT (causal):\n", causal_mask(T).to(torch.int64).numpy())
@@ -280,8 +274,7 @@ check_gpt2_parameter_count(gpt2_parameter_count)
 # a 7-billion-parameter model without allocating a single weight. The published sizes are the
 # names the models were released under; the check is that our count rounds to them.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 published = {  # name -> size the model was published as
     "gpt2": 124e6,
     "gpt2-medium": 355e6,
@@ -301,8 +294,7 @@ assert all(abs(counts[k] / published[k] - 1) < 0.04 for k in published), "a coun
 # device creates every module with shapes but no memory, so we can count the tensors of the real
 # model too:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 with torch.device("meta"):
     gpt2_on_meta = GPT(get_config("gpt2"))
 real = sum(p.numel() for p in gpt2_on_meta.parameters())
@@ -371,8 +363,7 @@ from course_lib.exercises.ch01 import check_adamw_training_bytes
 
 check_adamw_training_bytes(adamw_training_bytes)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"{'model':<12} {'serve bf16':>11} {'train fp32':>11} {'train mixed':>12}   (GiB, activations not included)")
 for name, n in counts.items():
     serve = model_costs.inference_memory(n, "bf16") / model_costs.GIB
@@ -416,8 +407,7 @@ plt.show()
 # more? Hoffmann et al. (2022, "Chinchilla") found that parameters and tokens should grow together,
 # at a roughly constant number of tokens per parameter:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"compute-optimal tokens per parameter: {model_costs.CHINCHILLA_TOKENS_PER_PARAMETER}")
 print(f"{'model':<12} {'tokens (Chinchilla)':>20} {'training FLOPs':>15}")
 for name, n in counts.items():

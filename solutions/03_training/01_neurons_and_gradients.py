@@ -57,8 +57,7 @@ torch.set_num_threads(1)  # the models here are tiny: splitting their matrix pro
 # read as a probability. `course_lib.mlp_cnn.Neuron` is exactly this formula; the cell checks it
 # against the sum written out.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 neuron = Neuron(n_inputs=3)
 x = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 0.0]])  # two inputs of three numbers each
 by_hand = 1 / (1 + torch.exp(-(x @ neuron.w + neuron.b)))
@@ -82,8 +81,7 @@ assert torch.allclose(neuron(x), by_hand, atol=1e-7)
 # *training* images only; using the test images would let information about them leak into the
 # model.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 images, labels = digits()
 pair = np.flatnonzero((labels == 3) | (labels == 8))
 X_all = images[pair].reshape(len(pair), -1).astype(np.float64)  # (N, 64) pixels in [0, 1]
@@ -123,8 +121,7 @@ plt.show()
 #
 # Before training, with $w = 0$ and $b = 0$, every $p_i = 0.5$ and the loss is $\ln 2$:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 w0 = np.zeros(X_train.shape[1])
 loss0 = basics.logistic_loss(X_train, y_train, w0, 0.0)
 print(f"loss with all weights zero: {loss0:.6f}; ln 2 = {np.log(2):.6f}")
@@ -184,8 +181,7 @@ check_logistic_gradient(logistic_gradient)
 # We compare all three at a random point (from here on the notebook uses `course_lib`'s
 # `logistic_gradient`, the same formula).
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 rng = np.random.default_rng(0)
 w = rng.normal(size=64) * 0.1
 b = 0.3
@@ -216,8 +212,7 @@ assert diff_numeric < 1e-8 and diff_autograd < 1e-12
 # ("full-batch"); the next notebooks use random mini-batches instead. The loop in
 # `basics.logistic_regression_gd` is four lines: loss, gradient, two updates.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 steps = 200
 w_gd, b_gd, losses_gd = basics.logistic_regression_gd(X_train, y_train, lr=0.5, steps=steps)
 
@@ -272,8 +267,7 @@ plt.show()
 # optimizer applies the update rule. With the same start, learning rate and float64 arithmetic,
 # plain SGD in PyTorch follows exactly the path of our NumPy loop:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 w_t = torch.zeros(64, dtype=torch.float64, requires_grad=True)
 b_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
 optimizer = torch.optim.SGD([w_t, b_t], lr=0.5)
@@ -344,8 +338,7 @@ check_two_layer_backward(two_layer_backward)
 # activations ReLU, sigmoid and tanh (PyTorch's `nn.Linear` stores $W^\top$, so the formulas appear
 # transposed there). Checked against autograd on a three-layer tanh network and all ten digits:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 X10 = torch.from_numpy(images.reshape(len(images), -1))  # (1797, 64) float32 in [0, 1]
 y10 = torch.from_numpy(labels)
 mlp = MLP([64, 32, 16, 10], activation="tanh").double()

@@ -70,8 +70,7 @@ torch.set_num_threads(1)  # the models here are tiny: splitting their matrix pro
 # `course_lib.training_basics` writes each rule as a small function. Before using them to explain
 # anything, we check them against PyTorch's optimisers over 20 steps on a random problem:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 def run_torch(make_optimizer, grads, w0):
     w = w0.clone().requires_grad_(True)
     opt = make_optimizer([w])
@@ -344,8 +343,7 @@ axes[0].legend()
 fig.tight_layout()
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"{'activation':<10} {'scheme':<16} {'fan_in * var(w)':>16} {'output std, layer 1':>20} {'layer 10':>9} "
       f"{'gradient std, layer 1':>22} {'layer 10':>9}")
 for (act, scheme), st in stats.items():
@@ -424,8 +422,7 @@ print(f"{'initial weights':<18} {'val accuracy after ' + str(init_epochs) + ' ep
 for scheme, acc in init_accuracy.items():
     print(f"{scheme:<18} {acc:>32.3f}")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for scheme, n in distinct_units.items():
     print(f"{scheme:<18} the first layer ends with {n:>2} distinct hidden units of 32")
 assert distinct_units["zeros"] == 1 and distinct_units["PyTorch default"] == 32
@@ -444,8 +441,7 @@ assert init_accuracy["zeros"] < 0.3 and init_accuracy["PyTorch default"] > 0.9
 # training images, some 14 per digit, and train for a long time. The validation images are the
 # same fixed split as before.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 few, _ = stratified_split(y_train.numpy(), fractions=(0.1, 0.9), seed=0)
 x_few, y_few = x_train[few], y_train[few]
 wide = [64, 256, 256, 10]

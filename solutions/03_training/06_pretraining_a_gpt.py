@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_lib import cache_dir, fast_mode, get_device, pick, pretrained, seed_everything
+from course_lib import cache_dir, display_path, fast_mode, get_device, pick, pretrained, seed_everything
 from course_lib.baselines import BigramLM, UnigramLM, choose_k
 from course_lib.datasets import chinese_reviews, peoples_daily_text
 from course_lib.gpt import GPT, get_config
@@ -95,8 +95,7 @@ ids = tokenizer.encode(sentence)
 print(f"\n{len(sentence)} characters -> {len(ids)} tokens:")
 print(" | ".join(tokenizer.decode([i]) for i in ids))
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("decode(encode(text)) gives the text back:", tokenizer.decode(tokenizer.encode(val_docs[0])) == val_docs[0])
 assert tokenizer.decode(tokenizer.encode(val_docs[0])) == val_docs[0]
 
@@ -186,8 +185,7 @@ check_lm_batch(lm_batch)
 # The library's `get_batch` also reads straight from the memory-mapped file and moves the batch to
 # the device. One small batch, decoded:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 x, y = get_batch(train_ids, batch_size=2, block_size=8, generator=torch.Generator().manual_seed(0), device="cpu")
 print("x:", tuple(x.shape), x.dtype, "| y:", tuple(y.shape), y.dtype)
 print("y is x shifted left by one token:", torch.equal(x[:, 1:], y[:, :-1]))
@@ -217,8 +215,7 @@ print(f"training FLOPs per token: {model.flops_per_token() / 1e6:,.1f} million")
 # With GPT-2's small random initial weights every logit is close to zero, so the model starts
 # close to the uniform guess, with a loss near $\ln V$:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 model.eval()
 with torch.no_grad():
     _, loss0 = model(*get_batch(val_ids, 8, cfg.block_size, torch.Generator().manual_seed(0), device="cpu"))
@@ -335,10 +332,9 @@ for seed, prompt in enumerate(["The government", "Shares in the company", "The f
 
 # %%
 loaded, loaded_tokenizer = pretrained.bbc_gpt(train_if_missing=False)
-print("checkpoint:", pretrained.checkpoint_path(recipe))
+print("checkpoint:", display_path(pretrained.checkpoint_path(recipe)))
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 probe = torch.tensor([tokenizer.encode("The government said")], device=device)
 with torch.no_grad():
     same = torch.allclose(loaded(probe)[0], model.eval()(probe)[0], atol=1e-6)

@@ -150,8 +150,7 @@ check_last_token_pool(last_token_pool)
 # the last real token, and a causal model's earlier positions never look ahead. The check below
 # classifies one article alone and padded inside a batch with a longer one:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 torch.manual_seed(0)
 probe = GPTClassifier(copy.deepcopy(gpt), n_classes=len(BBC_LABELS)).to(device).eval()
 short, long = tokenizer.encode("Shares in the bank rose."), tokenizer.encode("The film won three awards at the ceremony.")
@@ -259,7 +258,7 @@ baseline_rows = [
      "time (s)": "-", "memory (MB)": "-"}
     for name, (acc, f1) in baselines.items()
 ]  # fmt: skip
-print(results_table([*results.values(), *baseline_rows]))
+results_table([*results.values(), *baseline_rows]).show()
 
 # %% [markdown]
 # Read the table from top to bottom: each mode trains more of the model than the one before. The
@@ -269,8 +268,7 @@ print(results_table([*results.values(), *baseline_rows]))
 for mode, r in results.items():
     print(f"{mode:<7} trains {r.trainable:>9,} of {r.total:,} parameters")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 counts = [results[m].trainable for m in ("head", "lora", "last_n", "full")]
 print("head < lora < last_n < full:", counts == sorted(counts) and len(set(counts)) == 4)
 print("LoRA adds r * (d_in + d_out) per adapted layer:",

@@ -145,7 +145,7 @@ minilm_lora = finetune_classifier(minilm_clf, "MiniLM, LoRA r=8", loaders["train
 head_row = {"model": "MiniLM frozen + head", "trainable": f"{5 * minilm.dim + 5:,}",
             "share": f"{100 * (5 * minilm.dim + 5) / minilm_lora.total:.2f}%", "test acc": f"{acc_head:.3f}",
             "macro-F1": f"{f1_head:.3f}", "time (s)": "-", "memory (MB)": "-"}  # fmt: skip
-print(results_table([head_row, minilm_lora]))
+results_table([head_row, minilm_lora]).show()
 
 # %% [markdown]
 # Compare with notebook 4.1's table. The same kind of head on a model pretrained at scale does far
@@ -207,8 +207,7 @@ from course_lib.exercises.ch04 import check_macro_f1
 
 check_macro_f1(macro_f1)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("the confusion matrix counts every test article once:", int(np.sum(cm)) == len(test_articles))
 print("micro-F1 equals accuracy:",
       abs(precision_recall_f1(y["test"], pred_head, average="micro")["f1"] - acc_head) < 1e-12)
@@ -294,8 +293,7 @@ fig = plot_grid(search, x="lr", y="val_loss", hue="rank")
 fig.axes[0].set_title("LoRA on the chapter-3 GPT: validation loss after a fixed budget")
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("runs in the grid:", len(search) == len(grid["lr"]) * len(grid["rank"]))
 print("the best run has the lowest validation loss:", best["val_loss"] == min(r["val_loss"] for r in search))
 

@@ -70,8 +70,7 @@ print(f"{model.num_parameters():,} parameters, vocabulary {tokenizer.vocab_size:
 # token and returns only the new text. The same settings and seed always give the same text, which
 # makes the comparisons below fair:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 prompt = "The government said"
 a = generate_text(model, tokenizer, prompt, 30, temperature=1.0, seed=1)
 b = generate_text(model, tokenizer, prompt, 30, temperature=1.0, seed=1)
@@ -241,7 +240,7 @@ for name, kw in settings.items():
                  "NLL (nats/token)": continuation_nll(model, out, n_prompt_tokens)})
 rows.append({"decoding": "real continuation", "distinct-2": distinct_n(real[:, n_prompt_tokens:].tolist(), 2),
              "NLL (nats/token)": continuation_nll(model, real, n_prompt_tokens)})
-display(Markdown(format_table(rows, floatfmt=".3f")))
+format_table(rows, floatfmt=".3f").show()
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 4.2))

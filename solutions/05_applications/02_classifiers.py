@@ -91,8 +91,7 @@ print(f"{len(articles):,} articles -> features {tuple(features.shape)}; "
 # sentence-transformers, because that is what `course_lib.heads.EncoderClassifier` feeds its head.
 # Normalising them gives exactly the unit-length sentence embeddings of chapter 2:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 bodies = [a.body for a in articles]
 unit = encoder.encode(bodies[:3], max_length=recipe.max_length)
 print("feature width:", features.shape[1])
@@ -138,14 +137,14 @@ def interval(acc: float) -> str:
 n_probe = sum(p.numel() for p in head.parameters())
 majority_acc = accuracy(y_test, np.full(len(y_test), np.bincount(splits.take(labels).train).argmax()))
 n_tfidf = tfidf_topics[-1].coef_.size + 5
-display(Markdown(format_table([
+format_table([
     {"model": "majority class", "trained parameters": 0, "test accuracy": majority_acc,
      "95% interval": interval(majority_acc)},
     {"model": "TF-IDF + logistic regression", "trained parameters": n_tfidf,
      "test accuracy": tfidf_acc, "95% interval": interval(tfidf_acc)},
     {"model": "MiniLM (frozen) + linear probe", "trained parameters": n_probe,
      "test accuracy": probe_acc, "95% interval": interval(probe_acc)},
-])))
+]).show()
 gap = round((tfidf_acc - probe_acc) * n_test)
 display(Markdown(
     f"Here the bag of words gets {abs(gap)} more of the {n_test} test articles "
@@ -247,8 +246,7 @@ with torch.no_grad():
     probe_probs = F.softmax(head(x_test), dim=-1)
 bundle_probs = predict_proba(topic_bundle, test_articles[:16])
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("labels:", topic_bundle.labels)
 print("the bundle reproduces the probe on raw text:", torch.allclose(bundle_probs, probe_probs[:16], atol=1e-4))
 
@@ -315,12 +313,12 @@ print(f"test accuracy {sentiment_acc:.3f} with {sentiment_model[0].vocabulary_._
 from snownlp import SnowNLP  # imported here: only this baseline needs it
 
 snow_pred = np.array([int(SnowNLP(t).sentiments > 0.5) for t in r_test])
-display(Markdown(format_table([
+format_table([
     {"model": "majority class (negative)", "test accuracy": accuracy(ry_test, np.zeros_like(ry_test))},
     {"model": "snownlp's built-in model (trained on these reviews, test included)",
      "test accuracy": accuracy(ry_test, snow_pred)},
     {"model": "char 1-3-gram TF-IDF + logistic regression (ours)", "test accuracy": sentiment_acc},
-])))
+]).show()
 snow_acc = accuracy(ry_test, snow_pred)
 display(Markdown(
     f"On these {len(ry_test):,} test reviews the two differ by {abs(round((sentiment_acc - snow_acc) * len(ry_test)))} "
@@ -452,7 +450,7 @@ for name, images in variants.items():
     p = predict_proba(digits_bundle, images)
     acc = accuracy(y_test_img, p.argmax(-1)) if name != "pure noise, no digit" else "none (no true digit)"
     rows.append({"input": name, "accuracy": acc, "mean confidence": float(p.max(-1).values.mean())})
-display(Markdown(format_table(rows)))
+format_table(rows).show()
 fig = plot_image_grid(np.stack([variants[k][i, 0].numpy() for k in variants for i in range(5)]),
                       [f"{k.split(' ')[0]}: {read_digit(variants[k][i])[0]} ({read_digit(variants[k][i])[1]:.2f})"
                        for k in variants for i in range(5)], ncols=10,
