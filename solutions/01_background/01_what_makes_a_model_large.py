@@ -248,7 +248,7 @@ print("GPT (causal):\n", causal_mask(T).to(torch.int64).numpy())
 #
 # ### Exercise 1.1 — a parameter counter
 # Write `gpt2_parameter_count(vocab_size, block_size, n_layer, d_model)` from the list above. The
-# check compares it with `course_lib.gpt.count_parameters` on six shapes, from GPT-2 1.5B down to
+# check compares it with `course_lib.gpt.GPTConfig.num_parameters` on six shapes, from GPT-2 1.5B down to
 # models with a handful of weights.
 
 # %% tags=["exercise"]
@@ -270,7 +270,7 @@ from course_lib.exercises.ch01 import check_gpt2_parameter_count
 check_gpt2_parameter_count(gpt2_parameter_count)
 
 # %% [markdown]
-# Now the real configurations. `count_parameters` works from the configuration alone, so it counts
+# Now the real configurations. `GPTConfig.num_parameters` works from the configuration alone, so it counts
 # a 7-billion-parameter model without allocating a single weight. The published sizes are the
 # names the models were released under; the check is that our count rounds to them.
 

@@ -37,7 +37,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from course_lib import pick, pretrained, ready_models, seed_everything
 from course_lib.compress import (
-    count_parameters,
     distill,
     magnitude_prune,
     measure_latency,
@@ -49,6 +48,7 @@ from course_lib.compress import (
     sparsity,
 )
 from course_lib.deploy import encode_texts
+from course_lib.layers import num_parameters
 from course_lib.lm_data import get_batch
 from course_lib.metrics import accuracy, format_table
 from course_lib.mlp_cnn import MLP
@@ -96,8 +96,8 @@ torch.manual_seed(0)
 teacher = MLP([64, 512, 512, 10])
 distill(None, teacher, loader(x_train, y_train, 0), epochs=epochs, lr=1e-3, alpha=0.0)
 cnn = ready_models.digit_cnn().model
-print(f"MLP: {count_parameters(teacher):,} parameters, test accuracy {digit_accuracy(teacher):.3f}")
-print(f"CNN: {count_parameters(cnn):,} parameters, test accuracy {digit_accuracy(cnn, dsplits.take(x_all).test):.3f}"
+print(f"MLP: {num_parameters(teacher):,} parameters, test accuracy {digit_accuracy(teacher):.3f}")
+print(f"CNN: {num_parameters(cnn):,} parameters, test accuracy {digit_accuracy(cnn, dsplits.take(x_all).test):.3f}"
       f" ({len(y_test)} test images: one image is {100 / len(y_test):.2f} percentage points)")
 
 # %% [markdown]
@@ -206,7 +206,7 @@ for name, (model, example, metric, score) in models.items():
     t32, t8 = (measure_latency(m, example, repeats=repeats) * 1e3 for m in (model, int8))
     s32, s8 = model_size_bytes(model), model_size_bytes(int8)
     m32, m8 = score(model), score(int8)
-    rows.append({"model": name, "params": f"{count_parameters(model):,}", "fp32 MB": s32 / 1e6, "int8 MB": s8 / 1e6,
+    rows.append({"model": name, "params": f"{num_parameters(model):,}", "fp32 MB": s32 / 1e6, "int8 MB": s8 / 1e6,
                  "smaller": f"{s32 / s8:.2f}x", "fp32 ms": t32, "int8 ms": t8, "faster": f"{t32 / t8:.2f}x",
                  "metric": metric, "fp32": m32, "int8": m8})
 format_table(rows, floatfmt=".4g").show()
@@ -240,7 +240,7 @@ def linear_weight_share(model: torch.nn.Module) -> float:
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     linear = {id(m.weight): m.weight.numel() for m in model.modules()
               if isinstance(m, torch.nn.Linear) and id(m.weight) not in embedding_ids}
-    return sum(linear.values()) / count_parameters(model)
+    return sum(linear.values()) / num_parameters(model)
 
 
 def stored_bytes(model: torch.nn.Module) -> tuple[int, int, str, int]:
@@ -269,7 +269,7 @@ for name, (model, *_) in models.items():
 format_table(breakdown, floatfmt=".3g").show()
 wte = gpt.transformer.wte.weight
 head_int8 = quantized["BBC GPT"].lm_head.weight()  # the output layer's int8 copy
-print(f"GPT: the token table is {wte.numel() / count_parameters(gpt):.0%} of the parameters; the output layer "
+print(f"GPT: the token table is {wte.numel() / num_parameters(gpt):.0%} of the parameters; the output layer "
       f"shares it (tied weights: {gpt.lm_head.weight is wte}); after quantization the file holds it twice, "
       f"{wte.numel() * 4 / 1e6:.2f} MB as float32 and {head_int8.numel() / 1e6:.2f} MB as the int8 output layer")
 
@@ -337,11 +337,11 @@ for width in widths:
         distill(None, plain, loader(x_train, y_train, seed), epochs=epochs, lr=2e-3, alpha=0.0)
         distill(teacher, student, loader(x_train, y_train, seed), epochs=epochs, lr=2e-3, temperature=T, alpha=alpha)
         results.setdefault(width, []).append((digit_accuracy(plain), digit_accuracy(student)))
-rows = [{"student": f"64-{w}-10", "params": count_parameters(MLP([64, w, 10])),
+rows = [{"student": f"64-{w}-10", "params": num_parameters(MLP([64, w, 10])),
          "size KB": model_size_bytes(MLP([64, w, 10])) / 1024,
          "labels only": float(np.mean([p for p, _ in r])), "distilled": float(np.mean([d for _, d in r])),
          "gain (points)": 100 * float(np.mean([d - p for p, d in r]))} for w, r in results.items()]
-rows.append({"student": "teacher 64-512-512-10", "params": count_parameters(teacher),
+rows.append({"student": "teacher 64-512-512-10", "params": num_parameters(teacher),
              "size KB": model_size_bytes(teacher) / 1024, "labels only": digit_accuracy(teacher),
              "distilled": "(the teacher)", "gain (points)": "-"})
 format_table(rows, floatfmt=".4g").show()
@@ -580,7 +580,7 @@ for amount in pick(fast=(0.0, 0.75), full=(0.0, 0.5, 0.75, 0.9, 0.95)):
     latency = measure_latency(small, x_test[:64], repeats=pick(fast=2, full=30)) * 1e3
     distill(None, small, loader(x_train, y_train, 0), epochs=pick(fast=1, full=5), lr=5e-4, alpha=0.0)
     rows.append({"neurons removed": amount, "hidden sizes": str(small.sizes[1:-1]),
-                 "params": count_parameters(small), "size KB": model_size_bytes(small) / 1024,
+                 "params": num_parameters(small), "size KB": model_size_bytes(small) / 1024,
                  "ms per batch of 64": latency, "pruned": before, "fine-tuned": digit_accuracy(small)})
 format_table(rows, floatfmt=".4g").show()
 full_row, three_quarters = rows[0], next(r for r in rows if r["neurons removed"] == 0.75)
