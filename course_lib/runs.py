@@ -30,7 +30,7 @@ from torch import nn
 from course_lib.checkpoint import load_checkpoint, load_model_state
 from course_lib.config import ConfigError, DataConfig, FinetuneConfig, check_corpus, checked
 from course_lib.distributed import barrier, destroy_distributed, init_distributed
-from course_lib.env import cache_dir, display_path, get_device, seed_everything
+from course_lib.env import cache_dir, get_device, seed_everything
 from course_lib.gpt import GPT, GPTConfig, get_config
 from course_lib.layers import num_parameters
 from course_lib.lm_data import get_batch
@@ -163,7 +163,7 @@ def run_pretrain(
         meta = pretrain_meta(name, gpt_cfg, dataclasses.asdict(data), tok, tok_path)
         trainer = lm_trainer(model, train_cfg, cache.train, cache.val, meta, resume=resume)
         trainer.fit()
-        _say(dist, f"checkpoint: {display_path(trainer.last_path)}")
+        _say(dist, f"checkpoint: {trainer.last_path}")  # the real path: the next command takes it
         return trainer.last_path
     finally:
         destroy_distributed(dist)
@@ -250,7 +250,7 @@ def run_finetune(
             )
             (trainer.out_dir / "test_report.json").write_text(json.dumps(report_dict, indent=1))
             print(report, flush=True)
-        _say(dist, f"checkpoint: {display_path(trainer.last_path)}")
+        _say(dist, f"checkpoint: {trainer.last_path}")  # the real path: the next command takes it
         return trainer.last_path
     finally:
         destroy_distributed(dist)

@@ -117,6 +117,8 @@ def test_toc_lists_every_chapter_notebook_and_nothing_missing():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     listed = [toc["root"], *_toc_files(toc.get("parts", []) + toc.get("chapters", []))]
     for f in listed:
+        if f.startswith("solutions_book/"):  # written at each book build (test_classroom checks the writer)
+            continue
         assert any((ROOT / f).with_suffix(s).exists() for s in (".md", ".ipynb")), (
             f"_toc.yml names missing {f}"
         )
