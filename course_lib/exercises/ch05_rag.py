@@ -4,7 +4,6 @@ passage to a token budget. The references are :mod:`course_lib.rag`'s own functi
 from __future__ import annotations
 
 import re
-
 from collections.abc import Hashable, Sequence
 
 from course_lib.exercises import Case, check_function
