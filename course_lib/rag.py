@@ -144,9 +144,11 @@ def make_questions(
 
 
 def _question_text(sentence: str, answer: str, kind: str) -> str:
+    """The blanked sentence, then what to fill in (a 135M model answers this form more often than a
+    "which ... fills the blank" question that ends on the quoted sentence, which it tends to copy)."""
     what = "number" if kind == "number" else "name"
     blanked = sentence.replace(answer, BLANK)
-    return f'Which {what} fills the blank in this sentence from a BBC News article? "{blanked}"'
+    return f'"{blanked}"\nWhich {what} goes in the blank {BLANK}? Answer with the {what} only.'
 
 
 # ----------------------------------------------------------------------------------------------------

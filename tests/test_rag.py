@@ -218,9 +218,9 @@ def test_smollm2_answers_from_the_gold_article():
 
     chat = load_chat_model("smollm2", device="cpu")
     passage = "Manager Alan Curbishley said the club paid a fee of £4.5m for the striker on Monday."
-    question = (
-        f'Which number fills the blank in this sentence? "the club paid a fee of {BLANK} for the striker"'
-    )
-    assert contains_match(answer(chat, question, [passage], max_new_tokens=12), "£4.5m")
+    question = f'"Manager {BLANK} said the club paid a fee of £4.5m."\nWhich name goes in the blank {BLANK}?'
+    # greedy, float32 on the CPU: deterministic; the name is in the passage and nowhere in the question
+    assert contains_match(answer(chat, question, [passage], 256, max_new_tokens=24), "Alan Curbishley")
+    assert not contains_match(answer(chat, question, [], 256, max_new_tokens=24), "Alan Curbishley")
     with pytest.raises(ValueError, match="context holds"):
         answer(chat, "word " * 9000, [], max_prompt_tokens=20_000)
