@@ -337,13 +337,13 @@ for i, q in enumerate(questions[:3]):
 # Retrieval from an empty index, and a question that leaves no room in the budget (or is longer than
 # the model's context), stop with errors that say what to do.
 
-# %%
+# %% tags=["nbval-check-output"]
 try:
     retrieve(SemanticIndex(encoder), "Who won?", k=3)
 except ValueError as err:
     print("ValueError:", err)
 try:
-    build_messages("Who won the match? " * 200, [by_id[gold[0]].body], tok, BUDGET)
+    build_messages("Who won the match? " * 200, [by_id[gold[0]].body], tok, max_prompt_tokens=256)
 except QuestionTooLongError as err:
     print("QuestionTooLongError:", err)
 try:
