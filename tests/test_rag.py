@@ -217,8 +217,12 @@ def test_smollm2_answers_from_the_gold_article():
     from course_lib.chat import load_chat_model
 
     chat = load_chat_model("smollm2", device="cpu")
-    passage = "Manager Alan Curbishley said the club paid a fee of £4.5m for the striker on Monday."
-    question = f'"Manager {BLANK} said the club paid a fee of £4.5m."\nWhich name goes in the blank {BLANK}?'
+    passage = (
+        "Manager Alan Curbishley said the club paid a fee of £4.5m for the striker on Monday. "
+        "The player, signed from Leeds, will join the squad next week."
+    )
+    sentence = f"Manager {BLANK} said the club paid a fee of £4.5m for the striker on Monday."
+    question = f'"{sentence}"\nWhich name goes in the blank {BLANK}? Answer with the name only.'
     # greedy, float32 on the CPU: deterministic; the name is in the passage and nowhere in the question
     assert contains_match(answer(chat, question, [passage], 256, max_new_tokens=24), "Alan Curbishley")
     assert not contains_match(answer(chat, question, [], 256, max_new_tokens=24), "Alan Curbishley")

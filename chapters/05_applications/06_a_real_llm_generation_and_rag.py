@@ -52,6 +52,7 @@ from course_lib.rag import (
     contains_match,
     exact_match,
     make_questions,
+    normalise,
     occurrences,
     retrieve,
 )
@@ -193,6 +194,7 @@ n_questions = pick(3, 100)
 questions = make_questions([(a.doc_id, a.body) for a in articles], n=n_questions, seed=0)
 bodies = [a.body for a in articles]
 assert all(occurrences(q.answer, bodies) == 1 for q in questions), "an answer occurs in several articles"
+assert all(normalise(q.answer) for q in questions), "an answer is empty once normalised: it cannot be scored"
 print(f"{len(questions)} questions from {len(articles):,} articles; "
       f"{sum(q.kind == 'number' for q in questions)} numbers, {sum(q.kind == 'name' for q in questions)} names")
 for q in questions[:3]:
@@ -206,9 +208,6 @@ for q in questions[:3]:
 # whole words in the prediction ("30,000" must not match "30,0001").
 
 # %% tags=["exercise"]
-from course_lib.rag import normalise
-
-
 def my_contains_match(prediction, answer):
     """True when the normalised answer occurs as whole words in the normalised prediction."""
     # YOUR CODE HERE
