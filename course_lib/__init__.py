@@ -50,6 +50,7 @@ Applications
     chat             talking with a chat model: template, streamed answers, the REPL
     serve            an OpenAI-compatible HTTP server for a chat model
     semantic_search  sentence vectors, a searchable index, recall@k and MRR
+    rag              retrieval-augmented generation: rule-made questions, prompts with retrieved articles
     ready_models     chapter 5's ready-made classifiers, trained once and cached
     compress         quantization, distillation, pruning
     deploy           saved bundles, exported graphs, throughput, predictions

@@ -82,6 +82,24 @@ def accuracy_interval(n_correct: int, n: int, confidence: float = 0.95) -> tuple
     return lo, hi
 
 
+def bootstrap_interval(
+    values: Any, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (per-item scores, e.g. 0/1 correctness,
+    or paired differences between two methods on the same items): resample the items with
+    replacement ``n_resamples`` times and take the middle ``confidence`` of the resampled means."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 values, got {x.size}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence is a fraction in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)  # (n_resamples,)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = None) -> np.ndarray:
     """Counts ``C[i, j]`` of samples whose true class is ``labels[i]`` and predicted class ``labels[j]``."""
     t, p = _pair(y_true, y_pred)
@@ -262,6 +280,7 @@ def tokenizer_compression(encode: Callable[[str], Sequence[int]], texts: str | I
 __all__ = [
     "Compression",
     "tokenizer_compression",
+    "bootstrap_interval",
     "accuracy",
     "accuracy_interval",
     "classification_report",
