@@ -527,7 +527,7 @@ def fake_quantize_gguf(model: nn.Module, qtype: Any) -> nn.Module:
 
     t = gguf_qtype(qtype)
     out = copy.deepcopy(model)  # deepcopy keeps tied weights tied
-    for name, w in gguf_weights(out).items():
+    for w in gguf_weights(out).values():
         x = w.detach().float().cpu().numpy()  # (out, in)
         back = dequantize(quantize(x, t), t, x.shape)
         w.copy_(torch.from_numpy(back).to(w.device, w.dtype))
