@@ -215,9 +215,9 @@ test_articles = pretrained.bbc_topic_splits(pretrained.bbc_recipe(fast=False)).t
 tokenizer = load_smollm2_tokenizer()
 model = load_smollm2("cpu")
 WINDOW = 256
-N_WINDOWS = pick(8, 1)  # windows of held-out text for the perplexity
-N_TASK = pick(40, 4)  # articles for the topic task
-PROMPT_TOKENS = pick(96, 48)  # article tokens each task prompt shows
+N_WINDOWS = pick(1, 6)  # windows of held-out text for the perplexity
+N_TASK = pick(3, 30)  # articles for the topic task
+PROMPT_TOKENS = pick(32, 96)  # article tokens each task prompt shows
 
 stream = []
 for a in test_articles:

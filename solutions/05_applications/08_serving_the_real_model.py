@@ -76,7 +76,7 @@ except PortInUseError as e:
 # object when it is complete; `usage` counts the tokens.
 
 # %%
-MAX_TOKENS = pick(32, 8)
+MAX_TOKENS = pick(4, 32)
 QUESTION = [{"role": "user", "content": "Name three things a news website publishes."}]
 body = {"model": "smollm2", "messages": QUESTION, "max_tokens": MAX_TOKENS, "temperature": 0}
 client = httpx.Client(base_url=server.url, timeout=600)
@@ -285,7 +285,7 @@ step = {}
 with torch.no_grad():
     for B in (1, 8):
         idx = torch.randint(0, model.config.vocab_size, (B, 16))  # (B, 16)
-        step[B] = median_time(lambda idx=idx: model(idx), repeats=pick(5, 2), warmup=1)
+        step[B] = median_time(lambda idx=idx: model(idx), repeats=pick(2, 5), warmup=1)
 print(f"one step for 1 sequence: {step[1] * 1000:.0f} ms; for 8 sequences: {step[8] * 1000:.0f} ms")
 print(f"per sequence, batching 8 is {step[1] * 8 / step[8]:.1f} x cheaper than 8 separate steps")
 
