@@ -176,8 +176,8 @@ check_unpack_nibbles(unpack_nibbles)
 # ## 5.7.3 How much error each block type adds
 #
 # `course_lib.gguf_file.quantize` and `dequantize` implement all three types (tested to give the
-# same bytes and values as the `gguf` package that llama.cpp ships). The model's weights are the
-# file's Q4_1 values dequantized to float32, so quantizing them to Q4_1 again gives back exactly the
+# same bytes and values as the `gguf` package that llama.cpp ships). The first feed-forward matrix is
+# stored as Q4_1; dequantized to float32, quantizing its values to Q4_1 again gives back exactly the
 # same values; Q8_0 and Q4_0 move them. Here is the error on one matrix, as a share of the weights'
 # own spread:
 
@@ -264,9 +264,9 @@ def evaluate(m) -> dict:
 results, sizes = {}, {}
 for name in ["f32", "q8_0", "q4_1", "q4_0"]:
     m = model if name == "f32" else fake_quantize_gguf(model, name)
-    if name == "q4_1":
-        same = all(torch.equal(m.get_parameter(k), model.get_parameter(k)) for k in gguf_weights(model))
-        print("q4_1 of the file's own Q4_1 values gives them back unchanged:", same)
+    if name in ("q8_0", "q4_1"):  # which weights come back unchanged: those the file stores as this type
+        same = [k for k in gguf_weights(model) if torch.equal(m.get_parameter(k), model.get_parameter(k))]
+        print(f"{name}: {len(same)} of {len(gguf_weights(model))} weights unchanged, e.g. {same[:1]}")
     sizes[name] = gguf_size_bytes(model, name)
     results[name] = evaluate(m)
     del m
@@ -330,10 +330,12 @@ print(f"f32 -> q4_0: size x {sizes['q4_0'] / sizes['f32']:.2f}, perplexity {q4_0
 print(f"dynamic int8 stores {sizes['dynamic int8'] / 1e6:.0f} MB: its tied embedding stays float32 next to an int8 copy in lm_head")
 
 # %% [markdown]
-# * The **f32** model *is* the 4-bit file, widened to float32: so Q4_1 gives exactly its values
-#   back (the check above) and its perplexity equals f32's, at the size ratio printed above.
-#   Q8_0, with 256 levels per block, moves the weights very little (the RMS error printed in 5.7.3)
-#   and the perplexity hardly changes.
+# * The **f32** model *is* the file, widened to float32. The file stores every matrix as Q4_1
+#   except the token embedding (tied to the output layer), which it keeps as Q8_0 (the table in
+#   5.7.1). So re-quantizing to Q4_1 gives back every Q4_1 matrix unchanged and moves only the
+#   embedding, and Q8_0 gives back only the embedding (the counts printed above). Q8_0, with 256
+#   levels per block, moves the weights very little (the RMS error in 5.7.3); compare its
+#   perplexity change and interval in the table.
 # * **Q4_0** is the one that costs: its 16 levels are symmetric around zero, so a block whose
 #   values are not centred wastes some of them; the table shows the perplexity change and its
 #   interval. Whether the topic accuracy changes is within the intervals of so few articles.
