@@ -57,8 +57,7 @@ torch.set_num_threads(2)
 # A GGUF file holds metadata (the architecture, the tokenizer) and then every tensor's bytes, each
 # with a **type**. Here are the types of SmolLM2's tensors and how many values each type holds:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 gguf = GGUFFile(gguf_path())
 by_type: dict[str, list[int]] = {}
 for info in gguf.tensors.values():
@@ -94,8 +93,7 @@ print(f"file size: {file_mb:.1f} MB for {sum(v for _, v, _ in by_type.values()) 
 #
 # Here is the first block of the first attention matrix, decoded by hand: 20 bytes.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 name = "blk.0.attn_q.weight"
 info = gguf.info(name)
 raw = gguf.raw(name)  # uint8, all the tensor's bytes
@@ -172,8 +170,7 @@ check_unpack_nibbles(unpack_nibbles)
 # same values; Q8_0 and Q4_0 move them. Here is the error on one matrix, as a share of the weights'
 # own spread:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 w = gguf.dequantize("blk.0.ffn_gate.weight")  # (1536, 576): the first feed-forward matrix
 errors = {}
 for t in ("Q8_0", "Q4_1", "Q4_0"):

@@ -119,8 +119,7 @@ check_stream_text(stream_text)
 # (The later cells do not call your functions, so that the notebook runs even before you write them;
 # they use `json` and numpy directly, exactly as your functions do.)
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 chunks = [json.loads(x[6:]) for x in lines if x.startswith("data: ") and x != "data: [DONE]"]
 streamed = "".join(c["delta"].get("content") or "" for chunk in chunks for c in chunk["choices"])
 print("streamed text equals the whole answer:", streamed == answer["choices"][0]["message"]["content"])
