@@ -11,6 +11,8 @@ Read top to bottom:
 4. Pruning -- unstructured magnitude pruning with masks (:func:`magnitude_prune`, :func:`apply_masks`,
    :func:`sparsity`) and structured pruning that removes whole hidden neurons of an MLP
    (:func:`prune_mlp_neurons`), which really shrinks its Linear layers.
+5. GGUF block quantization of a whole model -- llama.cpp's Q8_0 / Q4_0 / Q4_1 through course_lib's own
+   quantizers (:func:`fake_quantize_gguf`, :func:`gguf_size_bytes`, :data:`GGUF_QTYPES`).
 
 Shapes: B batch, C classes, (out, in) a Linear weight.
 """
@@ -476,3 +478,71 @@ def prune_mlp_neurons(mlp: nn.Module, amount: float) -> tuple[nn.Module, list[to
         dst.weight.copy_(src.weight[rows][:, cols])  # (out_kept, in_kept)
         dst.bias.copy_(src.bias[rows])
     return new.train(mlp.training), keeps
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. GGUF block quantization of a model's weights (llama.cpp's formats, through course_lib.gguf_file)
+
+GGUF_QTYPES = ("F32", "F16", "Q8_0", "Q4_1", "Q4_0")  # the types course_lib's own quantizers write
+
+
+def gguf_qtype(qtype: Any) -> Any:
+    """``qtype`` (a name such as "q4_1", a number, or a GGMLType) -> GGMLType, if course_lib can write it.
+
+    Any other type (Q4_K, Q2_K, "int3", ...) is a ValueError that lists :data:`GGUF_QTYPES`.
+    """
+    from course_lib.gguf_file import GGMLType, GGUFError, as_ggml_type
+
+    try:
+        t = as_ggml_type(qtype.upper() if isinstance(qtype, str) else qtype)
+    except (GGUFError, KeyError, ValueError):
+        t = None
+    if not isinstance(t, GGMLType) or t.name not in GGUF_QTYPES:
+        raise ValueError(
+            f"quantization type {qtype!r} is not implemented in course_lib; the implemented types are "
+            f"{', '.join(GGUF_QTYPES)} (course_lib.gguf_file.quantize)"
+        )
+    return t
+
+
+def gguf_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weights a GGUF file stores block-quantized: every Linear and Embedding weight whose rows are a
+    whole number of 32-value blocks, each tensor once (a tied lm_head and token embedding count once).
+    Norm weights and biases stay float32, as in llama.cpp."""
+    from course_lib.gguf_file import QK
+
+    found: dict[int, tuple[str, nn.Parameter]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)) and module.weight.shape[-1] % QK == 0:
+            found.setdefault(id(module.weight), (f"{name}.weight", module.weight))
+    return dict(found.values())
+
+
+@torch.no_grad()
+def fake_quantize_gguf(model: nn.Module, qtype: Any) -> nn.Module:
+    """A copy of ``model`` whose :func:`gguf_weights` went through ``qtype`` and back: quantized with
+    course_lib's quantizer, dequantized to float32 and loaded again ("fake quantization"). It computes in
+    float32, so it shows the accuracy a ``qtype`` file would give, not its speed. ``model`` is untouched."""
+    from course_lib.gguf_file import dequantize, quantize
+
+    t = gguf_qtype(qtype)
+    out = copy.deepcopy(model)  # deepcopy keeps tied weights tied
+    for w in gguf_weights(out).values():
+        x = w.detach().float().cpu().numpy()  # (out, in)
+        back = dequantize(quantize(x, t), t, x.shape)
+        w.copy_(torch.from_numpy(back).to(w.device, w.dtype))
+    return out
+
+
+def gguf_size_bytes(model: nn.Module, qtype: Any) -> int:
+    """Bytes of ``model``'s parameters in a GGUF file of type ``qtype``: :func:`gguf_weights` as ``qtype``
+    blocks, every other parameter as float32 (each tensor once; metadata and tokenizer not counted)."""
+    from course_lib.gguf_file import tensor_nbytes
+
+    t = gguf_qtype(qtype)
+    quantized = gguf_weights(model)
+    ids = {id(w) for w in quantized.values()}
+    rest = {id(p): p for p in model.parameters() if id(p) not in ids}
+    return sum(tensor_nbytes(t, tuple(w.shape)) for w in quantized.values()) + sum(
+        4 * p.numel() for p in rest.values()
+    )

@@ -227,6 +227,31 @@ def perplexity(mean_nll: float | torch.Tensor) -> float:
     return math.exp(value) if value < 709.0 else math.inf  # exp overflows a float above ~709.78
 
 
+@torch.no_grad()
+def lm_perplexity(model: torch.nn.Module, ids: Any, window: int = 512) -> float:
+    """Perplexity of a language model on a token stream ``ids`` (N,): the stream is cut into windows of
+    ``window`` inputs (the last may be shorter); each window predicts its next ``window`` tokens from the
+    tokens before them in that window only. Every token after the first is scored exactly once, and the
+    mean negative log-likelihood is over all of them. ``model(idx) -> (logits (B, T, V), ...)``."""
+    ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)  # (N,)
+    if ids.numel() < 2 or window < 1:
+        raise ValueError(
+            f"lm_perplexity needs at least 2 tokens and window >= 1, got {ids.numel()} tokens and "
+            f"window={window}; pass a longer text"
+        )
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, ids.numel() - 1, window):
+        chunk = ids[start : start + window + 1].to(device)  # (T + 1,)
+        logits = model(chunk[None, :-1])[0]  # (1, T, V)
+        nll = torch.nn.functional.cross_entropy(logits[0].float(), chunk[1:], reduction="sum")
+        total, count = total + float(nll), count + chunk.numel() - 1
+    model.train(was_training)
+    return perplexity(total / count)
+
+
 def rouge_tokens(text: str) -> list[str]:
     """Lower-cased runs of letters and digits: the words ROUGE compares (no stemming)."""
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
@@ -287,6 +312,7 @@ __all__ = [
     "confusion_matrix",
     "format_table",
     "perplexity",
+    "lm_perplexity",
     "longest_common_subsequence",
     "precision_recall_f1",
     "rouge_l",

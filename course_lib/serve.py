@@ -325,6 +325,97 @@ class BackgroundServer:
         self.stop()
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free on ``host`` now (the system picks it; another program could still take it)."""
+    with bind_socket(host, 0) as sock:
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m course_lib serve`` as a child process, stopped however the block ends::
+
+    with ServerProcess("smollm2") as server:      # a free port on 127.0.0.1
+        httpx.post(server.url + "/v1/chat/completions", json={...})
+
+    :meth:`start` refuses a port in use (PortInUseError) before starting anything, waits until
+    ``GET /v1/models`` answers, and raises RuntimeError with the server's own error lines if it exits
+    first or does not answer within ``timeout`` seconds; the process is then already stopped.
+    """
+
+    def __init__(
+        self, model: str = "smollm2", host: str = "127.0.0.1", port: int = 0, timeout: float = 180.0
+    ) -> None:
+        self.model, self.host, self.timeout = model, host, timeout
+        self.port = port
+        self.process: Any = None
+        self.log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ServerProcess:
+        import subprocess
+        import tempfile
+
+        import httpx
+
+        if self.port == 0:
+            self.port = free_port(self.host)
+        else:
+            bind_socket(self.host, self.port).close()  # PortInUseError now, before any process starts
+        self.log = tempfile.TemporaryFile()
+        command = [sys.executable, "-m", "course_lib", "serve", "--model", self.model]
+        command += ["--host", self.host, "--port", str(self.port)]
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.process.poll() is not None:
+                output = self.output()
+                self.stop()
+                raise RuntimeError(f"the server exited with status {self.process.returncode}:\n{output}")
+            try:
+                if httpx.get(self.url + "/v1/models", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server on {self.url} did not answer within {self.timeout} s")
+            time.sleep(0.2)
+
+    def output(self) -> str:
+        """What the server has printed so far (stdout and stderr)."""
+        if self.log is None:
+            return ""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (uvicorn finishes open requests and exits), then SIGKILL after ``timeout`` s."""
+        import subprocess
+
+        if self.running():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
 def serve(name: str, host: str = "127.0.0.1", port: int = 8000, device: Any = None) -> None:
     """Load the chat model ``name`` and serve it on http://host:port/v1 until Ctrl-C.
 
