@@ -37,7 +37,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from IPython.display import Markdown, display
 
 from course_lib import pick, ready_models, seed_everything
 from course_lib.chat import load_chat_model
@@ -131,7 +130,7 @@ for name, (temperature, top_k, top_p) in SETTINGS.items():
         "NLL (nats/token)": sum(nlls) / len(nlls),
         "mean length": sum(map(len, answers)) / len(answers),
     })
-display(Markdown(format_table(rows)))
+format_table(rows).show()
 
 # %%
 for name in ("greedy", "T=1.3"):
@@ -257,7 +256,7 @@ for k in (1, 3, 5):
     hits = [float(g in r[:k]) for r, g in zip(retrieved, gold)]
     lo, hi = bootstrap_interval(hits)
     recall_rows.append({"k": k, "recall@k": sum(hits) / len(hits), "95% interval": f"{lo:.2f} to {hi:.2f}"})
-display(Markdown(format_table(recall_rows)))
+format_table(recall_rows).show()
 
 # %% [markdown]
 # ### Exercise 5.6.3 — crop a passage to its share of the prompt
@@ -314,7 +313,7 @@ for name, hits in correct.items():
     exact = sum(exact_match(p, q.answer) for p, q in zip(predictions[name], questions)) / len(questions)
     acc_rows.append({"condition": name, "accuracy (contains)": sum(hits) / len(hits),
                      "95% interval": f"{lo:.2f} to {hi:.2f}", "exact match": exact})
-display(Markdown(format_table(acc_rows)))
+format_table(acc_rows).show()
 retrieval_name = f"retrieval (top {K})"
 gain = [r - n for r, n in zip(correct[retrieval_name], correct["no retrieval"])]  # paired, per question
 lo, hi = bootstrap_interval(gain)
