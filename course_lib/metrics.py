@@ -234,9 +234,30 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def bootstrap_interval(
+    values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of per-example scores with a percentile bootstrap interval.
+
+    Resample the examples with replacement ``n_resamples`` times (a fixed seed), take each resample's
+    mean, and report the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of those means.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"bootstrap_interval needs a 1-D list of at least 2 scores, got shape {x.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)  # (n_resamples,)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(x.mean()), float(low), float(high)
+
+
 __all__ = [
     "accuracy",
     "accuracy_interval",
+    "bootstrap_interval",
     "classification_report",
     "confusion_matrix",
     "format_table",
