@@ -174,3 +174,58 @@ def test_adapter_save_load_swap_and_merge(tmp_path):
     torch.testing.assert_close(model(x)[0], adapters["b"][1], atol=1e-5, rtol=0)
     with pytest.raises(FileNotFoundError, match="save_adapter"):
         load_adapter(model, tmp_path / "missing.pt")
+
+
+def _dpo_run(tmp_path, stop_at, resume, policy, reference, pairs):
+    from torch.utils.data import DataLoader
+
+    from course_lib.trainer import Callback, TrainConfig, Trainer
+
+    class StopAt(Callback):  # an interruption after `stop_at` steps (the checkpoint is written each step)
+        def on_step_end(self, trainer):
+            trainer.should_stop = trainer.step >= stop_at
+
+    loader = DataLoader(
+        pairs,
+        batch_size=1,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        collate_fn=lambda b: preference_collate(b, pad_id=0),
+    )
+    cfg = TrainConfig(
+        max_steps=4,
+        lr=1e-2,
+        warmup_steps=0,
+        weight_decay=0.0,
+        eval_every=1000,
+        log_every=1,
+        save_every=1,
+        device="cpu",
+        out_dir=str(tmp_path),
+        progress=False,
+        grad_clip=None,
+    )
+    Trainer(
+        policy, cfg, loader, loss_fn=DPOLoss(reference, beta=0.5), callbacks=[StopAt()], resume=resume
+    ).fit()
+    return policy
+
+
+def test_interrupted_dpo_run_resumes_to_the_same_weights(tmp_path):
+    cm = tiny_chat_model()
+    tok = cm.tokenizer
+    msgs = [{"role": "user", "content": "Hello"}]
+    pairs = [
+        preference_example(msgs, "I am fine, thank you.", "What is two plus two?", tok),
+        preference_example(msgs, "The cat sat on the mat.", "A dog ran", tok),
+    ]
+    reference = copy.deepcopy(cm.model)
+    straight = _dpo_run(tmp_path / "a", 4, False, copy.deepcopy(cm.model), reference, pairs)
+    _dpo_run(tmp_path / "b", 2, False, copy.deepcopy(cm.model), reference, pairs)  # "interrupted" at 2
+    other_init = tiny_chat_model(seed=1).model  # the checkpoint must overwrite these weights
+    resumed = _dpo_run(tmp_path / "b", 4, True, other_init, reference, pairs)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=k)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(straight.state_dict().values(), cm.model.state_dict().values())
+    )
