@@ -87,6 +87,24 @@ ids = tokenizer.encode(render_chat(messages))
 print(len(ids), "tokens:")
 print(" | ".join(printable(tokenizer.decode([i])) for i in ids))
 
+# %% [markdown]
+# **Exercise.** Write the template yourself for the case without a default system prompt: each
+# message, then the assistant's opener.
+
+# %% tags=["exercise"]
+def to_chatml(messages):
+    """ChatML text of ``messages`` (dicts with "role" and "content"), ending with the assistant opener."""
+    ### BEGIN SOLUTION
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + "<|im_start|>assistant\n"
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04 import check_to_chatml
+
+check_to_chatml(to_chatml)
+
 # %%
 for question in pick(["What is the capital of France?"],
                      ["What is the capital of France?", "Give me two tips for sleeping well.",
@@ -133,6 +151,26 @@ for w, a in list(zip(zero_shot, test_articles))[:3]:
 # Asked which topic an article is about, the model may answer with anything; its answer counts when
 # the first topic word in it is the right one. The alternative needs no parsing: compute the
 # log-probability of each of the five label words after the prompt, and pick the most likely.
+
+# %% [markdown]
+# **Exercise.** The heart of label log-likelihood classification: given the logits of a batch of
+# prompt + answer sequences, sum the log-probabilities of the answer tokens only. Remember which
+# position's logits predict which token.
+
+# %% tags=["exercise"]
+def answer_logprobs(logits, input_ids, answer_mask):
+    """logits (B, T, V), input_ids (B, T), answer_mask (B, T) -> (B,) summed answer log-probabilities."""
+    ### BEGIN SOLUTION
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predictions of tokens 1..T-1
+    token_logp = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    return (token_logp * answer_mask[:, 1:]).sum(-1)
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04 import check_answer_logprobs
+
+check_answer_logprobs(answer_logprobs)
 
 # %%
 def first_topic(answer):

@@ -72,6 +72,26 @@ print(f"{len(train_articles)} articles to train on, {len(test_articles)} held ou
 # closing `<|im_end|>` carry a loss; everything before them is `IGNORE_INDEX`. Articles are cut to
 # their first 40 words to keep sequences short on a CPU.
 
+# %% [markdown]
+# **Exercise.** Build one example from token ids, with labels already shifted as the course's GPT
+# wants them (`labels[t]` is the token after `input_ids[t]`) and -100 wherever that token is in the
+# prompt. `end_id` is the `<|im_end|>` that closes the answer.
+
+# %% tags=["exercise"]
+def sft_labels(prompt_ids, answer_ids, end_id):
+    """(input_ids, labels) of prompt + answer + [end_id], shifted by one, the prompt masked."""
+    ### BEGIN SOLUTION
+    ids = list(prompt_ids) + list(answer_ids) + [end_id]
+    labels = [IGNORE_INDEX] * len(prompt_ids) + ids[len(prompt_ids) :]
+    return ids[:-1], labels[1:]
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04 import check_sft_labels
+
+check_sft_labels(sft_labels)
+
 # %%
 N_WORDS = 40
 pool = train_articles[:N_TRAIN]

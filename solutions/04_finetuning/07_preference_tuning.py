@@ -123,6 +123,23 @@ print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
 # New adapters go on the merged SFT model; `DPOLoss` gives the Trainer `loss_fn(model, batch)`. At
 # step 0 policy and reference agree, so the loss is log 2 = 0.693 for every pair.
 
+# %% [markdown]
+# **Exercise.** The DPO loss from the four summed log-probabilities of a batch of pairs (each (B,)).
+
+# %% tags=["exercise"]
+def my_dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    """Mean over the batch of -log sigmoid(beta * (chosen log-ratio - rejected log-ratio))."""
+    ### BEGIN SOLUTION
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))  # (B,)
+    return -torch.nn.functional.logsigmoid(margin).mean()
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04 import check_dpo_loss
+
+check_dpo_loss(my_dpo_loss)
+
 # %%
 apply_lora(model, targets=targets, r=RANK, alpha=2 * RANK)
 mark_only_lora_trainable(model)
