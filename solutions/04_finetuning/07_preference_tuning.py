@@ -43,7 +43,7 @@ from course_lib.chat_template import render_chat
 from course_lib.datasets import bbc_news
 from course_lib.env import cache_dir
 from course_lib.instruct import instruction_loader, instruction_loss
-from course_lib.lora import apply_lora, mark_only_lora_trainable, merge_lora
+from course_lib.lora import apply_lora, mark_only_lora_trainable
 from course_lib.metrics import bootstrap_interval, format_table, rouge_l
 from course_lib.post_training import (
     DPOLoss,
@@ -88,8 +88,7 @@ else:
                       eval_every=10_000, log_every=1, save_every=None, device="cpu", progress=False,
                       out_dir=str(cache_dir("runs", "4.7-sft")))
     Trainer(model, cfg, instruction_loader(examples, pick(2, 8), pad_id), loss_fn=instruction_loss).fit()
-merge_lora(model)  # the SFT model: its adapters folded into the weights
-reference = copy.deepcopy(model).eval()  # frozen: DPO measures every change against it
+reference = copy.deepcopy(model).eval()  # the SFT model, frozen: DPO measures every change against it
 
 # %% [markdown]
 # ## 4.7.2 Preference pairs, built offline
@@ -118,10 +117,11 @@ print(tokenizer.decode(train_pairs[0]["chosen"]), "||", tokenizer.decode(train_p
 print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
 
 # %% [markdown]
-# ## 4.7.3 DPO on new LoRA adapters
+# ## 4.7.3 DPO on the LoRA adapters
 #
-# New adapters go on the merged SFT model; `DPOLoss` gives the Trainer `loss_fn(model, batch)`. At
-# step 0 policy and reference agree, so the loss is log 2 = 0.693 for every pair.
+# The policy starts as the SFT model and trains the same LoRA adapters further; `DPOLoss` gives the
+# Trainer `loss_fn(model, batch)`. At step 0 policy and reference agree, so every pair's loss is
+# log 2.
 
 # %% [markdown]
 # **Exercise.** The DPO loss from the four summed log-probabilities of a batch of pairs (each (B,)).
@@ -141,8 +141,6 @@ from course_lib.exercises.ch04 import check_dpo_loss
 check_dpo_loss(my_dpo_loss)
 
 # %%
-apply_lora(model, targets=targets, r=RANK, alpha=2 * RANK)
-mark_only_lora_trainable(model)
 BETA = 0.1
 loss_fn = DPOLoss(reference, beta=BETA)
 collate = functools.partial(preference_collate, pad_id=pad_id)
