@@ -229,3 +229,20 @@ def test_interrupted_dpo_run_resumes_to_the_same_weights(tmp_path):
     assert any(
         not torch.equal(a, b) for a, b in zip(straight.state_dict().values(), cm.model.state_dict().values())
     )
+
+
+@pytest.mark.slow
+def test_real_smollm2_sft_example_and_label_likelihood():
+    """On SmolLM2 itself: the SFT example's unmasked labels decode to the answer and <|im_end|>, and the
+    label likelihood prefers the right word for an easy question (a property of the real weights)."""
+    from course_lib.smollm2 import load_smollm2, load_smollm2_tokenizer
+
+    tok = load_smollm2_tokenizer()
+    ids, labels = chat_sft_example(CHAT, tok)
+    assert tok.decode([t for t in labels if t != IGNORE_INDEX]) == "Two plus two is four.<|im_end|>"
+    model = load_smollm2("cpu")
+    prompt = tok.encode(
+        render_chat([{"role": "user", "content": "What is the capital of France? One word."}])
+    )
+    scores = label_logprobs(model, prompt, [tok.encode(w) for w in ("Paris", "Berlin", "Madrid")])
+    assert int(scores.argmax()) == 0
