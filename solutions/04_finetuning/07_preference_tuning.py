@@ -116,6 +116,12 @@ test_pairs = [make_pair(a, k, train_articles, rng) for k, a in enumerate(test_ar
 print(tokenizer.decode(train_pairs[0]["chosen"]), "||", tokenizer.decode(train_pairs[0]["rejected"]))
 print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
 
+# %% tags=["nbval-check-output"]
+print("every pair's chosen answer differs from its rejected one:",
+      all(p["chosen"] != p["rejected"] for p in train_pairs + test_pairs))
+print("no held-out article's headline is chosen in a training pair:",
+      not {tuple(p["chosen"]) for p in train_pairs} & {tuple(p["chosen"]) for p in test_pairs})
+
 # %% [markdown]
 # ## 4.7.3 DPO on the LoRA adapters
 #
