@@ -113,8 +113,7 @@ shown = [f"[{printable(tokenizer.decode([t]))}]" if t != IGNORE_INDEX else "" fo
 print("tokens with a loss:", "".join(shown))
 print(f"share of positions with a loss, over the training set: {completion_share(train_examples):.1%}")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("every example fits the context:", all(len(i) <= block for i, _ in train_examples + val_examples))
 print("every example ends with <|endoftext|> as its last label:",
       all(lab[-1] == tokenizer.token_to_id("<|endoftext|>") for _, lab in train_examples))
@@ -212,8 +211,7 @@ ax.barh([r[0] for r in rows], [r[1] for r in rows], color=["tab:gray", "tab:gray
 ax.set(xlabel="mean ROUGE-L F1 against the real headline", title="headlines for articles the GPT never saw")
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("one headline per held-out article:", len(after) == len(scored) == len(before))
 print("ROUGE-L of a headline with itself:", rouge_l(scored[0].headline, scored[0].headline))
 
