@@ -102,6 +102,11 @@ lengths = [len(i) for i, _ in examples]
 print(f"{len(examples)} examples, {statistics.mean(lengths):.0f} tokens on average (max {max(lengths)}); "
       f"{statistics.mean(masked_share(e) for e in examples):.0%} of label positions masked")
 
+# %% tags=["nbval-check-output"]
+end_id = tokenizer.token_to_id("<|im_end|>")
+print("every example's last label is <|im_end|>:", all(lab[-1] == end_id for _, lab in examples))
+print("every example's first label is masked:", all(lab[0] == IGNORE_INDEX for _, lab in examples))
+
 # %% [markdown]
 # ## 4.6.2 Zero-shot headlines (the model before tuning)
 
