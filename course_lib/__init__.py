@@ -40,6 +40,7 @@ Fine-tuning
     finetuning       fine-tuning a classifier: what trains, what it costs, how well it does
     instruct         instruction tuning with the prompt masked out of the loss
     preference       preference tuning: the DPO loss and the log-probabilities of answers
+    post_training    chat-format SFT examples, held-out splits, label log-likelihoods, DPO loss_fn, adapters
     config           run configs for the command line: sections, files, --set overrides
     runs             pretrain / fine-tune / generate from a config (what the command line runs)
 

@@ -80,3 +80,83 @@ def test_right_answers_pass(capsys):
 def test_typical_mistakes_are_caught(check, wrong, match):
     with pytest.raises(ExerciseFailure, match=match):
         check(wrong)
+
+
+# ----------------------------------------------------------------------------- post-training exercises
+
+from course_lib.exercises.ch04 import (  # noqa: E402
+    check_answer_logprobs,
+    check_dpo_loss,
+    check_sft_labels,
+    check_to_chatml,
+)
+
+
+def chatml(messages, generation_prompt=True, trailing_newline=True):
+    text = "".join(
+        f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>" + ("\n" if trailing_newline else "")
+        for m in messages
+    )
+    return text + ("<|im_start|>assistant\n" if generation_prompt else "")
+
+
+def test_to_chatml_check():
+    check_to_chatml(chatml)
+    for wrong in (
+        lambda m: chatml(m, generation_prompt=False),
+        lambda m: chatml(m, trailing_newline=False),
+        lambda m: chatml(m).replace("<|im_end|>", "</s>"),
+    ):
+        with pytest.raises(ExerciseFailure):
+            check_to_chatml(wrong)
+
+
+def answer_logprobs(logits, ids, mask, shift=True, normalise=True, drop_prompt=True):
+    lp = torch.log_softmax(logits, -1) if normalise else logits
+    if shift:
+        tok = lp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+        m = mask[:, 1:]
+    else:
+        tok = lp.gather(-1, ids[..., None]).squeeze(-1)
+        m = mask
+    return (tok * m).sum(-1) if drop_prompt else tok.sum(-1)
+
+
+def test_answer_logprobs_check():
+    check_answer_logprobs(answer_logprobs)
+    for kwargs in ({"shift": False}, {"normalise": False}, {"drop_prompt": False}):
+        with pytest.raises(ExerciseFailure):
+            check_answer_logprobs(lambda a, b, c, kw=kwargs: answer_logprobs(a, b, c, **kw))
+
+
+def sft_labels(prompt, answer, end, shift=True, mask=True, end_token=True):
+    ids = [*prompt, *answer] + ([end] if end_token else [])
+    labels = ([-100] * len(prompt) if mask else list(prompt)) + ids[len(prompt) :]
+    return (ids[:-1], labels[1:]) if shift else (ids, labels)
+
+
+def test_sft_labels_check():
+    check_sft_labels(sft_labels)
+    for kwargs in ({"shift": False}, {"mask": False}, {"end_token": False}):
+        with pytest.raises(ExerciseFailure):
+            check_sft_labels(lambda p, a, e, kw=kwargs: sft_labels(p, a, e, **kw))
+
+
+def dpo(pc, pr, rc, rr, beta, variant="right"):
+    margin = (pc - rc) - (pr - rr)
+    if variant == "no beta":
+        return -torch.nn.functional.logsigmoid(margin).mean()
+    if variant == "reference added":
+        margin = (pc + rc) - (pr + rr)
+    if variant == "naive log of sigmoid":
+        return -torch.log(torch.sigmoid(beta * margin)).mean()
+    if variant == "sum":
+        return -torch.nn.functional.logsigmoid(beta * margin).sum()
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
+
+
+def test_dpo_loss_check():
+    check_dpo_loss(dpo)
+    for variant in ("no beta", "reference added", "naive log of sigmoid", "sum"):
+        with pytest.raises(ExerciseFailure):
+            check_dpo_loss(lambda *a, v=variant: dpo(*a, variant=v))

@@ -11,11 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from course_lib.chat_template import render_chat
 from course_lib.exercises import Case, ExerciseFailure, check_function
 from course_lib.heads import last_token_pool
 from course_lib.lm_data import prompt_completion_example
 from course_lib.lora import LoRALinear
 from course_lib.metrics import precision_recall_f1
+from course_lib.preference import dpo_loss
 
 # ----------------------------------------------------------------------------- last-token pooling
 
@@ -177,4 +179,138 @@ def check_mask_prompt(fn) -> None:
     )
 
 
-__all__ = ["check_last_token_pool", "check_lora_linear", "check_macro_f1", "check_mask_prompt"]
+# ----------------------------------------------------------------------------- post-training a chat model
+
+
+def check_to_chatml(fn) -> None:
+    """``fn(messages) -> str``: ChatML without a default system prompt, ending with the assistant opener."""
+    cases = [
+        Case("one user message", ([{"role": "user", "content": "Hi!"}],)),
+        Case(
+            "system then user",
+            ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],),
+        ),
+        Case(
+            "a multi-turn chat",
+            (
+                [
+                    {"role": "user", "content": "Name a colour."},
+                    {"role": "assistant", "content": "Blue."},
+                    {"role": "user", "content": "Another one,\nplease."},
+                ],
+            ),
+        ),
+    ]
+    check_function(
+        "to_chatml",
+        fn,
+        lambda m: render_chat(m, system_prompt=None),
+        cases,
+        hint="each message is <|im_start|> + role + a newline + content + <|im_end|> + a newline; after the "
+        "last message comes <|im_start|>assistant and a newline, so that the model writes the answer",
+    )
+
+
+def _logprob_case(label: str, B: int, T: int, V: int, starts: list[int], ends: list[int], seed: int) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V, generator=g) * 3
+    ids = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.zeros(B, T, dtype=torch.long)
+    for b, (s, e) in enumerate(zip(starts, ends)):
+        mask[b, s:e] = 1
+    return Case(label, (logits, ids, mask))
+
+
+def _answer_logprobs_reference(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits[:, :-1].double(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return (logp * mask[:, 1:]).sum(-1)
+
+
+def check_answer_logprobs(fn) -> None:
+    """``fn(logits (B, T, V), input_ids (B, T), answer_mask (B, T)) -> (B,)``: summed answer log-probs."""
+    cases = [
+        _logprob_case("one answer token at the end", 1, 5, 7, [4], [5], 0),
+        _logprob_case("answers of different lengths", 3, 8, 11, [3, 5, 2], [8, 7, 6], 1),
+        _logprob_case("answer followed by padding", 2, 9, 6, [4, 6], [6, 8], 2),
+    ]
+    check_function(
+        "answer_logprobs",
+        fn,
+        _answer_logprobs_reference,
+        cases,
+        atol=1e-5,
+        rtol=1e-5,
+        hint="the token at position t is predicted by the logits at t - 1: take log_softmax over the "
+        "vocabulary of logits[:, :-1], pick the entry of input_ids[:, 1:], keep it where answer_mask[:, 1:] "
+        "is 1, and sum over t",
+    )
+
+
+def check_sft_labels(fn) -> None:
+    """``fn(prompt_ids, answer_ids, end_id) -> (input_ids, labels)``, labels shifted for course_lib's GPT."""
+    cases = [
+        Case("short", ([5, 6, 7], [8, 9], 2)),
+        Case("one-token answer", ([1, 2, 3, 4], [10], 99)),
+        Case("one-token prompt", ([3], [4, 5, 6, 7], 2)),
+        Case("repeated ids", ([7, 7, 7], [7, 7], 7)),
+    ]
+    check_function(
+        "sft_labels",
+        fn,
+        lambda p, a, e: prompt_completion_example(p, a, e, shift=True),
+        cases,
+        atol=0,
+        rtol=0,
+        hint="join prompt + answer + [end]; labels[t] is the token that follows input_ids[t], so input_ids "
+        "drops the last token and labels drop the first; a label is -100 when the token it names is in the "
+        "prompt",
+    )
+
+
+def check_dpo_loss(fn) -> None:
+    """``fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> scalar``: the mean DPO loss."""
+    g = torch.Generator().manual_seed(0)
+
+    def four(B: int, scale: float) -> tuple[torch.Tensor, ...]:
+        return tuple(-torch.rand(B, generator=g, dtype=torch.float64) * scale for _ in range(4))
+
+    cases = [
+        Case(
+            "policy equals reference (loss log 2)",
+            (*(torch.tensor([-5.0, -9.0], dtype=torch.float64),) * 4, 0.1),
+        ),
+        Case("a batch of 4, beta 0.1", (*four(4, 20.0), 0.1)),
+        Case("a batch of 3, beta 0.5", (*four(3, 10.0), 0.5)),
+        Case(
+            "a large negative margin (log of sigmoid underflows; use F.logsigmoid)",
+            (
+                torch.tensor([-200.0, -3.0]),
+                torch.tensor([-10.0, -4.0]),
+                torch.tensor([-10.0, -3.5]),
+                torch.tensor([-200.0, -4.5]),
+                1.0,
+            ),
+        ),
+    ]
+    check_function(
+        "dpo_loss",
+        fn,
+        lambda pc, pr, rc, rr, beta: dpo_loss(pc, pr, rc, rr, beta=beta).loss,
+        cases,
+        atol=1e-6,
+        rtol=1e-6,
+        hint="margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)); the loss "
+        "is -logsigmoid(margin) averaged over the batch (F.logsigmoid stays finite for large margins)",
+    )
+
+
+__all__ = [
+    "check_answer_logprobs",
+    "check_dpo_loss",
+    "check_last_token_pool",
+    "check_lora_linear",
+    "check_macro_f1",
+    "check_mask_prompt",
+    "check_sft_labels",
+    "check_to_chatml",
+]
