@@ -85,7 +85,7 @@ print(f"full fine-tuning with AdamW, fp32, before activations: "
 messages = [{"role": "user", "content": "What is the capital of France?"}]
 ids = tokenizer.encode(render_chat(messages))
 print(len(ids), "tokens:")
-print(" | ".join(printable(tokenizer.decode([i])) for i in ids))
+print([printable(tokenizer.decode([i])) for i in ids])  # one string per token; "\n" is a newline token
 
 # %% [markdown]
 # **Exercise.** Write the template yourself for the case without a default system prompt: each

@@ -48,6 +48,7 @@ from course_lib.compress import (
     sparsity,
 )
 from course_lib.deploy import encode_texts
+from course_lib.display import Table
 from course_lib.layers import num_parameters
 from course_lib.lm_data import get_batch
 from course_lib.metrics import accuracy, format_table
@@ -588,19 +589,19 @@ structured_rows = rows
 
 # %%
 mlp_q, transformer_q = by_model["MLP 64-512-512-10"], [by_model["MiniLM topic classifier"], by_model["BBC GPT"]]
-display(Markdown("\n".join([
-    "| technique | what it changes | measured here |",
-    "|---|---|---|",
-    f"| dynamic int8 quantization | weights stored and multiplied in 8 bits | {mlp_q['smaller']} smaller for the MLP, "
-    f"{' and '.join(r['smaller'] for r in transformer_q)} for the transformers (embedding tables stay float32); "
-    f"speed {', '.join(r['faster'] for r in quant_rows)} for the four models |",
-    f"| distillation | a small model trained on a big one's outputs | {min(gains):+d} to {max(gains):+d} test images "
-    f"with all labels on digits; {float(np.mean(distilled_acc)):.3f} against {float(np.mean(plain_acc)):.3f} when "
-    "the student reads no labels of its own (its teacher did) |",
-    f"| magnitude pruning | the smallest weights set to zero | {summary[0]}; no smaller file or faster dense maths |",
-    f"| structured pruning | whole neurons removed | three quarters of the neurons gone: "
-    f"{three_quarters['size KB'] / full_row['size KB']:.0%} of the size, accuracy {three_quarters['fine-tuned']:.3f} |",
-])))
+Table(["technique", "what it changes", "measured here"], [
+    ["dynamic int8 quantization", "weights stored and multiplied in 8 bits",
+     f"{mlp_q['smaller']} smaller for the MLP, {' and '.join(r['smaller'] for r in transformer_q)} for the "
+     f"transformers (embedding tables stay float32); speed {', '.join(r['faster'] for r in quant_rows)} for the "
+     "four models"],
+    ["distillation", "a small model trained on a big one's outputs",
+     f"{min(gains):+d} to {max(gains):+d} test images with all labels on digits; {float(np.mean(distilled_acc)):.3f} "
+     f"against {float(np.mean(plain_acc)):.3f} when the student reads no labels of its own (its teacher did)"],
+    ["magnitude pruning", "the smallest weights set to zero", f"{summary[0]}; no smaller file or faster dense maths"],
+    ["structured pruning", "whole neurons removed",
+     f"three quarters of the neurons gone: {three_quarters['size KB'] / full_row['size KB']:.0%} of the size, "
+     f"accuracy {three_quarters['fine-tuned']:.3f}"],
+]).show()
 
 # %% [markdown]
 # The techniques combine: a distilled student can be pruned and then quantized. For large language
