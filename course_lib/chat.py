@@ -169,16 +169,20 @@ class ChatModel:
         top_p: float | None = None,
         seed: int | None = None,
         stop: Sequence[str] = DEFAULT_STOP,
+        repetition_penalty: float = 1.0,
     ) -> ChatStream:
         """The answer to ``messages`` as text pieces, yielded as the tokens are sampled.
 
         ``temperature=0`` is greedy; ``seed`` makes sampling reproducible (None: the global RNG).
         ``stop``: special-token names (e.g. ``<|im_end|>``) stop on that token; other strings stop when
         the text contains them (the stop string is not returned). ``<|endoftext|>`` always stops.
+        ``repetition_penalty`` > 1 makes tokens already in the prompt or the answer less likely.
         The prompt is encoded (and checked) at once; the tokens come as the stream is read.
         """
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
+        if not repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty={repetition_penalty!r} must be > 0 (1 turns it off)")
         if isinstance(stop, str):
             stop = [stop]
         if any(not isinstance(s, str) or not s for s in stop):
@@ -197,6 +201,7 @@ class ChatModel:
             top_k=top_k,
             top_p=top_p,
             generator=generator,
+            repetition_penalty=repetition_penalty,
         )
         return ChatStream(steps, len(prompt), self.make_decoder(), stop_ids, StopStrings(stop_texts))
 
@@ -209,9 +214,13 @@ class ChatModel:
         top_p: float | None = None,
         seed: int | None = None,
         stop: Sequence[str] = DEFAULT_STOP,
+        repetition_penalty: float = 1.0,
     ) -> str:
         """The whole answer to ``messages`` (the pieces of :meth:`stream`, joined)."""
-        return "".join(self.stream(messages, max_new_tokens, temperature, top_k, top_p, seed, stop))
+        pieces = self.stream(
+            messages, max_new_tokens, temperature, top_k, top_p, seed, stop, repetition_penalty
+        )
+        return "".join(pieces)
 
     def __repr__(self) -> str:
         return f"ChatModel(name={self.name!r}, block_size={self.block_size}, device={self.device})"
@@ -315,6 +324,7 @@ def chat_main(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
             seed=args.seed,
+            repetition_penalty=args.repetition_penalty,
         )
         system = [{"role": "system", "content": args.system}] if args.system else []
         if args.prompt is not None:

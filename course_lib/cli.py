@@ -105,6 +105,9 @@ def _chat_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.2, help="0 = greedy; higher = more random")
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling: smallest set with mass p")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="> 1 makes tokens already said less likely"
+    )
     p.add_argument("--seed", type=int, default=None, help="fix the sampling (default: a fresh one)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
 

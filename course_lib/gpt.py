@@ -474,6 +474,7 @@ class GPT(nn.Module):
         use_cache: bool = True,
         eos_id: int | None = None,
         generator: torch.Generator | None = None,
+        repetition_penalty: float = 1.0,
     ) -> Tensor:
         """Append up to ``max_new_tokens`` sampled tokens to idx (B, T); returns (B, T + new).
 
@@ -481,9 +482,11 @@ class GPT(nn.Module):
         step processes one token; once the cache holds block_size positions the remaining steps
         recompute the cropped window, exactly as without a cache. With ``eos_id``, a sequence that
         produced it is padded with it, and generation stops early when every sequence has.
+        ``repetition_penalty`` > 1 makes tokens already in the sequence less likely
+        (:func:`penalize_repetition`); 1 leaves the logits alone.
         """
         steps = self.generate_steps(
-            idx, max_new_tokens, temperature, top_k, top_p, use_cache, eos_id, generator
+            idx, max_new_tokens, temperature, top_k, top_p, use_cache, eos_id, generator, repetition_penalty
         )
         return torch.cat([idx, *steps], dim=1)  # (B, T + new)
 
@@ -497,6 +500,7 @@ class GPT(nn.Module):
         use_cache: bool = True,
         eos_id: int | None = None,
         generator: torch.Generator | None = None,
+        repetition_penalty: float = 1.0,
     ) -> Iterator[Tensor]:
         """:meth:`generate` one step at a time: yields each new token column (B, 1) as it is sampled.
 
@@ -508,8 +512,9 @@ class GPT(nn.Module):
         self.eval()
         try:
             yield from self._steps(
-                idx, max_new_tokens, temperature, top_k, top_p, use_cache, eos_id, generator
-            )
+                idx, max_new_tokens, temperature, top_k, top_p, use_cache, eos_id, generator,
+                repetition_penalty,
+            )  # fmt: skip
         finally:
             self.train(was_training)
 
@@ -524,7 +529,10 @@ class GPT(nn.Module):
         use_cache: bool,
         eos_id: int | None,
         generator: torch.Generator | None,
+        repetition_penalty: float = 1.0,
     ) -> Iterator[Tensor]:
+        if repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty={repetition_penalty} must be > 0 (1 turns it off)")
         block = self.config.block_size
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         caches = None
@@ -536,6 +544,8 @@ class GPT(nn.Module):
         for step in range(max_new_tokens):
             if caches is None:
                 logits = self._last_logits(idx[:, -block:])  # recompute every position of the window
+            if repetition_penalty != 1.0:
+                logits = penalize_repetition(logits, idx, repetition_penalty)
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
             if eos_id is not None:
                 next_id = next_id.masked_fill(finished[:, None], eos_id)
@@ -554,6 +564,18 @@ class GPT(nn.Module):
         """Logits (B, V) of the last position only: generation never needs the others."""
         h = self.hidden_states(idx, kv_caches=kv_caches)[:, -1, :]  # (B, d)
         return self.lm_head(h)[:, : self.config.vocab_size]  # (B, V): padding rows cut off
+
+
+def penalize_repetition(logits: Tensor, idx: Tensor, penalty: float) -> Tensor:
+    """Logits (B, V) with every token that occurs in its row of ``idx`` (B, T) made less likely.
+
+    The CTRL rule (Keskar et al., 2019), also transformers' ``repetition_penalty``: a seen token's
+    logit is divided by ``penalty`` when positive and multiplied by it when negative, so that
+    ``penalty > 1`` always lowers it, however often the token occurred. Returns a new tensor.
+    """
+    seen = logits.gather(-1, idx)  # (B, T): the logit of each token already in the sequence
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(-1, idx, seen)  # repeated ids write the same value
 
 
 def sample_next_token(

@@ -2,6 +2,7 @@
 
     POST /v1/chat/completions   {"model", "messages", "max_tokens", "temperature", "top_p", "seed",
                                  "stop", "stream"} -> a chat.completion, or server-sent events
+                                 (also "top_k" and "repetition_penalty", as llama.cpp and vLLM take)
     GET  /v1/models             the one model this server holds
 
 Any OpenAI client can talk to it (``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")``).
@@ -69,6 +70,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)  # 0 = greedy
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=1)  # not in OpenAI's API; llama.cpp's servers take it too
+    repetition_penalty: float = Field(1.0, gt=0.0)  # not in OpenAI's API; vLLM's takes it
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
@@ -169,6 +171,7 @@ def create_app(chat_model: ChatModel, default_max_tokens: int = DEFAULT_MAX_TOKE
                 top_k=req.top_k,
                 top_p=req.top_p,
                 seed=req.seed,
+                repetition_penalty=req.repetition_penalty,
                 stop=(*DEFAULT_STOP, *stop),
             )
         except PromptTooLongError as e:

@@ -108,3 +108,45 @@ def test_continuation_nll_scores_only_the_continuation(model, tokenizer):
     )
     with pytest.raises(ValueError, match="n_prompt"):
         generation.continuation_nll(model, idx, 0)
+
+
+# ------------------------------------------------------------------------------ repetition penalty
+
+
+@pytest.mark.parametrize("penalty", [1.3, 0.7, 2.0])
+def test_penalize_repetition_matches_transformers(penalty):
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    from course_lib.gpt import penalize_repetition
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 50, generator=g) * 4  # (B, V), positive and negative logits
+    idx = torch.randint(0, 50, (3, 12), generator=g)  # (B, T), with repeated ids
+    idx[0, :4] = 7  # one id four times: penalised once, not four times
+    ours = penalize_repetition(logits, idx, penalty)
+    theirs = RepetitionPenaltyLogitsProcessor(penalty)(idx, logits.clone())
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)  # the same float32 operations: exact
+    unseen = torch.ones_like(logits, dtype=torch.bool).scatter(-1, idx, False)
+    assert torch.equal(ours[unseen], logits[unseen])  # tokens not in the sequence keep their logits
+    if penalty > 1:
+        assert bool((ours.gather(-1, idx) <= logits.gather(-1, idx)).all())  # seen tokens only lose
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_greedy_generation_with_a_repetition_penalty_is_the_penalised_argmax(model, tokenizer, use_cache):
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    penalty = 3.0  # enough to change this tiny model's greedy choice (1.5 does not)
+    idx = torch.tensor([tokenizer.encode("the cat sat on the ")])
+    expected = idx
+    for _ in range(12):
+        logits, _ = model(expected)
+        scores = RepetitionPenaltyLogitsProcessor(penalty)(expected, logits[:, -1].clone())
+        expected = torch.cat([expected, scores.argmax(-1, keepdim=True)], dim=1)
+    got = model.generate(idx, 12, temperature=0.0, use_cache=use_cache, repetition_penalty=penalty)
+    assert torch.equal(got, expected)
+    plain = model.generate(idx, 12, temperature=0.0, use_cache=use_cache)
+    assert not torch.equal(got, plain)  # the penalty changed the continuation
+    assert torch.equal(model.generate(idx, 12, temperature=0.0, repetition_penalty=1.0), plain)
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        model.generate(idx, 3, repetition_penalty=0.0)

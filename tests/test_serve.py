@@ -83,6 +83,11 @@ def test_seed_stop_and_default_length_reach_the_model(client, reference):
     assert r.choices[0].finish_reason == "stop"
     r = client.chat.completions.create(model="tiny", messages=QUESTION, temperature=0)  # no max_tokens
     assert r.usage.completion_tokens <= 16  # create_app(..., default_max_tokens=16)
+    greedy = dict(model="tiny", messages=QUESTION, max_tokens=25, temperature=0)
+    plain = client.chat.completions.create(**greedy).choices[0].message.content
+    penalised = client.chat.completions.create(**greedy, extra_body={"repetition_penalty": 50.0})
+    expected = reference.chat(QUESTION, 25, temperature=0, repetition_penalty=50.0)
+    assert penalised.choices[0].message.content == expected != plain  # a random model's logits are small
 
 
 def test_models_endpoint_lists_the_model(client):
@@ -139,13 +144,14 @@ GOOD = {"model": "tiny", "messages": QUESTION, "max_tokens": 4}
         ({**GOOD, "model": "gpt-17"}, 404, "model_not_found"),
         ({**GOOD, "max_tokens": 0}, 400, "invalid_value"),
         ({**GOOD, "temperature": -0.5}, 400, "invalid_value"),
+        ({**GOOD, "repetition_penalty": 0}, 400, "invalid_value"),
         ({**GOOD, "messages": []}, 400, "invalid_value"),
         ({**GOOD, "messages": [{"role": "robot", "content": "hi"}]}, 400, "invalid_value"),
         ({**GOOD, "messages": user("x" * MAX_BODY_BYTES)}, 413, "request_too_large"),
         ({**GOOD, "messages": user("the cat sat " * 300)}, 400, "context_length_exceeded"),
     ],
-    ids=["malformed-json", "unknown-model", "max-tokens-0", "temperature<0", "no-messages", "bad-role",
-         "1MB-prompt", "over-context"],
+    ids=["malformed-json", "unknown-model", "max-tokens-0", "temperature<0", "penalty-0", "no-messages",
+         "bad-role", "1MB-prompt", "over-context"],
 )  # fmt: skip
 def test_bad_requests_get_openai_style_errors_and_the_server_keeps_serving(server, body, status, code):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
