@@ -32,13 +32,27 @@ stage() {
 notebooks() { find chapters solutions -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort; }
 
 lint() { ruff check course_lib tests benchmarks tools chapters solutions && ruff format --check course_lib tests benchmarks tools; }
-unit() { run_pytest tests -q -p no:cacheprovider --ignore=tests/browser; }
-unit_fast() { run_pytest tests -q -p no:cacheprovider --ignore=tests/browser -m "not slow"; }
+# The unit tests run on TEST_WORKERS processes (pytest-xdist; default 2, this project's CI machine has two
+# cores and each test process uses one torch thread, tests/conftest.py), one test file per process at a time.
+WORKERS=(-n "${TEST_WORKERS:-2}" --dist loadfile)
+unit() { run_pytest tests -q -p no:cacheprovider --ignore=tests/browser "${WORKERS[@]}"; }
+unit_fast() { run_pytest tests -q -p no:cacheprovider --ignore=tests/browser -m "not slow" "${WORKERS[@]}"; }
+# Notebooks run TEST_WORKERS at a time (each notebook's cells in order in one kernel: --dist loadscope),
+# the solutions first and then the learner copies, so that a notebook's two copies, which write the same
+# training runs in the cache, never run together; tools/warm_cache.py first builds the models several
+# notebooks load, so that no two notebooks train the same one at once.
 nbval() {
     mapfile -t nbs < <(notebooks)
     [ ${#nbs[@]} -gt 0 ] || { echo "no notebooks found in chapters/ or solutions/" >&2; return 1; }
-    COURSE_FAST=1 run_pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-        --nbval-cell-timeout=900 -p no:cacheprovider -q "${nbs[@]}"
+    COURSE_FAST=1 python tools/warm_cache.py || return 1
+    local rc=0 part
+    for part in solutions chapters; do
+        mapfile -t nbs < <(notebooks | grep "^$part/")
+        COURSE_FAST=1 run_pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+            --nbval-cell-timeout=900 -p no:cacheprovider -q -n "${TEST_WORKERS:-2}" --dist loadscope \
+            "${nbs[@]}" || rc=1
+    done
+    return $rc
 }
 # The site loads MathJax and the widget scripts from local copies (tools/book_assets.sh); without npm,
 # book_assets.sh writes a config that falls back to the CDNs, and the build uses it.

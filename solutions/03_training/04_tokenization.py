@@ -24,8 +24,9 @@
 # 2. BPE training: count adjacent pairs, merge the most frequent one, repeat (three exercises);
 #    trained on BBC News and People's Daily, it must learn exactly the merges of `course_lib`'s trainer;
 # 3. encoding and decoding with the learned merges (two exercises);
-# 4. measuring a tokenizer: bytes per token and tokens per character, for your tokenizer, `course_lib`'s
-#    and the WordPiece tokenizer of MiniLM (chapter 2's encoder), and what the vocabulary size trades;
+# 4. measuring a tokenizer: bytes per token and tokens per character, for your tokenizer, `course_lib`'s,
+#    the WordPiece tokenizer of MiniLM (chapter 2's encoder) and the BPE of a real LLM, SmolLM2, and what
+#    the vocabulary size trades;
 # 5. special tokens.
 #
 # Notebook 3.6 trains a GPT on text tokenized this way.
@@ -43,6 +44,7 @@ from course_lib.datasets import bbc_news, peoples_daily_text
 from course_lib.encoder import minilm_dir
 from course_lib.metrics import format_table, tokenizer_compression
 from course_lib.plots import use_course_style
+from course_lib.smollm2 import load_smollm2_tokenizer
 from course_lib.tokenizers import ENDOFTEXT, GPT2_SPLIT_PATTERN, BPETokenizer
 
 use_course_style()
@@ -398,13 +400,16 @@ check_reported_bytes_per_token(zh_bytes_per_token, merges, zh_test)
 # - **course_lib's, bigger vocabularies**: the same trainer run longer. BPE training is greedy, so the
 #   first *k* merges of a long run are exactly a run of *k* merges; one run gives every size;
 # - **MiniLM's WordPiece** (the encoder of chapter 2, 30,522 tokens, trained on English): it lower-cases
-#   and maps characters it does not know to `[UNK]`, so unlike byte-level BPE it cannot give the text back.
+#   and maps characters it does not know to `[UNK]`, so unlike byte-level BPE it cannot give the text back;
+# - **SmolLM2's BPE** (the real LLM of chapters 4 and 5, 49,152 tokens): byte-level BPE like yours, read
+#   by `course_lib` from the model's own file, trained by its authors on far more text, mostly English.
 
 # %%
 big_size = pick(512, 4096)
 big_bpe = BPETokenizer.train(train_texts, big_size, special_tokens=(ENDOFTEXT,), show_progress=False)
 wordpiece = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
 wordpiece.no_truncation()
+smollm2_bpe = load_smollm2_tokenizer()
 
 
 def bpe_with(n_merges):
@@ -420,6 +425,7 @@ tokenizers_to_compare = {
     f"course_lib BPE ({big_size - 1})": bpe_with(big_size - 257).encode,
     f"MiniLM WordPiece ({wordpiece.get_vocab_size():,})": lambda t: wordpiece.encode(
         t, add_special_tokens=False).ids,
+    f"SmolLM2 BPE ({smollm2_bpe.vocab_size:,})": lambda t: smollm2_bpe.encode(t, allowed_special="none"),
 }
 rows, stats = [], {}
 for name, enc in tokenizers_to_compare.items():
@@ -432,6 +438,10 @@ format_table(rows, floatfmt=".3f").show()
 unk = wordpiece.token_to_id("[UNK]")
 zh_wp = [i for t in zh_test for i in wordpiece.encode(t, add_special_tokens=False).ids]
 print(f"WordPiece maps {sum(i == unk for i in zh_wp) / len(zh_wp):.1%} of the Chinese tokens to [UNK]")
+smol, ours = stats[f"SmolLM2 BPE ({smollm2_bpe.vocab_size:,})"], stats[f"course_lib BPE ({big_size - 1})"]
+print(f"SmolLM2's {smollm2_bpe.vocab_size:,} tokens against course_lib's {big_size - 1}: "
+      f"{smol[0].bytes_per_token:.2f} against {ours[0].bytes_per_token:.2f} English bytes per token, "
+      f"{smol[1].bytes_per_token:.2f} against {ours[1].bytes_per_token:.2f} Chinese")
 
 # %% tags=["raises-exception"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -473,6 +483,11 @@ print(f"from 256 to {vocab_sizes[-1]} tokens, English sequences get {en_drop:.2f
 # runs over all $V$ tokens. Large models choose tens of thousands of tokens; a small model trained on
 # a laptop, like the one of notebook 3.6, picks a vocabulary of about a thousand, so that the embedding
 # table does not dwarf the rest of the model.
+#
+# A tokenizer also serves the languages of its training text. SmolLM2's, trained on mostly English
+# text, packs more English into a token than any other here, yet its Chinese is no better than that
+# of our small BPE (the line under the table): its merges went to English pairs, whereas ours, trained
+# on People's Daily as well, spent many of theirs on Chinese characters.
 
 # %% [markdown] tags=["answer"]
 # ### Question 3.4h — the vocabulary-size trade-off
