@@ -60,6 +60,60 @@ def check_logistic_gradient(fn) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- finite differences
+
+
+def _fd_quadratic(x: np.ndarray) -> float:
+    return float(0.5 * x @ _FD_A @ x)
+
+
+def _fd_wavy(x: np.ndarray) -> float:  # curved in every direction: a one-sided difference is off by ~eps
+    return float(np.sum(np.sin(3 * x) * _FD_W[: x.size].reshape(x.shape)) + np.sum(x**3) / 3)
+
+
+def _fd_logistic(v: np.ndarray) -> float:
+    X, y = _FD_XY
+    z = X @ v[:-1] + v[-1]
+    return float(np.mean(np.logaddexp(0, z) - y * z))
+
+
+_fd_rng = np.random.default_rng(7)
+_FD_A = _fd_rng.normal(size=(4, 4))
+_FD_A = _FD_A @ _FD_A.T
+_FD_W = _fd_rng.normal(size=12)
+_FD_XY = (_fd_rng.normal(size=(20, 5)), _fd_rng.integers(0, 2, size=20).astype(np.float64))
+
+
+def _reference_numerical_gradient(f, x: np.ndarray, eps: float) -> np.ndarray:
+    from course_lib.training_basics import numerical_gradient
+
+    return numerical_gradient(f, x, eps)
+
+
+def check_numerical_gradient(fn) -> None:
+    """``fn(f, x, eps) -> grad``: central differences of ``f`` at ``x``, one entry at a time, x's shape."""
+    require_own_code(fn, "numerical_gradient")
+    rng = np.random.default_rng(8)
+    cases = [
+        Case("a quadratic in 4 numbers, eps 1e-6", (_fd_quadratic, rng.normal(size=4), 1e-6)),
+        Case("a curved function, eps 1e-3 (a one-sided difference is off here)", (_fd_wavy, rng.normal(size=6), 1e-3)),
+        Case("a (3, 4) array: the gradient keeps x's shape", (_fd_wavy, rng.normal(size=(3, 4)), 1e-4)),
+        Case("the logistic loss, 5 weights and a bias", (_fd_logistic, rng.normal(size=6), 1e-5)),
+        Case("one number", (_fd_wavy, np.array([0.3]), 1e-2)),
+    ]
+    check_function(
+        "numerical_gradient",
+        fn,
+        _reference_numerical_gradient,
+        cases,
+        atol=1e-9,
+        rtol=1e-7,
+        hint="for each entry i: evaluate f with only x[i] raised by eps, then with only x[i] lowered by eps "
+        "(every other entry unchanged, x[i] put back afterwards), and divide the difference of the two "
+        "values by the distance between the two points, 2 eps; return an array of x's shape",
+    )
+
+
 # ----------------------------------------------------------------------------- a 2-layer MLP backward
 
 
@@ -177,6 +231,93 @@ def check_warmup_cosine_lr(fn) -> None:
         "part goes from lr at step W to min_lr at step max_steps, with the progress (step - W) divided by "
         "max(1, max_steps - W); after max_steps it stays at min_lr",
     )
+
+
+# ----------------------------------------------------------------------------- inverted dropout
+
+_DROPOUT_HINT = (
+    "draw one uniform number per entry with the generator passed in; an entry is dropped (set to 0) "
+    "with probability p and kept otherwise; divide the kept entries by 1 - p so that the expected "
+    "value of each entry stays x; when training is False return x untouched"
+)
+
+
+def _dropout_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) + 3.0 * torch.sign(torch.randn(shape, generator=g))  # never 0
+
+
+def _run_dropout(fn, where: str, x: torch.Tensor, p: float, training: bool, seed: int = 0) -> torch.Tensor:
+    try:
+        out = fn(x.clone(), p, training, torch.Generator().manual_seed(seed))
+    except NotImplementedError:
+        raise ExerciseFailure(f"dropout is not written yet. Hint: {_DROPOUT_HINT}") from None
+    except Exception as err:
+        raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ExerciseFailure(f"{where}: return a tensor of x's shape {tuple(x.shape)}, got {got}")
+    return out
+
+
+def _dropout_case(fn, where: str, x: torch.Tensor, p: float, training: bool, share_test: bool) -> None:
+    """In eval mode (or p = 0) x itself; in training mode each entry 0 or x / (1 - p), a share 1 - p kept."""
+    out = _run_dropout(fn, where, x, p, training)
+    hint = f"\n  hint: {_DROPOUT_HINT}"
+    if not training or p == 0.0:
+        reference = F.dropout(x, p, training=False)  # PyTorch: dropout off is the identity
+        if not torch.equal(out, reference):
+            raise ExerciseFailure(
+                f"{where}: with dropout off (eval mode, or p = 0) the output must be x unchanged; "
+                f"{int((out != reference).sum())} of {x.numel()} entries differ.{hint}"
+            )
+        return
+    kept = out != 0
+    if p < 1 and not torch.allclose(out[kept], x[kept] / (1 - p), rtol=1e-5, atol=1e-6):
+        ratio = (out[kept] / x[kept]).nanmedian().item()
+        raise ExerciseFailure(
+            f"{where}: a kept entry should be x / (1 - p) = x * {1 / (1 - p):.4g}; yours are x * {ratio:.4g} "
+            f"(the median ratio).{hint}"
+        )
+    share = kept.double().mean().item()
+    if (share_test or p == 1) and abs(share - (1 - p)) > 0.02:
+        raise ExerciseFailure(
+            f"{where}: {share:.3f} of the entries survive; with p = {p} it should be about {1 - p:.3f} "
+            f"(p is the probability of dropping an entry){' and none may be nan' if out.isnan().any() else ''}."
+            f"{hint}"
+        )
+
+
+def check_dropout(fn) -> None:
+    """``fn(x, p, training, generator) -> y``: inverted dropout, the rule ``F.dropout`` follows.
+
+    In training mode each entry is zeroed with probability ``p`` (random numbers from ``generator``) and
+    the survivors are divided by ``1 - p``; in evaluation mode, or with ``p = 0``, x comes back unchanged.
+    The masks are random, so training mode is checked by its rule: every entry 0 or x / (1 - p), and the
+    share kept within 0.02 of 1 - p on 20,000 entries (over 5 standard deviations at p = 0.5).
+    """
+    require_own_code(fn, "dropout", forbidden=("dropout", "Dropout", "dropout_", "feature_dropout"))
+    x = _dropout_input((200, 100), 0)
+    cases = [
+        ("training, p = 0.5", x, 0.5, True, True),
+        ("training, p = 0.2 (p is the chance to drop, not to keep)", x, 0.2, True, True),
+        ("training, p = 0.9", x, 0.9, True, True),
+        ("evaluation mode, p = 0.5: nothing dropped, nothing scaled", x, 0.5, False, True),
+        ("training, p = 0: the identity", x, 0.0, True, True),
+        ("training, p = 1: every entry dropped, no nan", x[:10], 1.0, True, True),
+        ("a (4, 3, 5) batch of activations, p = 0.3", _dropout_input((4, 3, 5), 1), 0.3, True, False),
+    ]
+    n = len(cases) + 1
+    for i, (label, xs, p, training, share_test) in enumerate(cases, 1):
+        _dropout_case(fn, f"dropout, case {i} of {n} ({label})", xs, p, training, share_test)
+    where = f"dropout, case {n} of {n} (the random numbers come from the generator passed in)"
+    first, again, other = (_run_dropout(fn, where, x, 0.5, True, seed) for seed in (1, 1, 2))
+    if not torch.equal(first, again) or torch.equal(first, other):
+        raise ExerciseFailure(
+            f"{where}: two generators with the same seed should give the same mask, and different seeds "
+            f"different masks; pass generator=generator to the function that draws them.\n  hint: {_DROPOUT_HINT}"
+        )
+    print(f"✓ dropout: all {n} cases pass")
 
 
 # ----------------------------------------------------------------------------- the LM batch sampler
