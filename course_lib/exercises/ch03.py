@@ -356,6 +356,47 @@ def check_lm_batch(fn) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- a convolution
+
+
+def _conv_case(label: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], padding: int, seed: int) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    weight = torch.randn(w_shape, generator=g, dtype=torch.float64)
+    bias = torch.randn(w_shape[0], generator=g, dtype=torch.float64)
+    return Case(label, (x, weight, bias, padding))
+
+
+def _reference_conv2d(x, weight, bias, padding):
+    """PyTorch's convolution (a cross-correlation: the kernel is not flipped), stride 1."""
+    return F.conv2d(x, weight, bias, padding=padding)
+
+
+def check_conv2d(fn) -> None:
+    """``fn(x (B, C, H, W), weight (O, C, kH, kW), bias (O,), padding) -> (B, O, H_out, W_out)``, stride 1."""
+    require_own_code(fn, "conv2d", forbidden=("conv2d", "convolution", "conv1d", "conv3d", "Conv2d"))
+    cases = [
+        _conv_case("one 8x8 image, one 3x3 filter, no padding", (1, 1, 8, 8), (1, 1, 3, 3), 0, 0),
+        _conv_case("padding 1 keeps 8x8 (DigitCNN's first layer, 4 filters)", (2, 1, 8, 8), (4, 1, 3, 3), 1, 1),
+        _conv_case("3 channels in, 5 out: sum over the input channels", (2, 3, 6, 6), (5, 3, 3, 3), 0, 2),
+        _conv_case("a 2x3 kernel on a 5x7 image (not square)", (1, 2, 5, 7), (3, 2, 2, 3), 0, 3),
+        _conv_case("a 1x1 kernel: a linear layer at every pixel", (3, 4, 4, 4), (2, 4, 1, 1), 0, 4),
+        _conv_case("the kernel as large as the image: one output pixel", (2, 2, 3, 3), (3, 2, 3, 3), 0, 5),
+        _conv_case("padding 2 on a 4x4 image", (1, 2, 4, 4), (2, 2, 3, 3), 2, 6),
+    ]
+    check_function(
+        "conv2d",
+        fn,
+        _reference_conv2d,
+        cases,
+        atol=1e-10,
+        rtol=1e-8,
+        hint="the output is (H + 2 padding - kH + 1) by (W + 2 padding - kW + 1); pad with zeros on all four "
+        "sides; PyTorch does not flip the kernel: out[b, o, i, j] sums weight[o, c, u, v] times the padded "
+        "x[b, c, i + u, j + v] over c, u and v, and adds bias[o] once",
+    )
+
+
 # ----------------------------------------------------------------------------- batch normalisation
 
 
@@ -392,6 +433,62 @@ def check_batch_norm_train(fn) -> None:
         hint="each channel gets its own mean and variance, taken over the batch and both image dimensions; "
         "look at which dims you reduce over, at the divisor of the variance (the biased one, over the "
         "number of values), at where eps is added, and at gamma and beta being applied per channel",
+    )
+
+
+# ----------------------------------------------------------------------------- confusion matrix
+
+
+def _reference_per_class_scores(y_true, y_pred, num_classes):
+    """course_lib.metrics: counts C[true, predicted], then precision and recall with 0/0 read as 0."""
+    from course_lib.metrics import confusion_matrix, precision_recall_f1
+
+    labels = list(range(num_classes))
+    scores = precision_recall_f1(y_true.numpy(), y_pred.numpy(), labels=labels)
+    cm = confusion_matrix(y_true.numpy(), y_pred.numpy(), labels=labels)
+    return cm, scores["precision"], scores["recall"]
+
+
+def _digit_predictions(n: int, seed: int, error_rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y_true = torch.randint(0, 10, (n,), generator=g)
+    wrong = torch.rand(n, generator=g) < error_rate
+    y_pred = torch.where(wrong, torch.randint(0, 10, (n,), generator=g), y_true)
+    return y_true, y_pred
+
+
+def check_per_class_scores(fn) -> None:
+    """``fn(y_true, y_pred, num_classes) -> (confusion (C, C), precision (C,), recall (C,))``.
+
+    ``confusion[i, j]`` counts the examples of true class i predicted as j; a ratio 0/0 is 0, as in
+    :func:`course_lib.metrics.precision_recall_f1` (scikit-learn's ``zero_division=0``).
+    """
+    require_own_code(
+        fn,
+        "per_class_scores",
+        forbidden=("confusion_matrix", "precision_recall_f1", "precision_recall_fscore_support"),
+    )
+    t = torch.tensor
+    cases = [
+        Case("6 examples, 3 classes", (t([0, 0, 1, 1, 2, 2]), t([0, 1, 1, 1, 0, 2]), 3)),
+        Case("every prediction right", (t([2, 0, 1, 2]), t([2, 0, 1, 2]), 3)),
+        Case("class 2 is never predicted: precision 0/0 counts as 0", (t([0, 1, 2, 2]), t([0, 1, 1, 0]), 3)),
+        Case("class 3 has no examples: recall 0/0 counts as 0", (t([0, 1, 2, 0]), t([0, 3, 2, 3]), 4)),
+        Case("5 classes, only 0 and 1 ever seen", (t([0, 1, 1]), t([1, 1, 0]), 5)),
+        Case("everything predicted as class 0", (t([0, 1, 2, 1, 0]), t([0, 0, 0, 0, 0]), 3)),
+        Case("179 digits, one in five wrong", (*_digit_predictions(179, 0, 0.2), 10)),
+    ]
+    check_function(
+        "per_class_scores",
+        lambda y_true, y_pred, c: tuple(fn(y_true, y_pred, c)),
+        _reference_per_class_scores,
+        cases,
+        atol=1e-12,
+        rtol=1e-9,
+        hint="rows are the true class and columns the prediction, and the matrix is num_classes by "
+        "num_classes even when a class never occurs; precision of class c divides the diagonal entry "
+        "by everything predicted as c (its column), recall by every true c (its row); where that total "
+        "is 0, the score is 0, not nan",
     )
 
 
