@@ -271,7 +271,9 @@ def per_class_scores(y_true, y_pred, num_classes):
 
 
 def per_class_scores_bincount(y_true, y_pred, num_classes):  # another right answer, vectorised
-    cm = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).view(num_classes, num_classes)
+    cm = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).view(
+        num_classes, num_classes
+    )
     hits = cm.diag().double()
     return cm, (hits / cm.sum(0)).nan_to_num(0.0), (hits / cm.sum(1)).nan_to_num(0.0)
 
@@ -302,7 +304,11 @@ def calls_the_course_metrics(y_true, y_pred, num_classes):
 
     labels = list(range(num_classes))
     s = metrics.precision_recall_f1(y_true.numpy(), y_pred.numpy(), labels=labels)
-    return metrics.confusion_matrix(y_true.numpy(), y_pred.numpy(), labels=labels), s["precision"], s["recall"]
+    return (
+        metrics.confusion_matrix(y_true.numpy(), y_pred.numpy(), labels=labels),
+        s["precision"],
+        s["recall"],
+    )
 
 
 @pytest.mark.parametrize("right", [per_class_scores, per_class_scores_bincount])

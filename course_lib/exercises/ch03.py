@@ -1,7 +1,10 @@
-"""Self-checks for chapter 3: gradients by hand, an AdamW step, the learning-rate schedule, LM batches.
+"""Self-checks for chapter 3: gradients by hand, finite differences, an AdamW step, the learning-rate
+schedule, dropout, a convolution, batch norm, a confusion matrix, LM batches (then BPE and a GPT).
 
-Each reference is an independent implementation: autograd for the gradients, ``torch.optim.AdamW`` for
-the optimizer step, :func:`course_lib.trainer.lr_at` for the schedule and
+Each reference is an independent implementation: autograd for the gradients,
+:func:`course_lib.training_basics.numerical_gradient` for finite differences, ``torch.optim.AdamW`` for
+the optimizer step, :func:`course_lib.trainer.lr_at` for the schedule, ``F.dropout``'s rule for dropout,
+``F.conv2d`` and ``F.batch_norm`` for the layers, :mod:`course_lib.metrics` for the confusion matrix and
 :func:`course_lib.lm_data.get_batch` for the batch sampler.
 """
 
@@ -96,7 +99,10 @@ def check_numerical_gradient(fn) -> None:
     rng = np.random.default_rng(8)
     cases = [
         Case("a quadratic in 4 numbers, eps 1e-6", (_fd_quadratic, rng.normal(size=4), 1e-6)),
-        Case("a curved function, eps 1e-3 (a one-sided difference is off here)", (_fd_wavy, rng.normal(size=6), 1e-3)),
+        Case(
+            "a curved function, eps 1e-3 (a one-sided difference is off here)",
+            (_fd_wavy, rng.normal(size=6), 1e-3),
+        ),
         Case("a (3, 4) array: the gradient keeps x's shape", (_fd_wavy, rng.normal(size=(3, 4)), 1e-4)),
         Case("the logistic loss, 5 weights and a bias", (_fd_logistic, rng.normal(size=6), 1e-5)),
         Case("one number", (_fd_wavy, np.array([0.3]), 1e-2)),
@@ -283,8 +289,8 @@ def _dropout_case(fn, where: str, x: torch.Tensor, p: float, training: bool, sha
     if (share_test or p == 1) and abs(share - (1 - p)) > 0.02:
         raise ExerciseFailure(
             f"{where}: {share:.3f} of the entries survive; with p = {p} it should be about {1 - p:.3f} "
-            f"(p is the probability of dropping an entry){' and none may be nan' if out.isnan().any() else ''}."
-            f"{hint}"
+            f"(p is the probability of dropping an entry)"
+            f"{'; none may be nan' if out.isnan().any() else ''}.{hint}"
         )
 
 
@@ -315,7 +321,8 @@ def check_dropout(fn) -> None:
     if not torch.equal(first, again) or torch.equal(first, other):
         raise ExerciseFailure(
             f"{where}: two generators with the same seed should give the same mask, and different seeds "
-            f"different masks; pass generator=generator to the function that draws them.\n  hint: {_DROPOUT_HINT}"
+            "different masks; pass generator=generator to the function that draws them."
+            f"\n  hint: {_DROPOUT_HINT}"
         )
     print(f"✓ dropout: all {n} cases pass")
 
@@ -359,7 +366,9 @@ def check_lm_batch(fn) -> None:
 # ----------------------------------------------------------------------------- a convolution
 
 
-def _conv_case(label: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], padding: int, seed: int) -> Case:
+def _conv_case(
+    label: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], padding: int, seed: int
+) -> Case:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(x_shape, generator=g, dtype=torch.float64)
     weight = torch.randn(w_shape, generator=g, dtype=torch.float64)
@@ -377,7 +386,9 @@ def check_conv2d(fn) -> None:
     require_own_code(fn, "conv2d", forbidden=("conv2d", "convolution", "conv1d", "conv3d", "Conv2d"))
     cases = [
         _conv_case("one 8x8 image, one 3x3 filter, no padding", (1, 1, 8, 8), (1, 1, 3, 3), 0, 0),
-        _conv_case("padding 1 keeps 8x8 (DigitCNN's first layer, 4 filters)", (2, 1, 8, 8), (4, 1, 3, 3), 1, 1),
+        _conv_case(
+            "padding 1 keeps 8x8 (DigitCNN's first layer, 4 filters)", (2, 1, 8, 8), (4, 1, 3, 3), 1, 1
+        ),
         _conv_case("3 channels in, 5 out: sum over the input channels", (2, 3, 6, 6), (5, 3, 3, 3), 0, 2),
         _conv_case("a 2x3 kernel on a 5x7 image (not square)", (1, 2, 5, 7), (3, 2, 2, 3), 0, 3),
         _conv_case("a 1x1 kernel: a linear layer at every pixel", (3, 4, 4, 4), (2, 4, 1, 1), 0, 4),
