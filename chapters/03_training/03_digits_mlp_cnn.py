@@ -26,7 +26,7 @@
 # 4. a fair comparison: the same number of parameters, the same optimiser, several seeds, and
 #    intervals that say how much 179 test images can tell apart;
 # 5. batch normalisation: what it computes, why it behaves differently in training and in
-#    evaluation, and what it changes here (with an exercise);
+#    evaluation, and what it changes here;
 # 6. evaluation: a confusion matrix, per-class precision and recall, and the images the models
 #    get wrong;
 # 7. a much larger dense network on the 3-versus-8 task of notebook 3.1, for a sense of proportion.
@@ -109,6 +109,33 @@ print(f"MLP: validation accuracy {mlp_history.val_accuracy[-1]:.3f}, test accura
 #
 # $$\text{out}_{o}(i, j) = b_o + \sum_{c} \sum_{u=0}^{2} \sum_{v=0}^{2} W_{o,c,u,v}\; x_c(i + u, j + v).$$
 #
+# The filter is not flipped (mathematicians would call this a cross-correlation; deep learning
+# calls it a convolution). Without padding a $k \times k$ filter fits $H - k + 1$ times down an image
+# of height $H$, so the image shrinks; **padding** with $p$ rows and columns of zeros on every side
+# gives room for $H + 2p - k + 1$ positions, and $p = 1$ keeps a 3x3 filter's output the size of its
+# input.
+#
+# ### Exercise 3.3a — a convolution
+# Write `conv2d(x, weight, bias, padding=0)` with stride 1: `x` is (B, C, H, W), `weight`
+# (O, C, kH, kW), `bias` (O,); return (B, O, H_out, W_out). Two ways work: loop over the kernel
+# offsets $(u, v)$, each adding a shifted slice of the padded input times the (O, C) matrix
+# `weight[:, :, u, v]`; or let `F.unfold` lay out every patch as a column and do one matrix
+# product. The check compares with `F.conv2d` on seven cases: several channels, a kernel that is
+# not square, a 1x1 kernel, a kernel as large as the image and two paddings.
+
+# %% tags=["exercise"]
+def conv2d(x, weight, bias, padding=0):
+    """2-D convolution as PyTorch computes it (kernel not flipped), stride 1, zero padding."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "raises-exception"]
+from course_lib.exercises.ch03 import check_conv2d
+
+check_conv2d(conv2d)
+
+# %% [markdown]
 # **Max pooling** then keeps the largest value of each 2x2 block, halving the image and making
 # the result a little insensitive to small shifts. `DigitCNN` stacks two rounds of
 # convolution, ReLU and pooling (8x8 → 4x4 → 2x2, with 32 then 64 channels), then dropout and one
@@ -242,7 +269,7 @@ print(f"chance of at least {wins} of {untied} untied seeds favouring the CNN if 
 # problem of notebook 3.2). The batch statistics add a little noise to every example's output,
 # which regularises a little.
 #
-# ### Exercise 3.5 — batch normalisation in training mode
+# ### Exercise 3.3b — batch normalisation in training mode
 # Write `batch_norm_train(x, gamma, beta, eps)` for images `x` of shape (B, C, H, W) and `gamma`,
 # `beta` of shape (C,). The check compares with PyTorch's `F.batch_norm` in training mode.
 
@@ -327,7 +354,30 @@ print(f"test accuracy, batch norm minus plain, seed by seed: {', '.join(f'{d:+.3
 # digit (row), what the model predicted (column); everything off the diagonal is a mistake. From
 # it come per-class **precision** (of the images called "8", the share that were 8s) and
 # **recall** (of the real 8s, the share that were found), and their harmonic mean, **F1**.
-# `course_lib.metrics` computes all of them from their definitions. First the MLP:
+#
+# ### Exercise 3.3c — a confusion matrix, precision and recall
+# Write `per_class_scores(y_true, y_pred, num_classes)` for integer tensors of labels and
+# predictions: return the (num_classes, num_classes) confusion matrix, rows the true class and
+# columns the prediction, and the per-class precision and recall read off it. A class that is never
+# predicted has no precision (0/0) and one with no examples no recall; report those as 0, as
+# scikit-learn does by default. The check compares with `course_lib.metrics` on seven cases,
+# including those empty classes and a class that never occurs at all.
+
+# %% tags=["exercise"]
+def per_class_scores(y_true, y_pred, num_classes):
+    """(confusion[true, predicted], precision per class, recall per class); 0/0 counts as 0."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "raises-exception"]
+from course_lib.exercises.ch03 import check_per_class_scores
+
+check_per_class_scores(per_class_scores)
+
+# %% [markdown]
+# `course_lib.metrics` computes the same numbers, and F1 with them; `classification_report` lays
+# them out per digit. First the MLP:
 
 # %%
 fig = plot_confusion_matrix(confusion_matrix(y_test, mlp_pred, labels=range(10)), [str(d) for d in range(10)],

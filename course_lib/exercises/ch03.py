@@ -1,7 +1,10 @@
-"""Self-checks for chapter 3: gradients by hand, an AdamW step, the learning-rate schedule, LM batches.
+"""Self-checks for chapter 3: gradients by hand, finite differences, an AdamW step, the learning-rate
+schedule, dropout, a convolution, batch norm, a confusion matrix, LM batches (then BPE and a GPT).
 
-Each reference is an independent implementation: autograd for the gradients, ``torch.optim.AdamW`` for
-the optimizer step, :func:`course_lib.trainer.lr_at` for the schedule and
+Each reference is an independent implementation: autograd for the gradients,
+:func:`course_lib.training_basics.numerical_gradient` for finite differences, ``torch.optim.AdamW`` for
+the optimizer step, :func:`course_lib.trainer.lr_at` for the schedule, ``F.dropout``'s rule for dropout,
+``F.conv2d`` and ``F.batch_norm`` for the layers, :mod:`course_lib.metrics` for the confusion matrix and
 :func:`course_lib.lm_data.get_batch` for the batch sampler.
 """
 
@@ -57,6 +60,63 @@ def check_logistic_gradient(fn) -> None:
         rtol=1e-8,
         hint="with p = sigmoid(X @ w + b): grad_w = X.T @ (p - y) / N and grad_b = mean(p - y); "
         "return grad_b as a float",
+    )
+
+
+# ----------------------------------------------------------------------------- finite differences
+
+
+def _fd_quadratic(x: np.ndarray) -> float:
+    return float(0.5 * x @ _FD_A @ x)
+
+
+def _fd_wavy(x: np.ndarray) -> float:  # curved in every direction: a one-sided difference is off by ~eps
+    return float(np.sum(np.sin(3 * x) * _FD_W[: x.size].reshape(x.shape)) + np.sum(x**3) / 3)
+
+
+def _fd_logistic(v: np.ndarray) -> float:
+    X, y = _FD_XY
+    z = X @ v[:-1] + v[-1]
+    return float(np.mean(np.logaddexp(0, z) - y * z))
+
+
+_fd_rng = np.random.default_rng(7)
+_FD_A = _fd_rng.normal(size=(4, 4))
+_FD_A = _FD_A @ _FD_A.T
+_FD_W = _fd_rng.normal(size=12)
+_FD_XY = (_fd_rng.normal(size=(20, 5)), _fd_rng.integers(0, 2, size=20).astype(np.float64))
+
+
+def _reference_numerical_gradient(f, x: np.ndarray, eps: float) -> np.ndarray:
+    from course_lib.training_basics import numerical_gradient
+
+    return numerical_gradient(f, x, eps)
+
+
+def check_numerical_gradient(fn) -> None:
+    """``fn(f, x, eps) -> grad``: central differences of ``f`` at ``x``, one entry at a time, x's shape."""
+    require_own_code(fn, "numerical_gradient")
+    rng = np.random.default_rng(8)
+    cases = [
+        Case("a quadratic in 4 numbers, eps 1e-6", (_fd_quadratic, rng.normal(size=4), 1e-6)),
+        Case(
+            "a curved function, eps 1e-3 (a one-sided difference is off here)",
+            (_fd_wavy, rng.normal(size=6), 1e-3),
+        ),
+        Case("a (3, 4) array: the gradient keeps x's shape", (_fd_wavy, rng.normal(size=(3, 4)), 1e-4)),
+        Case("the logistic loss, 5 weights and a bias", (_fd_logistic, rng.normal(size=6), 1e-5)),
+        Case("one number", (_fd_wavy, np.array([0.3]), 1e-2)),
+    ]
+    check_function(
+        "numerical_gradient",
+        fn,
+        _reference_numerical_gradient,
+        cases,
+        atol=1e-9,
+        rtol=1e-7,
+        hint="for each entry i: evaluate f with only x[i] raised by eps, then with only x[i] lowered by eps "
+        "(every other entry unchanged, x[i] put back afterwards), and divide the difference of the two "
+        "values by the distance between the two points, 2 eps; return an array of x's shape",
     )
 
 
@@ -179,6 +239,94 @@ def check_warmup_cosine_lr(fn) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- inverted dropout
+
+_DROPOUT_HINT = (
+    "draw one uniform number per entry with the generator passed in; an entry is dropped (set to 0) "
+    "with probability p and kept otherwise; divide the kept entries by 1 - p so that the expected "
+    "value of each entry stays x; when training is False return x untouched"
+)
+
+
+def _dropout_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) + 3.0 * torch.sign(torch.randn(shape, generator=g))  # never 0
+
+
+def _run_dropout(fn, where: str, x: torch.Tensor, p: float, training: bool, seed: int = 0) -> torch.Tensor:
+    try:
+        out = fn(x.clone(), p, training, torch.Generator().manual_seed(seed))
+    except NotImplementedError:
+        raise ExerciseFailure(f"dropout is not written yet. Hint: {_DROPOUT_HINT}") from None
+    except Exception as err:
+        raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ExerciseFailure(f"{where}: return a tensor of x's shape {tuple(x.shape)}, got {got}")
+    return out
+
+
+def _dropout_case(fn, where: str, x: torch.Tensor, p: float, training: bool, share_test: bool) -> None:
+    """In eval mode (or p = 0) x itself; in training mode each entry 0 or x / (1 - p), a share 1 - p kept."""
+    out = _run_dropout(fn, where, x, p, training)
+    hint = f"\n  hint: {_DROPOUT_HINT}"
+    if not training or p == 0.0:
+        reference = F.dropout(x, p, training=False)  # PyTorch: dropout off is the identity
+        if not torch.equal(out, reference):
+            raise ExerciseFailure(
+                f"{where}: with dropout off (eval mode, or p = 0) the output must be x unchanged; "
+                f"{int((out != reference).sum())} of {x.numel()} entries differ.{hint}"
+            )
+        return
+    kept = out != 0
+    if p < 1 and not torch.allclose(out[kept], x[kept] / (1 - p), rtol=1e-5, atol=1e-6):
+        ratio = (out[kept] / x[kept]).nanmedian().item()
+        raise ExerciseFailure(
+            f"{where}: a kept entry should be x / (1 - p) = x * {1 / (1 - p):.4g}; yours are x * {ratio:.4g} "
+            f"(the median ratio).{hint}"
+        )
+    share = kept.double().mean().item()
+    if (share_test or p == 1) and abs(share - (1 - p)) > 0.02:
+        raise ExerciseFailure(
+            f"{where}: {share:.3f} of the entries survive; with p = {p} it should be about {1 - p:.3f} "
+            f"(p is the probability of dropping an entry)"
+            f"{'; none may be nan' if out.isnan().any() else ''}.{hint}"
+        )
+
+
+def check_dropout(fn) -> None:
+    """``fn(x, p, training, generator) -> y``: inverted dropout, the rule ``F.dropout`` follows.
+
+    In training mode each entry is zeroed with probability ``p`` (random numbers from ``generator``) and
+    the survivors are divided by ``1 - p``; in evaluation mode, or with ``p = 0``, x comes back unchanged.
+    The masks are random, so training mode is checked by its rule: every entry 0 or x / (1 - p), and the
+    share kept within 0.02 of 1 - p on 20,000 entries (over 5 standard deviations at p = 0.5).
+    """
+    require_own_code(fn, "dropout", forbidden=("dropout", "Dropout", "dropout_", "feature_dropout"))
+    x = _dropout_input((200, 100), 0)
+    cases = [
+        ("training, p = 0.5", x, 0.5, True, True),
+        ("training, p = 0.2 (p is the chance to drop, not to keep)", x, 0.2, True, True),
+        ("training, p = 0.9", x, 0.9, True, True),
+        ("evaluation mode, p = 0.5: nothing dropped, nothing scaled", x, 0.5, False, True),
+        ("training, p = 0: the identity", x, 0.0, True, True),
+        ("training, p = 1: every entry dropped, no nan", x[:10], 1.0, True, True),
+        ("a (4, 3, 5) batch of activations, p = 0.3", _dropout_input((4, 3, 5), 1), 0.3, True, False),
+    ]
+    n = len(cases) + 1
+    for i, (label, xs, p, training, share_test) in enumerate(cases, 1):
+        _dropout_case(fn, f"dropout, case {i} of {n} ({label})", xs, p, training, share_test)
+    where = f"dropout, case {n} of {n} (the random numbers come from the generator passed in)"
+    first, again, other = (_run_dropout(fn, where, x, 0.5, True, seed) for seed in (1, 1, 2))
+    if not torch.equal(first, again) or torch.equal(first, other):
+        raise ExerciseFailure(
+            f"{where}: two generators with the same seed should give the same mask, and different seeds "
+            "different masks; pass generator=generator to the function that draws them."
+            f"\n  hint: {_DROPOUT_HINT}"
+        )
+    print(f"✓ dropout: all {n} cases pass")
+
+
 # ----------------------------------------------------------------------------- the LM batch sampler
 
 
@@ -212,6 +360,51 @@ def check_lm_batch(fn) -> None:
         hint="draw all the start positions with one torch.randint call as the exercise text says (same "
         "bound, same shape, the generator passed in); each x row is block_size tokens from a start, its "
         "y row the same span moved one token to the right; stack the rows into int64 tensors",
+    )
+
+
+# ----------------------------------------------------------------------------- a convolution
+
+
+def _conv_case(
+    label: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], padding: int, seed: int
+) -> Case:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=g, dtype=torch.float64)
+    weight = torch.randn(w_shape, generator=g, dtype=torch.float64)
+    bias = torch.randn(w_shape[0], generator=g, dtype=torch.float64)
+    return Case(label, (x, weight, bias, padding))
+
+
+def _reference_conv2d(x, weight, bias, padding):
+    """PyTorch's convolution (a cross-correlation: the kernel is not flipped), stride 1."""
+    return F.conv2d(x, weight, bias, padding=padding)
+
+
+def check_conv2d(fn) -> None:
+    """``fn(x (B, C, H, W), weight (O, C, kH, kW), bias (O,), padding) -> (B, O, H_out, W_out)``, stride 1."""
+    require_own_code(fn, "conv2d", forbidden=("conv2d", "convolution", "conv1d", "conv3d", "Conv2d"))
+    cases = [
+        _conv_case("one 8x8 image, one 3x3 filter, no padding", (1, 1, 8, 8), (1, 1, 3, 3), 0, 0),
+        _conv_case(
+            "padding 1 keeps 8x8 (DigitCNN's first layer, 4 filters)", (2, 1, 8, 8), (4, 1, 3, 3), 1, 1
+        ),
+        _conv_case("3 channels in, 5 out: sum over the input channels", (2, 3, 6, 6), (5, 3, 3, 3), 0, 2),
+        _conv_case("a 2x3 kernel on a 5x7 image (not square)", (1, 2, 5, 7), (3, 2, 2, 3), 0, 3),
+        _conv_case("a 1x1 kernel: a linear layer at every pixel", (3, 4, 4, 4), (2, 4, 1, 1), 0, 4),
+        _conv_case("the kernel as large as the image: one output pixel", (2, 2, 3, 3), (3, 2, 3, 3), 0, 5),
+        _conv_case("padding 2 on a 4x4 image", (1, 2, 4, 4), (2, 2, 3, 3), 2, 6),
+    ]
+    check_function(
+        "conv2d",
+        fn,
+        _reference_conv2d,
+        cases,
+        atol=1e-10,
+        rtol=1e-8,
+        hint="the output is (H + 2 padding - kH + 1) by (W + 2 padding - kW + 1); pad with zeros on all four "
+        "sides; PyTorch does not flip the kernel: out[b, o, i, j] sums weight[o, c, u, v] times the padded "
+        "x[b, c, i + u, j + v] over c, u and v, and adds bias[o] once",
     )
 
 
@@ -251,6 +444,62 @@ def check_batch_norm_train(fn) -> None:
         hint="each channel gets its own mean and variance, taken over the batch and both image dimensions; "
         "look at which dims you reduce over, at the divisor of the variance (the biased one, over the "
         "number of values), at where eps is added, and at gamma and beta being applied per channel",
+    )
+
+
+# ----------------------------------------------------------------------------- confusion matrix
+
+
+def _reference_per_class_scores(y_true, y_pred, num_classes):
+    """course_lib.metrics: counts C[true, predicted], then precision and recall with 0/0 read as 0."""
+    from course_lib.metrics import confusion_matrix, precision_recall_f1
+
+    labels = list(range(num_classes))
+    scores = precision_recall_f1(y_true.numpy(), y_pred.numpy(), labels=labels)
+    cm = confusion_matrix(y_true.numpy(), y_pred.numpy(), labels=labels)
+    return cm, scores["precision"], scores["recall"]
+
+
+def _digit_predictions(n: int, seed: int, error_rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y_true = torch.randint(0, 10, (n,), generator=g)
+    wrong = torch.rand(n, generator=g) < error_rate
+    y_pred = torch.where(wrong, torch.randint(0, 10, (n,), generator=g), y_true)
+    return y_true, y_pred
+
+
+def check_per_class_scores(fn) -> None:
+    """``fn(y_true, y_pred, num_classes) -> (confusion (C, C), precision (C,), recall (C,))``.
+
+    ``confusion[i, j]`` counts the examples of true class i predicted as j; a ratio 0/0 is 0, as in
+    :func:`course_lib.metrics.precision_recall_f1` (scikit-learn's ``zero_division=0``).
+    """
+    require_own_code(
+        fn,
+        "per_class_scores",
+        forbidden=("confusion_matrix", "precision_recall_f1", "precision_recall_fscore_support"),
+    )
+    t = torch.tensor
+    cases = [
+        Case("6 examples, 3 classes", (t([0, 0, 1, 1, 2, 2]), t([0, 1, 1, 1, 0, 2]), 3)),
+        Case("every prediction right", (t([2, 0, 1, 2]), t([2, 0, 1, 2]), 3)),
+        Case("class 2 is never predicted: precision 0/0 counts as 0", (t([0, 1, 2, 2]), t([0, 1, 1, 0]), 3)),
+        Case("class 3 has no examples: recall 0/0 counts as 0", (t([0, 1, 2, 0]), t([0, 3, 2, 3]), 4)),
+        Case("5 classes, only 0 and 1 ever seen", (t([0, 1, 1]), t([1, 1, 0]), 5)),
+        Case("everything predicted as class 0", (t([0, 1, 2, 1, 0]), t([0, 0, 0, 0, 0]), 3)),
+        Case("179 digits, one in five wrong", (*_digit_predictions(179, 0, 0.2), 10)),
+    ]
+    check_function(
+        "per_class_scores",
+        lambda y_true, y_pred, c: tuple(fn(y_true, y_pred, c)),
+        _reference_per_class_scores,
+        cases,
+        atol=1e-12,
+        rtol=1e-9,
+        hint="rows are the true class and columns the prediction, and the matrix is num_classes by "
+        "num_classes even when a class never occurs; precision of class c divides the diagonal entry "
+        "by everything predicted as c (its column), recall by every true c (its row); where that total "
+        "is 0, the score is 0, not nan",
     )
 
 

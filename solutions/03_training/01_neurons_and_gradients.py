@@ -146,7 +146,7 @@ assert abs(loss0 - np.log(2)) < 1e-12
 #
 # Each example pulls the weights towards its own input, harder the more wrong the model is about it.
 #
-# ### Exercise 3.1 — the gradient of logistic regression
+# ### Exercise 3.1a — the gradient of logistic regression
 # Write `logistic_gradient(X, y, w, b)` in NumPy: `X` is (N, D), `y` (N,) of 0/1, `w` (D,), `b` a
 # float. Return `(grad_w, grad_b)` with `grad_b` a float. The check compares it with PyTorch's
 # autograd on five cases, including a single example and logits far from zero.
@@ -178,8 +178,39 @@ check_logistic_gradient(logistic_gradient)
 # - **automatic differentiation**: PyTorch records every operation of the forward pass and applies
 #   the chain rule backwards for us. This is how every network in the course gets its gradients.
 #
+# ### Exercise 3.1b — finite differences
+# Write `numerical_gradient(f, x, eps)`: `f` takes a NumPy array shaped like `x` and returns a
+# float; return the array of central differences, one entry of `x` nudged at a time, with the
+# shape of `x`. Leave the caller's `x` as it was. The check compares with `course_lib`'s version on
+# five cases, including a curved function with a large `eps`, where a one-sided difference
+# $\big(L(w + \varepsilon e_j) - L(w)\big) / \varepsilon$ is visibly off, and a 2-D `x`.
+
+# %% tags=["exercise"]
+def numerical_gradient(f, x, eps=1e-6):
+    """Central differences (f(x + eps e_i) - f(x - eps e_i)) / (2 eps) for every entry i of x."""
+    ### BEGIN SOLUTION
+    x = np.array(x, dtype=np.float64)  # a copy: nudging it leaves the caller's array alone
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):  # every index of an array of any shape
+        saved = x[i]
+        x[i] = saved + eps
+        f_plus = f(x)
+        x[i] = saved - eps
+        f_minus = f(x)
+        x[i] = saved
+        grad[i] = (f_plus - f_minus) / (2 * eps)
+    return grad
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+from course_lib.exercises.ch03 import check_numerical_gradient
+
+check_numerical_gradient(numerical_gradient)
+
+# %% [markdown]
 # We compare all three at a random point (from here on the notebook uses `course_lib`'s
-# `logistic_gradient`, the same formula).
+# `logistic_gradient` and `numerical_gradient`, the same formulas as your answers).
 
 # %% tags=["nbval-check-output"]
 rng = np.random.default_rng(0)
@@ -307,7 +338,7 @@ assert gap < 1e-10
 # Every layer needs only the gradient arriving from above and what it stored on the way forward.
 # That is why training keeps the forward pass's activations in memory (chapter 1 counted them).
 #
-# ### Exercise 3.2 — a backward pass
+# ### Exercise 3.1c — a backward pass
 # Write `two_layer_backward(x, y, W1, b1, W2, b2)` with torch tensors (no `.backward()`!):
 # `x` (B, D), integer labels `y` (B,), `W1` (D, H), `b1` (H,), `W2` (H, C), `b2` (C,). Return
 # `(dW1, db1, dW2, db2)`. The check compares with autograd.

@@ -104,7 +104,7 @@ for name, gap in [("SGD + momentum", gap_sgd), ("RMSprop", gap_rms), ("AdamW", g
 assert max(gap_sgd, gap_rms, gap_adamw) < 1e-12
 
 # %% [markdown]
-# ### Exercise 3.3 — one AdamW step
+# ### Exercise 3.2a — one AdamW step
 # Write `adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay)` returning the new
 # `(param, m, v)`, with `step` counting from 1. Follow the table: decay the weights first, update
 # the two running means, correct their bias, then step. The check compares it with
@@ -261,7 +261,7 @@ for name, curve in lr_runs.items():
 # \eta_{\min} & t > S
 # \end{cases}$$
 #
-# ### Exercise 3.4 — the warmup-cosine schedule
+# ### Exercise 3.2b — the warmup-cosine schedule
 # Write `warmup_cosine_lr(step, max_steps, warmup_steps, lr, min_lr)` from the formula. If
 # `max_steps == warmup_steps`, treat the cosine part as having length 1 (divide by
 # `max(1, max_steps - warmup_steps)`). The check compares it with `lr_at` at 14 steps, across the
@@ -461,6 +461,37 @@ print(f"training images: {len(x_few)}; parameters: {sum(p.numel() for p in MLP(w
 # the batch and regularises a little as a side effect, appears in the CNN of notebook 3.3; *data
 # augmentation*, making new training examples by shifting or distorting old ones, is the other
 # classic.)
+#
+# ### Exercise 3.2c — inverted dropout
+# Dropout has one subtlety: at evaluation time every unit is on, so the next layer would receive
+# larger inputs than it saw in training. PyTorch's dropout (*inverted* dropout) fixes that during
+# training: it divides the surviving units by $1 - p$, so each unit's expected value is the same
+# in both modes, and evaluation needs no change at all. Write `dropout(x, p, training, generator)`:
+# in training mode drop each entry with probability `p`, drawing the random numbers with
+# `generator`, and scale the survivors; otherwise return `x` unchanged. Masks are random, so the
+# check tests the rule on 20,000 entries: each output is 0 or $x / (1 - p)$, the share kept is
+# within 0.02 of $1 - p$, evaluation mode and $p = 0$ are the identity, $p = 1$ gives zeros, and
+# the same seed gives the same mask.
+
+# %% tags=["exercise"]
+def dropout(x, p, training, generator=None):
+    """Inverted dropout: zero each entry with probability p and divide the rest by 1 - p (training only)."""
+    ### BEGIN SOLUTION
+    if not training or p == 0:
+        return x
+    keep = torch.rand(x.shape, generator=generator) >= p  # True with probability 1 - p
+    return torch.where(keep, x / (1 - p), torch.zeros_like(x))  # p = 1: keep is all False, no nan
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+from course_lib.exercises.ch03 import check_dropout
+
+check_dropout(dropout)
+
+# %% [markdown]
+# Inside `MLP(..., dropout=0.5)` the same rule is PyTorch's `nn.Dropout`, which `model.train()` and
+# `model.eval()` switch on and off. The three runs:
 
 # %%
 reg_epochs = pick(fast=30, full=200)
