@@ -310,6 +310,7 @@ print(f"MLP, weight-only int8: {model_size_bytes(weight_only) / 1e6:.3f} MB (fp3
       f"test accuracy {digit_accuracy(weight_only):.3f}, "
       f"{measure_latency(weight_only, x_test[:64], repeats=pick(fast=2, full=20)) * 1e3:.2f} ms per batch of 64")
 
+
 # %% [markdown]
 # ## 5.4.3 Knowledge distillation
 #
