@@ -22,7 +22,8 @@
 #
 # 1. **quantization** stores weights (and computes) in 8-bit integers instead of 32-bit floats,
 #    first by hand (an exercise), then with PyTorch on four of the course's models;
-# 2. **knowledge distillation** trains a small *student* model to imitate a large *teacher*;
+# 2. **knowledge distillation** trains a small *student* model to imitate a large *teacher* (an
+#    exercise: its loss);
 # 3. **pruning** sets the least important weights to zero (an exercise), or removes whole neurons.
 #
 # Every table reports size, speed and the accuracy change, because a compression that costs too
@@ -306,6 +307,7 @@ print(f"MLP, weight-only int8: {model_size_bytes(weight_only) / 1e6:.3f} MB (fp3
       f"test accuracy {digit_accuracy(weight_only):.3f}, "
       f"{measure_latency(weight_only, x_test[:64], repeats=pick(fast=2, full=20)) * 1e3:.2f} ms per batch of 64")
 
+
 # %% [markdown]
 # ## 5.4.3 Knowledge distillation
 #
@@ -318,7 +320,29 @@ print(f"MLP, weight-only int8: {model_size_bytes(weight_only) / 1e6:.3f} MB (fp3
 # $$\mathcal{L} = \alpha\, T^2\, \mathrm{KL}\!\left(p^{\text{teacher}}_T \,\middle\|\, p^{\text{student}}_T\right) + (1 - \alpha)\, \mathrm{CE}(\text{student}, y), \qquad p_T = \operatorname{softmax}(z / T).$$
 #
 # (`compress.distillation_loss`; the $T^2$ keeps the soft term's gradients on the scale of the hard
-# one.) The teacher is the MLP above. The students are MLPs with one hidden layer of $w$ neurons,
+# one.)
+#
+# ### Exercise 5.5 — the distillation loss
+# Write `distillation_loss(student_logits, teacher_logits, labels, T, alpha)` for logits of shape
+# (B, C) and class ids `labels` of shape (B,). The KL term is summed over the C classes and averaged
+# over the B examples; the cross-entropy uses the student's logits as they are, without $T$. You may
+# use `torch.nn.functional` (`log_softmax`, `softmax`, `cross_entropy`, `kl_div`). The check compares
+# with `course_lib.compress.distillation_loss` on six cases, to 1e-5.
+
+# %% tags=["exercise"]
+def distillation_loss(student_logits, teacher_logits, labels, T, alpha):
+    """alpha * T^2 * KL(p_teacher || p_student) + (1 - alpha) * CE(student, labels), p = softmax(logits / T)."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch05_deploy import check_distillation_loss
+
+check_distillation_loss(distillation_loss)
+
+# %% [markdown]
+# The teacher is the MLP above. The students are MLPs with one hidden layer of $w$ neurons,
 # each trained twice from the same initial weights and with the same batches: with the labels only,
 # and with distillation ($T = 2$, $\alpha = 0.5$). The accuracies are averaged over several seeds.
 
@@ -423,7 +447,7 @@ format_table([
 # fraction $s$ (the *sparsity*) of weights with the smallest $|w|$ to exactly zero and keeps a
 # **mask** so they stay zero if training continues.
 #
-# ### Exercise 5.5 — a pruning mask
+# ### Exercise 5.6 — a pruning mask
 # Write `magnitude_mask(w, sparsity)`: a bool tensor of the shape of `w`, `False` at the
 # `round(sparsity * w.numel())` entries of smallest absolute value, `True` elsewhere. The check
 # compares with `course_lib.compress.magnitude_prune` applied to one layer.

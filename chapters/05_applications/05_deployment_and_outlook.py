@@ -21,10 +21,10 @@
 # classifiers of notebook 5.2 through the usual steps:
 #
 # 1. save a model as a self-describing folder and load it back for inference, safely;
-# 2. call it from the command line;
+# 2. call it from the command line, preparing a picture as the training images were (an exercise);
 # 3. export the computation graph so it runs without the Python class (`torch.export`, ONNX);
 # 4. batch texts of different lengths (an exercise: padding), and measure batched inference:
-#    latency and throughput;
+#    latency and throughput; group requests as a server does (an exercise: dynamic batching);
 # 5. what a serving setup adds around the model.
 #
 # It closes the course with a short look at where large models are heading.
@@ -138,7 +138,32 @@ print(result.stdout)
 # %% [markdown]
 # An image model reads image files the same way (`deploy.read_images`): a picture is turned grey,
 # shrunk to the digits' 8 x 8 pixels and, when the ink is dark on a light page, inverted so that ink
-# is bright, as in `load_digits`. Two test digits saved as ordinary PNG files, dark on white, go to
+# is bright, as in `load_digits`. A deployed model must receive its inputs prepared exactly as its
+# training inputs were: it cannot tell that a picture was scaled or inverted differently, and it
+# answers anyway.
+#
+# ### Exercise 5.7 — a picture as the model's input
+# Write `to_digit(page)`. `page` is a grey picture as a uint8 NumPy array of shape (H, W), 0 = black
+# and 255 = white, with H and W multiples of 8. Return the float32 torch tensor of shape (8, 8) that
+# the digit models read: each pixel the mean of one (H/8) x (W/8) block of the page, scaled to
+# [0, 1]; if the result's mean is above one half (dark ink on a light page), return 1 minus it, so
+# that ink is 1. The check compares with `course_lib.deploy.read_images` on a PNG file of the page,
+# to one grey level (1/255: PIL rounds each block to a whole grey level).
+
+# %% tags=["exercise"]
+def to_digit(page):
+    """A uint8 grey page (H, W), 255 = white -> (8, 8) float32 tensor in [0, 1], 1 = ink."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch05_deploy import check_to_digit
+
+check_to_digit(to_digit)
+
+# %% [markdown]
+# Two test digits saved as ordinary PNG files, dark on white, go to
 # the digit CNN's folder from 5.5.1:
 
 # %%
@@ -278,7 +303,7 @@ if onnx_available():
 # A batch is padded to its longest text, and an **attention mask** tells the model which positions
 # are real tokens (`deploy.encode_texts` does this for the bundles).
 #
-# ### Exercise 5.6 — a batch of texts
+# ### Exercise 5.8 — a batch of texts
 # Write `pad_batch(id_lists, pad_id)`: `id_lists` is a list of token-id lists of different lengths.
 # Return `(input_ids, attention_mask)`, two `torch.long` tensors of shape (B, T) with T the length
 # of the longest list: each row holds its tokens first, then `pad_id` up to T; the mask is 1 on real
@@ -356,6 +381,31 @@ display(Markdown(
 # Servers use **dynamic batching**: they collect the requests that arrive within a few milliseconds
 # and run them together, trading a small, bounded wait for much higher throughput.
 #
+# ### Exercise 5.9 — dynamic batching
+# Write `dynamic_batches(arrivals, max_batch, max_wait)`. `arrivals` lists the arrival times of
+# requests in milliseconds, in increasing order. A batch opens when a request arrives and no batch
+# is open; it closes, and goes to the model, as soon as it holds `max_batch` requests or `max_wait`
+# ms after it opened (a request arriving exactly then still joins). Return the batches as lists of
+# the requests' indices, e.g. `[[0, 1, 2], [3]]`. The check runs eight cases, among them 40
+# requests at random times, against the rule written out in `course_lib.exercises.ch05_deploy`.
+
+# %% tags=["exercise"]
+def dynamic_batches(arrivals, max_batch, max_wait):
+    """Arrival times (ms, ascending) -> batches of request indices, each closed when full or max_wait after it opened."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch05_deploy import check_dynamic_batches
+
+check_dynamic_batches(dynamic_batches)
+
+# %% [markdown]
+# The two settings pull against each other: a longer `max_wait` fills batches (throughput) and makes
+# the first request of each batch wait longer (latency); `max_batch` caps the wait under heavy load,
+# when batches fill before the time is up.
+#
 # ## 5.5.5 Around the model
 #
 # A deployed model is a small part of a deployed system. Common pieces:
@@ -411,5 +461,8 @@ display(Markdown(
 #   predictor, the `torch.export` graph and the ONNX file all gave the original's outputs.
 # - Batching raises throughput at the cost of latency; how much depends on how much arithmetic each
 #   item needs, so it has to be measured for each model and machine. Texts of different lengths are
-#   padded to a rectangle, with a mask for the real tokens (the exercise).
+#   padded to a rectangle, with a mask for the real tokens (an exercise); a server forms batches from
+#   requests as they arrive, within a bounded wait (another).
+# - A deployed model must be fed inputs prepared exactly as its training inputs were (the exercise
+#   on pictures).
 # - Serving adds versioning, monitoring and access control around the model.
