@@ -190,7 +190,7 @@ def _reference_full_batch(seed: int, x: torch.Tensor, y: torch.Tensor, micro_bat
 
 
 def check_accumulated_gradients(fn) -> None:
-    """``fn(model, x, y, micro_batch_size) -> [p.grad for p in model.parameters()]`` for the whole batch."""
+    """``fn(model, x, y, micro_batch_size) -> the gradient of every parameter``, for the whole batch."""
 
     def learner(seed, x, y, micro_batch_size):
         model = _tiny_gpt(seed)
