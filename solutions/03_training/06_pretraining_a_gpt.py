@@ -141,6 +141,7 @@ print(f"{'model':<22} {'val loss (nats/token)':>22} {'perplexity':>11}")
 for name, loss in baselines.items():
     print(f"{name:<22} {loss:>22.3f} {perplexity(loss):>11.1f}")
 
+
 # %% [markdown]
 # ### Exercise 3.6a — the bigram baseline by counting
 # Write `bigram_nll(train_ids, val_ids, vocab_size, k)`: fit the add-$k$ bigram model on the
@@ -286,6 +287,7 @@ print(f"{train_config.max_steps} steps x {tokens_per_step:,} tokens per step = "
 print(f"learning rate: warmup over {train_config.warmup_steps} steps to {train_config.lr:g}, "
       f"cosine down to {train_config.min_lr:g}; weight decay {train_config.weight_decay}; "
       f"gradient clipping at norm {train_config.grad_clip}")
+
 
 # %% [markdown]
 # The gradient clipping works on the whole gradient at once. Its **total norm** is one number for

@@ -87,6 +87,7 @@ for dtype in (torch.float32, torch.float16, torch.bfloat16):
     info = torch.finfo(dtype)
     print(f"{str(dtype):<15} {info.bits:>4} {info.max:>12.3g} {info.tiny:>16.3g} {info.eps:>13.3g}")
 
+
 # %% [markdown]
 # bfloat16 is float32 cut short: the same sign bit and 8 exponent bits, and the first 7 of the 23
 # mantissa bits. Converting a float32 to bfloat16 therefore keeps its top 16 bits, after rounding to
@@ -215,6 +216,7 @@ def accumulated_gradients(model, x, y, micro_batch_size):
 from course_lib.exercises.ch03_pretraining import check_accumulated_gradients
 
 check_accumulated_gradients(accumulated_gradients)
+
 
 # %% [markdown]
 # The `Trainer` does this with `grad_accum_steps`: the global batch is
@@ -488,6 +490,7 @@ print(f"lowest final loss at this budget: width {best_width} ({scaling[best_widt
 print(f"Chinchilla's compute-optimal size for this budget: {n_opt:,.0f} parameters")
 print(f"power law fitted to the frontier: loss = {a:.2f} x C^{b:.3f} over {len(frontier)} points "
       f"(Kaplan et al. report an exponent of about -0.05 for compute, over many orders of magnitude)")
+
 
 # %% [markdown]
 # ### Exercise 3.7c — fitting a power law
