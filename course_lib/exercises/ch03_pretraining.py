@@ -62,9 +62,9 @@ def check_bigram_nll(fn) -> None:
         cases,
         atol=1e-9,
         rtol=1e-9,
-        hint="count(a, b) over the adjacent pairs of the training stream and count(a) as the first token of "
-        "a pair; the denominator adds k once per vocabulary entry; score each validation token from the second "
-        "one on, given the token before it, with natural logarithms, and average",
+        hint="count(a, b) over the adjacent pairs of the training stream and count(a) as the first token "
+        "of a pair; the denominator adds k once per vocabulary entry; score each validation token from the "
+        "second one on, given the token before it, with natural logarithms, and average",
     )
 
 
