@@ -22,14 +22,16 @@
 # act as one. The course's `Trainer` handles each of them with one setting. This notebook opens them
 # one by one on a tiny GPT, small enough that every cell runs in seconds:
 #
-# 1. **mixed precision**: compute in 16-bit numbers where it is safe (`amp`);
-# 2. **gradient accumulation**: a large batch in several small pieces (`grad_accum_steps`);
+# 1. **mixed precision**: compute in 16-bit numbers where it is safe (`amp`), and round a float
+#    to bfloat16 by hand (an exercise);
+# 2. **gradient accumulation**: a large batch in several small pieces (`grad_accum_steps`), also
+#    with a smaller last piece (an exercise);
 # 3. **checkpoint and resume**: stop anywhere, continue exactly (`resume=True`);
 # 4. **`torch.compile`**: fuse the model's operations into faster kernels (`compile`);
 # 5. **distributed data parallel**: one model trained by several processes (`torchrun`), checked:
 #    the processes' gradients are averaged and their weights stay identical;
 # 6. **a small scaling experiment**: four model sizes on the same data, loss against parameters and
-#    against compute, a fitted power law, and the Chinchilla rule next to it.
+#    against compute, a fitted power law (an exercise), and the Chinchilla rule next to it.
 
 # %% tags=["imports"]
 import contextlib
@@ -84,6 +86,33 @@ print(f"{'dtype':<15} {'bits':>4} {'largest':>12} {'smallest normal':>16} {'spac
 for dtype in (torch.float32, torch.float16, torch.bfloat16):
     info = torch.finfo(dtype)
     print(f"{str(dtype):<15} {info.bits:>4} {info.max:>12.3g} {info.tiny:>16.3g} {info.eps:>13.3g}")
+
+
+# %% [markdown]
+# bfloat16 is float32 cut short: the same sign bit and 8 exponent bits, and the first 7 of the 23
+# mantissa bits. Converting a float32 to bfloat16 therefore keeps its top 16 bits, after rounding to
+# the nearest bfloat16 number; a value exactly half-way between two of them goes to the one whose
+# last kept bit is 0 ("ties to even", so that rounding errors do not pile up in one direction).
+#
+# ### Exercise 3.7a — round to bfloat16 by hand
+# Write `round_to_bfloat16(x)` for a float32 tensor: return a float32 tensor of the same shape
+# holding each value rounded to the nearest bfloat16 number. Work on the bits: `x.view(torch.int32)`
+# reads the same 32 bits as an integer (no conversion), integer `+`, `&` and `>>` work on it, and
+# `.view(torch.float32)` reads the bits back as a float. The check compares with PyTorch's own
+# cast, `x.to(torch.bfloat16).float()` (which your answer may not call), bit for bit, exact ties
+# included.
+
+# %% tags=["exercise"]
+def round_to_bfloat16(x):
+    """Each float32 value of x rounded to the nearest bfloat16 (ties to even), returned as float32."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "raises-exception"]
+from course_lib.exercises.ch03_pretraining import check_round_to_bfloat16
+
+check_round_to_bfloat16(round_to_bfloat16)
 
 # %% [markdown]
 # **Automatic mixed precision** keeps the weights in float32 and, inside `torch.autocast`, runs
@@ -155,6 +184,31 @@ for micro_x, micro_y in zip(x.chunk(4), y.chunk(4)):  # four micro-batches of 8
 worst = max((p.grad - full[n]).abs().max().item() for n, p in model.named_parameters())
 print("accumulated 4 x 8 equals one batch of 32, every gradient within 1e-6:", worst < 1e-6)
 assert worst < 1e-6
+
+# %% [markdown]
+# Dividing by 4 relied on four micro-batches of equal size. When the batch does not split evenly
+# (the last micro-batch is smaller), each micro-batch's mean loss must instead be weighted by its
+# share of the batch's rows, so that every row counts as much as in the full batch.
+#
+# ### Exercise 3.7b — gradient accumulation with a smaller last micro-batch
+# Write `accumulated_gradients(model, x, y, micro_batch_size)`: run the batch `(x, y)` through
+# `model(x, y)` (which returns `(logits, mean loss)`) in micro-batches of at most `micro_batch_size`
+# rows, accumulating the gradients, and return `[p.grad for p in model.parameters()]`. The model may
+# arrive with gradients left over from an earlier step. The check compares with one backward pass of
+# the whole batch on a tiny GPT, for batches that split evenly and batches that do not.
+
+# %% tags=["exercise"]
+def accumulated_gradients(model, x, y, micro_batch_size):
+    """The gradients of the mean loss over the whole batch, computed micro-batch by micro-batch."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "raises-exception"]
+from course_lib.exercises.ch03_pretraining import check_accumulated_gradients
+
+check_accumulated_gradients(accumulated_gradients)
+
 
 # %% [markdown]
 # The `Trainer` does this with `grad_accum_steps`: the global batch is
@@ -428,6 +482,27 @@ print(f"lowest final loss at this budget: width {best_width} ({scaling[best_widt
 print(f"Chinchilla's compute-optimal size for this budget: {n_opt:,.0f} parameters")
 print(f"power law fitted to the frontier: loss = {a:.2f} x C^{b:.3f} over {len(frontier)} points "
       f"(Kaplan et al. report an exponent of about -0.05 for compute, over many orders of magnitude)")
+
+
+# %% [markdown]
+# ### Exercise 3.7c — fitting a power law
+# A power law $y = a x^b$ is a straight line on log-log axes: $\log y = \log a + b \log x$. Write
+# `power_law_fit(x, y)` returning `(a, b)` from the least-squares line through the points
+# $(\log x_i, \log y_i)$, using the slope and intercept formulas of simple linear regression with
+# NumPy array operations (no `np.polyfit` or `np.linalg.lstsq`). The check compares with
+# `model_costs.fit_power_law`, used for the frontier above, on exact and noisy laws.
+
+# %% tags=["exercise"]
+def power_law_fit(x, y):
+    """(a, b) of the least-squares fit of y = a * x**b on log-log axes."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "raises-exception"]
+from course_lib.exercises.ch03_pretraining import check_power_law_fit
+
+check_power_law_fit(power_law_fit)
 
 # %% [markdown]
 # Read these figures with their limits. At this budget the smallest of the four models ends lowest,

@@ -24,11 +24,11 @@
 # This notebook pretrains a small GPT on BBC News, start to finish:
 #
 # 1. split the articles and train a byte-level BPE tokenizer on the training part;
-# 2. measure two baselines that only count: a unigram and a bigram model;
+# 2. measure two baselines that only count: a unigram and a bigram model (you score the bigram);
 # 3. cut the token stream into training batches (an exercise);
 # 4. build the GPT, look at what it writes before training, train it with the course's `Trainer`
-#    (about ten minutes on a laptop CPU in learner mode), and compare its validation loss with the
-#    baselines;
+#    (about ten minutes on a laptop CPU in learner mode; an exercise writes the gradient
+#    clipping it uses), and compare its validation loss with the baselines;
 # 5. sample text from it, and save it for chapter 4;
 # 6. train the same code on Chinese text, character by character.
 #
@@ -141,6 +141,36 @@ print(f"{'model':<22} {'val loss (nats/token)':>22} {'perplexity':>11}")
 for name, loss in baselines.items():
     print(f"{name:<22} {loss:>22.3f} {perplexity(loss):>11.1f}")
 
+
+# %% [markdown]
+# ### Exercise 3.6a — the bigram baseline by counting
+# Write `bigram_nll(train_ids, val_ids, vocab_size, k)`: fit the add-$k$ bigram model on the
+# training stream and return its mean loss on `val_ids[1:]`, each token scored given the one before
+# it, in nats per token. Count into a dense `(vocab_size, vocab_size)` NumPy array (`np.add.at`
+# adds 1 at every (previous, next) index pair, repeated pairs included); that is fine for the few
+# hundred tokens of the check's streams. $c(a)$ counts $a$ where a pair *starts*, so the last
+# training token has no pair of its own. The check compares with
+# `BigramLM(vocab_size, k).fit(train_ids).nll(val_ids)`, which keeps the counts sparse so that it
+# also copes with this notebook's vocabulary.
+
+# %% tags=["exercise"]
+def bigram_nll(train_ids, val_ids, vocab_size, k):
+    """Mean -log p(b | a) over the adjacent pairs (a, b) of val_ids, with add-k bigram counts of train_ids."""
+    ### BEGIN SOLUTION
+    counts = np.zeros((vocab_size, vocab_size))
+    np.add.at(counts, (train_ids[:-1], train_ids[1:]), 1.0)
+    context = counts.sum(axis=1)  # c(a): how often a starts a pair
+    a, b = val_ids[:-1], val_ids[1:]
+    log_p = np.log(counts[a, b] + k) - np.log(context[a] + k * vocab_size)
+    return float(-log_p.mean())
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+from course_lib.exercises.ch03_pretraining import check_bigram_nll
+
+check_bigram_nll(bigram_nll)
+
 # %% [markdown]
 # What does a bigram model write? Each token is chosen from the counts of what followed the
 # previous one. Locally it looks like English; it has no idea what it said three words ago:
@@ -158,7 +188,7 @@ print(printable(tokenizer.decode(bigram.sample(start=eot, n=60, generator=np.ran
 # (the causal mask of chapter 2). One window thus holds $T$ training examples. A batch is
 # `batch_size` windows starting at random places of the stream.
 #
-# ### Exercise 3.6 — the batch sampler
+# ### Exercise 3.6b — the batch sampler
 # Write `lm_batch(data, batch_size, block_size, generator)` for a 1-D tensor of token ids: draw the
 # start positions with
 # `torch.randint(len(data) - block_size, (batch_size,), generator=generator)` (so every window
@@ -257,6 +287,36 @@ print(f"{train_config.max_steps} steps x {tokens_per_step:,} tokens per step = "
 print(f"learning rate: warmup over {train_config.warmup_steps} steps to {train_config.lr:g}, "
       f"cosine down to {train_config.min_lr:g}; weight decay {train_config.weight_decay}; "
       f"gradient clipping at norm {train_config.grad_clip}")
+
+
+# %% [markdown]
+# The gradient clipping works on the whole gradient at once. Its **total norm** is one number for
+# all the parameters together, $\lVert g \rVert = \sqrt{\sum_i g_i^2}$ over every entry of every
+# parameter's gradient. When it exceeds `grad_clip`, every gradient is multiplied by the same factor,
+# `grad_clip / (norm + 1e-6)`, so the step keeps its direction and only gets shorter; otherwise
+# nothing changes. A rare batch with a huge gradient thus cannot throw the weights far off (a loss
+# spike), while ordinary steps are untouched.
+#
+# ### Exercise 3.6c — gradient clipping
+# Write `clip_gradients(grads, max_norm)` for a list of gradient tensors: return the list of
+# clipped gradients and the total norm measured *before* clipping (a float), as
+# `torch.nn.utils.clip_grad_norm_` does for the Trainer. The check compares with it, an all-zero
+# gradient included.
+
+# %% tags=["exercise"]
+def clip_gradients(grads, max_norm):
+    """(the gradients scaled to a total norm of at most max_norm, their total norm before scaling)."""
+    ### BEGIN SOLUTION
+    total = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+    scale = min(1.0, max_norm / (total + 1e-6))
+    return [g * scale for g in grads], total
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+from course_lib.exercises.ch03_pretraining import check_clip_gradients
+
+check_clip_gradients(clip_gradients)
 
 # %%
 model.train()
