@@ -23,12 +23,13 @@
 #
 # 1. a **topic classifier** for news: the real all-MiniLM-L6-v2 encoder, frozen, with one linear
 #    layer trained on its sentence vectors (a *linear probe*), on a split without repeated
-#    articles (an exercise: how much a split with the copies would leak);
+#    articles (exercises: macro-F1, and how much a split with the copies would leak);
 # 2. a **sentiment analyser** for Chinese product reviews: character n-grams and logistic
 #    regression;
 # 3. a panel to type text into and see the label and the probabilities;
 # 4. chapter 3's CNN as a **digit reader**, including what happens with inputs unlike its
-#    training data, and a way to let it say "not sure".
+#    training data, a way to let it say "not sure", and how well its confidence is calibrated
+#    (an exercise: the expected calibration error).
 
 # %% tags=["imports"]
 import matplotlib.pyplot as plt
@@ -67,7 +68,7 @@ torch.set_num_threads(2)
 # The data are the BBC News articles in five topics with a fixed, stratified 80/10/10 split. The
 # corpus repeats some article bodies word for word; as in chapter 4, only the first copy of each
 # is kept (`bbc_news(dedupe=True)`), so no test article also sits in the training set (the cell
-# prints how many copies go; exercise 5.2 measures what keeping them would do). The encoder reads
+# prints how many copies go; exercise 5.2.2 measures what keeping them would do). The encoder reads
 # the first 128 tokens of each article body (about 100 words: the opening paragraphs, which in a
 # news story say what it is about). Encoding the bodies takes minutes on a CPU the first time; the
 # vectors are cached on disk, so the next notebooks reuse them.
@@ -113,6 +114,32 @@ with torch.no_grad():
 probe_acc = accuracy(y_test, probe_pred)
 print(f"validation accuracy {history.val_accuracy[-1]:.3f}, test accuracy {probe_acc:.3f}")
 print(classification_report(y_test, probe_pred, labels=list(range(5)), target_names=BBC_LABELS, digits=3))
+
+
+# %% [markdown]
+# The report's `macro avg` row gives every topic the same weight, however many articles it has:
+# a classifier that ignores a rare class scores well on accuracy and badly on macro-F1. Per class
+# $c$, with TP, FP and FN the true positives, false positives and false negatives of $c$,
+# $F_1 = 2\,\mathrm{TP} / (2\,\mathrm{TP} + \mathrm{FP} + \mathrm{FN})$.
+#
+# ### Exercise 5.2.1 — macro-F1
+# Write `macro_f1(y_true, y_pred, n_classes)`: two NumPy integer arrays of the same length with
+# classes `0 .. n_classes - 1`. Return the plain mean over all `n_classes` classes of each class's
+# F1, where a class with no TP, FP or FN at all counts 0. The check compares with
+# `course_lib.metrics.precision_recall_f1` (the same numbers as scikit-learn's `f1_score` with
+# `average="macro", zero_division=0`).
+
+# %% tags=["exercise"]
+def macro_f1(y_true, y_pred, n_classes):
+    """The unweighted mean over classes of the per-class F1."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch05 import check_macro_f1
+
+check_macro_f1(macro_f1)
 
 # %% [markdown]
 # **The baseline.** News topics are signalled by vocabulary ("shares", "minister", "album"), so a
@@ -186,7 +213,7 @@ print(f"chapter 4.1's split:   {len(ch4_test)} test articles, TF-IDF accuracy {c
 # of test articles explains. A split that keeps the repeated bodies reports more still; the
 # exercise measures why.
 #
-# ### Exercise 5.2 — a leaky split, measured
+# ### Exercise 5.2.2 — a leaky split, measured
 # Run the experiment in `leaked_share()`: build the split this notebook would get *with* the
 # copies (all articles of `bbc_news(dedupe=False)`, their `label_id`s, and
 # `Splits.make(labels, fractions=(0.8, 0.1, 0.1), seed=0)`; `splits.take(a_list)` returns the train,
@@ -489,6 +516,7 @@ for t in (0.5, 0.9):
           f"{accuracy(y_test_img[conf >= t], guess[conf >= t]):.3f}; "
           f"still answers {float((noise_conf >= t).float().mean()):.0%} of pure-noise images")
 
+
 # %% [markdown]
 # On the shifted digits the threshold works as intended: the fewer answers it keeps, the more of
 # them are right (the unshifted test digits are read almost or entirely without error anyway). It is
@@ -497,6 +525,34 @@ for t in (0.5, 0.9):
 # Deployed classifiers therefore check their inputs separately (is this an 8x8 digit at all?) and
 # monitor what they are sent.
 #
+# **Calibration.** A threshold on the confidence is only meaningful if the confidence means what
+# it says: among the answers given with probability about 0.8, about 80% should be right. The
+# **expected calibration error** (ECE) measures the gap. Sort the answers into $M$ equal bins by
+# confidence, bin $m$ holding the confidences in $((m-1)/M,\ m/M]$ (a confidence of 0 goes in the
+# first); in each bin compare the accuracy with the mean confidence, and weight the gap by the
+# bin's share $|B_m|/N$ of the answers:
+#
+# $$\mathrm{ECE} = \sum_{m=1}^{M} \frac{|B_m|}{N}\,\bigl|\mathrm{acc}(B_m) - \mathrm{conf}(B_m)\bigr|.$$
+#
+# ### Exercise 5.2.3 — the expected calibration error
+# Write `expected_calibration_error(confidence, correct, n_bins)`: `confidence` is a NumPy array
+# of floats in [0, 1] (the probability of each answer), `correct` a bool array of the same length
+# (was the answer right), `n_bins` the number $M$. Return the ECE above as a float; empty bins
+# count nothing. The check compares with a NumPy reference on hand-made and random cases.
+
+# %% tags=["exercise"]
+def expected_calibration_error(confidence, correct, n_bins):
+    """The answers' weighted mean gap between accuracy and confidence, over n_bins equal bins."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch05 import check_ece
+
+check_ece(expected_calibration_error)
+
+# %% [markdown]
 # ## Summary
 
 # %%

@@ -22,10 +22,11 @@
 # over the BBC News articles (one copy of each repeated article, as in notebook 5.2) with the real
 # all-MiniLM-L6-v2 vectors and measures it:
 #
-# 1. build the index: one unit vector per article;
+# 1. build the index: one unit vector per article (an exercise first: the sentence vector from the
+#    encoder's token vectors);
 # 2. ask it questions, next to a TF-IDF keyword search;
 # 3. measure retrieval with recall@k and the mean reciprocal rank, on a task with known answers:
-#    find each article from its headline (an exercise first);
+#    find each article from its headline (two exercises first: recall@k and the MRR);
 # 4. look at the neighbourhoods: do nearby articles share a topic?
 # 5. pull keywords out of the results, and estimate what search costs.
 
@@ -50,6 +51,7 @@ use_course_style()
 seed_everything(0)
 torch.set_num_threads(2)
 
+
 # %% [markdown]
 # ## 5.3.1 The index
 #
@@ -57,8 +59,31 @@ torch.set_num_threads(2)
 # scaled to length 1 (as in notebook 5.2, the encoder reads the first 128 tokens of each body; the
 # vectors come from the same disk cache, so they are computed only once). For unit vectors the
 # cosine similarity is a dot product, and scoring every article against a query is a single
-# matrix-vector product. `course_lib.semantic_search.SemanticIndex` stores the vectors with an id per article
-# and returns the top $k$:
+# matrix-vector product.
+#
+# ### Exercise 5.3.1 — a sentence vector
+# The encoder returns one vector per token, `hidden` (B, T, d), for a batch of texts padded to the
+# same length T, with an `attention_mask` (B, T) that is 1 on real tokens and 0 on padding. Write
+# `sentence_embedding(hidden, attention_mask)`: return (B, d), for each text the mean of its real
+# tokens' vectors (the padding's vectors are not zero and must not count), scaled to length 1. The
+# check compares with the pooling of `course_lib.encoder.Encoder.embed`, which gives the same vectors
+# as sentence-transformers' all-MiniLM-L6-v2.
+
+# %% tags=["exercise"]
+def sentence_embedding(hidden, attention_mask):
+    """(B, T, d) token vectors, (B, T) mask -> (B, d) unit vectors: the mean of the real tokens."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch05 import check_sentence_embedding
+
+check_sentence_embedding(sentence_embedding)
+
+# %% [markdown]
+# `course_lib.semantic_search.SemanticIndex` stores such vectors with an id per article and returns
+# the top $k$:
 
 # %%
 recipe = ready_models.topic_recipe()
@@ -138,7 +163,7 @@ for q in queries:
 # - the **mean reciprocal rank** (MRR): the average of $1/\text{rank}$ of the right article (1 if
 #   always first, 0.5 if always second).
 #
-# ### Exercise 5.3 — recall@k
+# ### Exercise 5.3.2 — recall@k
 # Write `recall_at_k(query_embs, doc_embs, true_idx, k)`: `query_embs` (n, d) and `doc_embs` (N, d)
 # are float tensors (not necessarily of length 1), `true_idx` (n,) holds the row of `doc_embs` that
 # answers each query. Rank by cosine similarity and return the share of queries whose document is
@@ -155,6 +180,29 @@ def recall_at_k(query_embs, doc_embs, true_idx, k):
 from course_lib.exercises.ch05 import check_recall_at_k
 
 check_recall_at_k(recall_at_k)
+
+
+# %% [markdown]
+# ### Exercise 5.3.3 — the mean reciprocal rank
+# Recall@k looks only at whether the right article is in the top $k$; the MRR also rewards ranking
+# it first. Write `mrr(scores, true_idx)`: `scores` (n, N) holds a score per query and document,
+# higher is better (cosines, or any other score), `true_idx` (n,) the right document of each
+# query. The rank of the right document is 1 plus the number of documents of that row scored
+# *strictly* higher, so a tie counts in its favour. Return the mean over queries of 1 / rank as a
+# float. The check compares with `course_lib.semantic_search.ranks_from_scores`, which the table
+# below uses.
+
+# %% tags=["exercise"]
+def mrr(scores, true_idx):
+    """The mean over queries of 1 / (the rank of the right document)."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch05 import check_mrr
+
+check_mrr(mrr)
 
 # %% [markdown]
 # Now the real measurement. The headlines are short, so encoding all of them takes seconds (cached

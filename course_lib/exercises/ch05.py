@@ -1,22 +1,32 @@
-"""Self-checks for chapter 5: a top-p (nucleus) mask, how many BBC test bodies leak into training,
-recall@k of a retriever, int8 quantization of a weight, a pruning mask, and padding a batch of texts.
+"""Self-checks for chapter 5: a top-p (nucleus) mask, top-k filtering and a repetition penalty; how many
+BBC test bodies leak into training, macro-F1 and the expected calibration error; recall@k, the mean
+reciprocal rank and a mean-pooled sentence embedding; int8 quantization of a weight, a pruning mask,
+and padding a batch of texts.
 
 Each reference is the library's own: :func:`course_lib.gpt.sample_next_token`'s nucleus rule,
 :func:`course_lib.datasets.bbc_news` with :class:`course_lib.datasets.Splits`,
 :func:`course_lib.semantic_search.recall_at_k`, :func:`course_lib.compress.quantize_tensor_int8`,
-:func:`course_lib.compress.magnitude_prune` and :func:`course_lib.lm_data.pad_collate`.
+:func:`course_lib.compress.magnitude_prune` and :func:`course_lib.lm_data.pad_collate`; the top-k rule of
+``sample_next_token``, :func:`course_lib.metrics.precision_recall_f1`, :func:`course_lib.heads.mean_pool`
+and :func:`course_lib.semantic_search.ranks_from_scores`. The repetition penalty's reference is tested
+against transformers' ``RepetitionPenaltyLogitsProcessor``, the calibration error's against a count by hand.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from course_lib.compress import magnitude_prune, quantize_tensor_int8
-from course_lib.exercises import Case, ExerciseFailure, check_function
+from course_lib.exercises import Case, ExerciseFailure, _code_names, check_function, require_own_code
+from course_lib.heads import mean_pool
 from course_lib.lm_data import pad_collate
-from course_lib.semantic_search import recall_at_k
+from course_lib.metrics import precision_recall_f1
+from course_lib.semantic_search import ranks_from_scores, recall_at_k
 
 # ----------------------------------------------------------------------------- a top-p (nucleus) mask
 
@@ -265,4 +275,334 @@ def check_pad_batch(fn) -> None:
         rtol=0,
         hint="every row is as long as the longest list; the real tokens come first in each row, the "
         "padding after them; the mask marks which positions the model should read",
+    )
+
+
+# ----------------------------------------------------------------------------- helpers of the checks below
+
+
+def _uses_package(answer, packages: tuple[str, ...]) -> list[str]:
+    """The globals (or in-function imports) of ``answer`` that come from one of ``packages``, following the
+    learner's own helper functions: ``[]`` when the answer is written by hand."""
+    found: list[str] = []
+    seen: set[int] = set()
+
+    def visit(fn) -> None:
+        if id(fn) in seen or not inspect.isfunction(fn):
+            return
+        seen.add(id(fn))
+        for name in _code_names(fn.__code__):
+            if name.split(".")[0] in packages:  # `import sklearn.metrics` inside the function
+                found.append(name)
+            value = fn.__globals__.get(name)
+            if value is None:
+                continue
+            module = (
+                value.__name__ if inspect.ismodule(value) else str(getattr(value, "__module__", "") or "")
+            )
+            if module.split(".")[0] in packages:
+                found.append(name)
+            visit(value)
+
+    visit(answer)
+    return sorted(set(found))
+
+
+def _own_code(answer, what: str, packages: tuple[str, ...] = ()) -> None:
+    """Refuse an answer that calls course_lib's own version of ``what``, or anything from ``packages``."""
+    require_own_code(answer, what)
+    used = _uses_package(answer, packages)
+    if used:
+        raise ExerciseFailure(
+            f"{what}: your answer uses {', '.join(used)} from {' or '.join(packages)}; the exercise is to "
+            "write it yourself with plain Python, NumPy or PyTorch tensor operations"
+        )
+
+
+# ----------------------------------------------------------------------------- a repetition penalty
+
+
+def reference_repetition_penalty(
+    logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float
+) -> torch.Tensor:
+    """(B, V) logits with the CTRL repetition penalty (Keskar et al., 2019) on every token id that occurs in
+    the row's ``previous_ids`` (B, T): a positive logit divided by ``penalty``, a negative one multiplied
+    by it, once per token however often it occurred (the rule of transformers'
+    ``RepetitionPenaltyLogitsProcessor``)."""
+    seen = torch.zeros_like(logits, dtype=torch.bool).scatter(1, previous_ids, True)  # (B, V)
+    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)  # (B, V) always less likely
+    return torch.where(seen, penalised, logits)
+
+
+def check_repetition_penalty(fn) -> None:
+    """``fn(logits, previous_ids, penalty) -> logits``: logits (B, V), previous_ids (B, T) long; returns new
+    (B, V) logits in which every token already in the row's ids is made less likely: a positive logit is
+    divided by ``penalty``, a negative one multiplied by it, once per token."""
+    _own_code(fn, "repetition_penalty", ("transformers",))
+    g = torch.Generator().manual_seed(0)
+    random_logits = 3.0 * torch.randn(3, 40, generator=g)  # (3, 40)
+    random_ids = torch.randint(0, 40, (3, 12), generator=g)  # (3, 12), with repeats
+    cases = [
+        Case(
+            "positive logits of seen tokens 1 and 3, penalty 2",
+            (torch.tensor([[1.0, 4.0, 2.0, 6.0]]), torch.tensor([[1, 3]]), 2.0),
+        ),
+        Case(
+            "a seen token with a negative logit must go down too",
+            (torch.tensor([[0.5, -2.0, 1.0, -1.0]]), torch.tensor([[1, 2]]), 1.5),
+        ),
+        Case(
+            "a token seen three times is penalised once",
+            (torch.tensor([[2.0, 3.0, 1.0, -0.5]]), torch.tensor([[1, 1, 1, 3]]), 2.0),
+        ),
+        Case(
+            "two rows, each with its own history",
+            (torch.tensor([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), torch.tensor([[0, 0], [2, 1]]), 1.3),
+        ),
+        Case("penalty 1 changes nothing", (random_logits[:1], random_ids[:1], 1.0)),
+        Case("three rows of 40 tokens, 12 previous ids each, penalty 1.2", (random_logits, random_ids, 1.2)),
+    ]
+    check_function(
+        "repetition_penalty",
+        fn,
+        reference_repetition_penalty,
+        cases,
+        atol=1e-6,
+        rtol=1e-6,
+        hint="only the tokens whose ids occur in the row's previous ids change; 'less likely' means a "
+        "smaller logit, so look at what dividing does to a negative number; each token is changed once, "
+        "however often it occurred; return a new tensor",
+    )
+
+
+# ----------------------------------------------------------------------------- top-k filtering
+
+
+def reference_top_k_logits(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, V) logits with every token below the row's k-th largest logit set to -inf (ties with the k-th
+    kept; k larger than V keeps everything): the top-k rule of :func:`course_lib.gpt.sample_next_token`."""
+    kth = torch.topk(logits, min(k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def check_top_k_logits(fn) -> None:
+    """``fn(logits, k) -> logits``: logits (B, V); returns (B, V) with every logit below the row's k-th
+    largest replaced by -inf, so that a softmax gives those tokens probability 0."""
+    _own_code(fn, "top_k_logits", ("transformers",))
+    g = torch.Generator().manual_seed(1)
+    cases = [
+        Case("one row, k = 2", (torch.tensor([[1.0, 3.0, -1.0, 2.0, 0.5]]), 2)),
+        Case("k = 1 keeps only the largest (greedy)", (torch.tensor([[0.2, -0.3, 1.7, 1.1]]), 1)),
+        Case(
+            "two rows with different thresholds, k = 3",
+            (torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [-1.0, -2.0, 0.0, -3.0, -0.5]]), 3),
+        ),
+        Case("k larger than the vocabulary keeps every token", (torch.tensor([[0.1, 0.4, -0.2]]), 10)),
+        Case("a tie at the k-th logit keeps both tied tokens", (torch.tensor([[2.0, 1.0, 1.0, 0.0]]), 2)),
+        Case("four rows of 60 tokens, k = 7", (torch.randn(4, 60, generator=g), 7)),
+    ]
+    check_function(
+        "top_k_logits",
+        fn,
+        reference_top_k_logits,
+        cases,
+        atol=1e-6,
+        rtol=1e-6,
+        hint="find the k-th largest logit of each row (not of the whole batch) and compare every logit with "
+        "it; the dropped tokens must get -inf, not 0 (a softmax gives 0 probability only to -inf); a k "
+        "larger than the row cannot be asked of torch.topk as it is",
+    )
+
+
+# ----------------------------------------------------------------------------- macro-F1
+
+
+def _reference_macro_f1(y_true, y_pred, n_classes: int) -> float:
+    return precision_recall_f1(y_true, y_pred, labels=list(range(n_classes)), average="macro")["f1"]
+
+
+def check_macro_f1(fn) -> None:
+    """``fn(y_true, y_pred, n_classes) -> float``: integer label arrays (N,) with classes 0 .. n_classes-1;
+    the unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN), a class with no TP, FP or FN
+    counting 0 (scikit-learn's ``f1_score(..., average="macro", zero_division=0)``)."""
+    _own_code(fn, "macro_f1", ("sklearn",))
+    rng = np.random.default_rng(0)
+    y5 = rng.integers(0, 5, 200)
+    noisy5 = np.where(rng.random(200) < 0.3, rng.integers(0, 5, 200), y5)
+    rare = np.array([0] * 18 + [1, 1])  # class 1 is rare
+    cases = [
+        Case("every prediction right: 1.0", (np.array([0, 1, 2, 1, 0]), np.array([0, 1, 2, 1, 0]), 3)),
+        Case(
+            "a rare class the model never predicts counts as much as the common one",
+            (rare, np.zeros(20, dtype=int), 2),
+        ),
+        Case(
+            "precision and recall differ per class",
+            (np.array([0, 0, 0, 1, 1, 2, 2, 2, 2]), np.array([0, 1, 1, 1, 2, 2, 2, 0, 2]), 3),
+        ),
+        Case(
+            "a class that occurs neither in y_true nor in y_pred scores 0",
+            (np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]), 3),
+        ),
+        Case("200 labels of 5 classes, 30% noisy predictions", (y5, noisy5, 5)),
+    ]
+    check_function(
+        "macro_f1",
+        fn,
+        _reference_macro_f1,
+        cases,
+        atol=1e-9,
+        rtol=0,
+        hint="count TP, FP and FN for each class c in range(n_classes) separately, compute each class's F1 "
+        "(0 where its denominator is 0), then take the plain mean over all n_classes, not weighted by "
+        "how often each class occurs",
+    )
+
+
+# ----------------------------------------------------------------------------- expected calibration error
+
+
+def reference_ece(confidence, correct, n_bins: int) -> float:
+    """The expected calibration error: confidences in [0, 1] put into ``n_bins`` equal bins ((m-1)/M, m/M]
+    (0 in the first); the mean over all answers of |accuracy - mean confidence| of the answer's bin."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.digitize(conf, edges[1:-1], right=True)  # (N,) bin m holds edges[m] < c <= edges[m + 1]
+    ece = 0.0
+    for m in range(n_bins):
+        inside = bins == m
+        if inside.any():
+            ece += inside.mean() * abs(hit[inside].mean() - conf[inside].mean())
+    return float(ece)
+
+
+def check_ece(fn) -> None:
+    """``fn(confidence, correct, n_bins) -> float``: confidence (N,) floats in [0, 1], correct (N,) bools;
+    the weighted mean over bins ((m-1)/M, m/M] of |accuracy in the bin - mean confidence in the bin|, each
+    bin weighted by its share of the answers; empty bins count nothing."""
+    _own_code(fn, "expected_calibration_error", ("sklearn",))
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.2, 1.0, 500)
+    over = rng.random(500) < conf - 0.15  # an overconfident model: right less often than it claims
+    cases = [
+        Case(
+            "two bins: 0.9 right half the time, 0.3 right one time in three",
+            (np.array([0.9, 0.9, 0.3, 0.3, 0.3, 0.9]), np.array([True, False, True, False, False, True]), 2),
+        ),
+        Case(
+            "bins of different sizes: the big one weighs more",
+            (np.array([0.95] * 8 + [0.55, 0.55]), np.array([True] * 6 + [False] * 2 + [True, True]), 10),
+        ),
+        Case(
+            "confidences on bin edges (0.5, 0.75, 1.0) belong to the lower bin, 0 to the first",
+            (np.array([0.0, 0.5, 0.6, 0.75, 1.0]), np.array([False, True, False, True, True]), 4),
+        ),
+        Case(
+            "an underconfident bin and an overconfident bin do not cancel",
+            (np.array([0.6, 0.6, 0.6, 0.6, 0.95, 0.95]), np.array([True, True, True, True, False, False]), 5),
+        ),
+        Case("500 answers of an overconfident model, 15 bins", (conf, over, 15)),
+    ]
+    check_function(
+        "expected_calibration_error",
+        fn,
+        reference_ece,
+        cases,
+        atol=1e-9,
+        rtol=0,
+        hint="for each bin: which answers fall in it (the upper edge belongs to the bin, the lower does "
+        "not), their accuracy and their mean confidence (not the bin's middle); weight |accuracy - "
+        "confidence| by the bin's share of all answers, and add",
+    )
+
+
+# ----------------------------------------------------------------------------- a sentence embedding
+
+
+def reference_sentence_embedding(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, d) token vectors and a (B, T) 0/1 mask -> (B, d) unit vectors: the mean of the real tokens'
+    vectors, scaled to length 1 (:meth:`course_lib.encoder.Encoder.embed`'s recipe)."""
+    return F.normalize(mean_pool(hidden, attention_mask), p=2, dim=-1)
+
+
+def check_sentence_embedding(fn) -> None:
+    """``fn(hidden, attention_mask) -> (B, d)``: mean pooling over the real tokens (mask 1), then L2
+    normalisation, as sentence-transformers does for all-MiniLM-L6-v2."""
+    _own_code(fn, "sentence_embedding", ("sentence_transformers", "transformers"))
+    g = torch.Generator().manual_seed(0)
+    padded = torch.randn(3, 6, 8, generator=g)  # (B, T, d)
+    padded_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+    big_padding = torch.randn(2, 5, 4, generator=g)
+    big_padding[:, 3:] = 100.0  # padding positions hold large vectors (a real encoder's are not zero)
+    cases = [
+        Case("one text, no padding", (torch.randn(1, 4, 6, generator=g), torch.ones(1, 4, dtype=torch.long))),
+        Case("three texts of 6, 3 and 1 tokens", (padded, padded_mask)),
+        Case(
+            "large vectors at the padding positions must not count",
+            (big_padding, torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])),
+        ),
+        Case(
+            "a mask of bools works like 0/1",
+            (padded[:2], padded_mask[:2].bool()),
+        ),
+        Case(
+            "vectors far from length 1 come out with length 1",
+            (5.0 * torch.randn(2, 3, 384, generator=g) + 2.0, torch.tensor([[1, 1, 0], [1, 1, 1]])),
+        ),
+    ]
+    check_function(
+        "sentence_embedding",
+        fn,
+        reference_sentence_embedding,
+        cases,
+        atol=1e-5,
+        rtol=1e-4,
+        hint="the average is over the real tokens only: the padded positions must add nothing (the mask "
+        "says which they are); average over the token axis, one vector per text; scale each text's "
+        "vector to length 1 after pooling, not the token vectors before it",
+    )
+
+
+# ----------------------------------------------------------------------------- MRR from scores
+
+
+def _reference_mrr(scores: torch.Tensor, true_idx: torch.Tensor) -> float:
+    return float((1.0 / ranks_from_scores(scores, true_idx).double()).mean())
+
+
+def check_mrr(fn) -> None:
+    """``fn(scores, true_idx) -> float``: scores (n, N), higher is better; true_idx (n,) long. The mean over
+    queries of 1 / rank of the right document, rank = 1 + the number of documents scored strictly higher
+    (a tie counts in the right document's favour)."""
+    _own_code(fn, "mean_reciprocal_rank", ("sklearn",))
+    g = torch.Generator().manual_seed(0)
+    cases = [
+        Case(
+            "ranks 1, 2 and 3: MRR (1 + 1/2 + 1/3) / 3",
+            (torch.tensor([[0.9, 0.1, 0.2], [0.5, 0.7, 0.1], [0.3, 0.2, 0.1]]), torch.tensor([0, 0, 2])),
+        ),
+        Case("every right document first: 1.0", (torch.eye(4), torch.arange(4))),
+        Case(
+            "a tie with the right document counts in its favour",
+            (torch.tensor([[0.5, 0.5, 0.1], [0.2, 0.8, 0.8]]), torch.tensor([1, 2])),
+        ),
+        Case(
+            "negative scores (TF-IDF is never negative, cosines can be)",
+            (torch.tensor([[-0.2, -0.9, -0.1, -0.5]]), torch.tensor([1])),
+        ),
+        Case(
+            "20 queries over 50 documents",
+            (torch.randn(20, 50, generator=g), torch.randint(0, 50, (20,), generator=g)),
+        ),
+    ]
+    check_function(
+        "mean_reciprocal_rank",
+        fn,
+        _reference_mrr,
+        cases,
+        atol=1e-9,
+        rtol=0,
+        hint="a rank starts at 1; count, in the query's own row, the documents scored strictly higher than "
+        "the right one (higher is better); average the reciprocals 1 / rank over queries, not the ranks",
     )

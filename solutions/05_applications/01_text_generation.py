@@ -22,10 +22,11 @@
 # as the model does. This notebook:
 #
 # 1. loads chapter 3's model and checks that generation is reproducible;
-# 2. shows greedy decoding and why it loops;
+# 2. shows greedy decoding and why it loops, and a **repetition penalty** against the loops (an
+#    exercise);
 # 3. shows how **temperature** reshapes the next-token distribution;
-# 4. explains **top-k** and **top-p** (nucleus) sampling (an exercise: the nucleus mask) and
-#    measures how many tokens a nucleus keeps on real text;
+# 4. explains **top-k** and **top-p** (nucleus) sampling (two exercises: the top-k filter and the
+#    nucleus mask) and measures how many tokens a nucleus keeps on real text;
 # 5. measures the trade-off between how likely and how varied the generated text is, for several
 #    settings, against real articles;
 # 6. puts it all in a panel with a prompt box and sliders.
@@ -101,6 +102,77 @@ for p in prompts:
     print(f"{p} ->{printable(generate_text(model, tokenizer, p, 50, temperature=0.0))!r}\n")
 
 # %% [markdown]
+# A common fix keeps decoding greedy but makes every token that is already in the text less
+# likely: the **repetition penalty** of CTRL (Keskar et al., 2019), also in Hugging Face's
+# `generate`. With a penalty $\theta > 1$, the logit $z_i$ of a token that has occurred becomes
+# $z_i / \theta$ if it is positive and $z_i \cdot \theta$ if it is negative: either way smaller.
+#
+# ### Exercise 5.1.1 — a repetition penalty
+# Write `repetition_penalty(logits, previous_ids, penalty)`: `logits` is a (B, V) float tensor of
+# next-token logits, `previous_ids` a (B, T) long tensor of the ids each row has so far, `penalty`
+# a number $\ge 1$. Return new (B, V) logits in which every token that occurs in its row's ids is
+# penalised by the rule above, once however often it occurred; all other logits stay as they are.
+# The check compares with the rule of transformers' `RepetitionPenaltyLogitsProcessor`.
+
+# %% tags=["exercise"]
+def repetition_penalty(logits, previous_ids, penalty):
+    """(B, V) logits with every token already in the row's previous_ids (B, T) made less likely."""
+    ### BEGIN SOLUTION
+    seen = torch.zeros_like(logits, dtype=torch.bool).scatter(1, previous_ids, True)  # (B, V)
+    smaller = torch.where(logits > 0, logits / penalty, logits * penalty)  # (B, V)
+    return torch.where(seen, smaller, logits)
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch05 import check_repetition_penalty
+
+check_repetition_penalty(repetition_penalty)
+
+# %% [markdown]
+# Greedy decoding with the penalty is a short loop: predict, penalise what is already there, take
+# the most likely token, append (with the check's reference penalty, so the cell runs before the
+# exercise is done). The cell prints distinct-2 (the share of different token pairs among
+# all token pairs of the 50 new tokens: 1 means nothing repeats; 5.1.5 uses it again) without and
+# with a penalty of 1.3.
+
+# %%
+from course_lib.exercises.ch05 import reference_repetition_penalty  # the exercise's rule
+
+
+def greedy_with_penalty(prompt: str, n_new: int, penalty: float) -> list[int]:
+    """The n_new token ids greedy decoding adds to prompt, with the repetition penalty above."""
+    ids = torch.tensor([tokenizer.encode(prompt)], device=device)  # (1, T)
+    n_prompt = ids.shape[1]
+    for _ in range(n_new):
+        with torch.no_grad():
+            logits = model(ids[:, -model.config.block_size:])[0][:, -1].float()  # (1, V)
+        next_id = reference_repetition_penalty(logits, ids, penalty).argmax(dim=-1, keepdim=True)  # (1, 1)
+        ids = torch.cat([ids, next_id], dim=1)
+    return ids[0, n_prompt:].tolist()
+
+
+distinct2 = {1.0: [], 1.3: []}
+for p in prompts:
+    for theta in distinct2:
+        new = greedy_with_penalty(p, 50, theta)
+        distinct2[theta].append(distinct_n([new], 2))
+        print(f"penalty {theta}: distinct-2 {distinct2[theta][-1]:.2f}  {p} ->{printable(tokenizer.decode(new))!r}")
+    print()
+plain, penalised = np.mean(distinct2[1.0]), np.mean(distinct2[1.3])
+display(Markdown(
+    f"Over the {len(prompts)} prompts the mean distinct-2 goes from {plain:.2f} without the penalty to "
+    f"{penalised:.2f} with it ({'more' if penalised > plain else 'not more'} varied)."
+))
+
+# %% [markdown]
+# The penalty is blunt. A token stays penalised by the same factor however long ago it occurred, so
+# once most likely tokens have been used the old order returns and a loop can start again (look at
+# the ends of the texts above); and it also punishes words that *should* repeat (names, "the",
+# "said"), because it cannot tell which repetitions are wrong. Sampling, next, adds variety in a
+# different way.
+
+# %% [markdown]
 # ## 5.1.3 Temperature
 #
 # Sampling draws the next token at random with the model's probabilities. Before the softmax the
@@ -149,7 +221,34 @@ plt.show()
 # *"Prime Minister Tony"* one token is nearly certain; at the start of a sentence many are
 # plausible. A fixed $k$ is too many in the first case and too few in the second; a nucleus adapts.
 #
-# ### Exercise 5.1 — the nucleus
+# Both are written as filters on the logits: a token that is cut gets the logit $-\infty$, so the
+# softmax gives it probability exactly 0 and the rest share the probability among themselves.
+#
+# ### Exercise 5.1.2 — the top-k filter
+# Write `top_k_logits(logits, k)`: `logits` is a (B, V) float tensor, `k` a positive integer.
+# Return (B, V) logits in which every logit smaller than its row's $k$-th largest is replaced by
+# $-\infty$ (`float("-inf")`); the others stay. Tokens tied with the $k$-th largest are kept, and a
+# `k` larger than V keeps everything. The check compares with the top-k rule of
+# `course_lib.gpt.sample_next_token`.
+
+# %% tags=["exercise"]
+def top_k_logits(logits, k):
+    """(B, V) logits with everything below the row's k-th largest set to -inf."""
+    ### BEGIN SOLUTION
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1) the k-th largest
+    return logits.masked_fill(logits < kth, float("-inf"))
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch05 import check_top_k_logits
+
+check_top_k_logits(top_k_logits)
+
+# %% [markdown]
+# The nucleus is the same idea with a threshold on probability mass instead of a count.
+#
+# ### Exercise 5.1.3 — the nucleus
 # Write `nucleus_mask(probs, p)`: `probs` is a (B, V) tensor whose rows are next-token
 # distributions (each sums to 1), `p` a number in (0, 1]. Return a bool tensor of the same shape,
 # `True` for the tokens top-p sampling keeps in each row: the smallest set of most likely tokens
@@ -330,7 +429,9 @@ display(panel.widget)
 #   The choice rule matters as much as the model.
 # - Greedy decoding is deterministic and loops. Temperature trades likelihood for variety;
 #   top-k and top-p cut off the unlikely tail, and top-p adapts to how sure the model is (5.1.4
-#   printed the range of its nucleus on real text); the exercise wrote its mask.
+#   printed the range of its nucleus on real text); the exercises wrote the top-k filter and the
+#   nucleus mask. A repetition penalty breaks greedy loops, at the price of also punishing
+#   repetitions that are right.
 # - Measured on validation prompts, real text lies between greedy decoding (too repetitive, too
 #   predictable) and high-temperature sampling (too random); 5.1.5 names the setting closest to it.
 # - A small model trained for minutes on a CPU writes fluent-looking fragments, not reliable
