@@ -26,7 +26,6 @@ from course_lib.exercises.ch05 import (
     check_top_k_logits,
     reference_ece,
     reference_nucleus_mask,
-    reference_repetition_penalty,
     reference_sentence_embedding,
     reference_top_k_logits,
 )
@@ -290,6 +289,12 @@ def penalty_by_transformers(logits, previous_ids, penalty):  # the library, not 
     return RepetitionPenaltyLogitsProcessor(penalty)(previous_ids, logits)
 
 
+def penalty_by_course_lib(logits, previous_ids, penalty):  # course_lib's own, not the learner's code
+    from course_lib.gpt import penalize_repetition
+
+    return penalize_repetition(logits, previous_ids, penalty)
+
+
 def top_k(logits, k):
     kth = logits.topk(min(k, logits.shape[-1]), dim=-1).values[:, -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -500,6 +505,7 @@ NEW_WRONG = [
     (check_repetition_penalty, penalty_pooled_over_rows, "two rows"),
     (check_repetition_penalty, penalty_subtracting, "penalty 2"),
     (check_repetition_penalty, penalty_by_transformers, "from transformers"),
+    (check_repetition_penalty, penalty_by_course_lib, "uses the library"),
     (check_top_k_logits, top_k_one_too_many, "one row, k = 2"),
     (check_top_k_logits, top_k_zeroed, "one row, k = 2"),
     (check_top_k_logits, top_k_over_the_batch, "two rows"),
@@ -551,6 +557,8 @@ def test_a_new_unwritten_exercise_says_so(check):
 
 def test_the_repetition_penalty_reference_is_transformers_processor():
     from transformers import RepetitionPenaltyLogitsProcessor
+
+    from course_lib.gpt import penalize_repetition as reference_repetition_penalty
 
     g = torch.Generator().manual_seed(0)
     for penalty_value in (1.0, 1.2, 2.0):

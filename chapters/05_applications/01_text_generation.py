@@ -127,26 +127,19 @@ from course_lib.exercises.ch05 import check_repetition_penalty
 check_repetition_penalty(repetition_penalty)
 
 # %% [markdown]
-# Greedy decoding with the penalty is a short loop: predict, penalise what is already there, take
-# the most likely token, append (with the check's reference penalty, so the cell runs before the
-# exercise is done). The cell prints distinct-2 (the share of different token pairs among
+# Greedy decoding with the penalty is the greedy loop above with one more step: predict, penalise what is
+# already there, take the most likely token, append. `GPT.generate` does it with its
+# `repetition_penalty` argument, the rule of the exercise (so the cell runs before the exercise is
+# done). The cell prints distinct-2 (the share of different token pairs among
 # all token pairs of the 50 new tokens: 1 means nothing repeats; 5.1.5 uses it again) without and
 # with a penalty of 1.3.
 
 # %%
-from course_lib.exercises.ch05 import reference_repetition_penalty  # the exercise's rule
-
-
 def greedy_with_penalty(prompt: str, n_new: int, penalty: float) -> list[int]:
-    """The n_new token ids greedy decoding adds to prompt, with the repetition penalty above."""
+    """The n_new token ids greedy decoding adds to prompt, with a repetition penalty (1: none)."""
     ids = torch.tensor([tokenizer.encode(prompt)], device=device)  # (1, T)
-    n_prompt = ids.shape[1]
-    for _ in range(n_new):
-        with torch.no_grad():
-            logits = model(ids[:, -model.config.block_size:])[0][:, -1].float()  # (1, V)
-        next_id = reference_repetition_penalty(logits, ids, penalty).argmax(dim=-1, keepdim=True)  # (1, 1)
-        ids = torch.cat([ids, next_id], dim=1)
-    return ids[0, n_prompt:].tolist()
+    out = model.generate(ids, n_new, temperature=0.0, repetition_penalty=penalty)  # (1, T + n_new)
+    return out[0, ids.shape[1]:].tolist()
 
 
 distinct2 = {1.0: [], 1.3: []}

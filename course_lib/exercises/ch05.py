@@ -8,8 +8,9 @@ Each reference is the library's own: :func:`course_lib.gpt.sample_next_token`'s 
 :func:`course_lib.semantic_search.recall_at_k`, :func:`course_lib.compress.quantize_tensor_int8`,
 :func:`course_lib.compress.magnitude_prune` and :func:`course_lib.lm_data.pad_collate`; the top-k rule of
 ``sample_next_token``, :func:`course_lib.metrics.precision_recall_f1`, :func:`course_lib.heads.mean_pool`
-and :func:`course_lib.semantic_search.ranks_from_scores`. The repetition penalty's reference is tested
-against transformers' ``RepetitionPenaltyLogitsProcessor``, the calibration error's against a count by hand.
+and :func:`course_lib.semantic_search.ranks_from_scores`; :func:`course_lib.gpt.penalize_repetition` for the
+repetition penalty (tested equal to transformers' ``RepetitionPenaltyLogitsProcessor``). The calibration
+error's reference is tested against a count by hand.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from course_lib.compress import magnitude_prune, quantize_tensor_int8
 from course_lib.exercises import Case, ExerciseFailure, _code_names, check_function, require_own_code
+from course_lib.gpt import penalize_repetition
 from course_lib.heads import mean_pool
 from course_lib.lm_data import pad_collate
 from course_lib.metrics import precision_recall_f1
@@ -322,18 +324,6 @@ def _own_code(answer, what: str, packages: tuple[str, ...] = ()) -> None:
 # ----------------------------------------------------------------------------- a repetition penalty
 
 
-def reference_repetition_penalty(
-    logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float
-) -> torch.Tensor:
-    """(B, V) logits with the CTRL repetition penalty (Keskar et al., 2019) on every token id that occurs in
-    the row's ``previous_ids`` (B, T): a positive logit divided by ``penalty``, a negative one multiplied
-    by it, once per token however often it occurred (the rule of transformers'
-    ``RepetitionPenaltyLogitsProcessor``)."""
-    seen = torch.zeros_like(logits, dtype=torch.bool).scatter(1, previous_ids, True)  # (B, V)
-    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)  # (B, V) always less likely
-    return torch.where(seen, penalised, logits)
-
-
 def check_repetition_penalty(fn) -> None:
     """``fn(logits, previous_ids, penalty) -> logits``: logits (B, V), previous_ids (B, T) long; returns new
     (B, V) logits in which every token already in the row's ids is made less likely: a positive logit is
@@ -365,7 +355,7 @@ def check_repetition_penalty(fn) -> None:
     check_function(
         "repetition_penalty",
         fn,
-        reference_repetition_penalty,
+        penalize_repetition,
         cases,
         atol=1e-6,
         rtol=1e-6,
