@@ -330,6 +330,8 @@ print("the reloaded model predicts the test reviews as the trained one did:",
 # baselines, one of which is not a fair competitor.
 
 # %% [markdown]
+# ### A lead, or noise?
+#
 # **Exercise.** "No clear lead" is a statement about noise: on the held-out reviews, how large a
 # difference in accuracy could chance alone produce? Two models are scored on the *same* reviews,
 # so resample the reviews, not each model on its own: from the per-review correctness (1 or 0) of
