@@ -411,8 +411,8 @@ def check_confusion_counts(fn) -> None:
 
 def _split_failure(where: str, why: str) -> ExerciseFailure:
     return ExerciseFailure(
-        f"{where}: {why}\n  hint: shuffle each class's indices on its own with np.random.default_rng(seed), "
-        "cut each at the cumulative fractions x its size (rounded), and give the three parts in order "
+        f"{where}: {why}\n  hint: shuffle each class's indices on its own, with a generator made from the "
+        "seed, cut each at the cumulative fractions x its size (rounded), and give the three parts in order "
         "(train, validation, test)"
     )
 
@@ -468,7 +468,7 @@ def check_stratified_split(fn) -> None:
     ]
     for i, (label, labels, fractions) in enumerate(cases, start=1):
         where = f"stratified_split, case {i} of {len(cases) + 1} ({label})"
-        y = np.asarray(labels)
+        classes = np.array(labels)
         try:
             first = fn(list(labels), fractions, 0)
             again = fn(list(labels), fractions, 0)
@@ -479,10 +479,10 @@ def check_stratified_split(fn) -> None:
             ) from None
         except Exception as err:  # the learner's code raised: feedback, not a crash
             raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
-        parts = _read_split(first, where, len(y))
+        parts = _read_split(first, where, len(classes))
         for name, part, fraction in zip(("train", "validation", "test"), parts, fractions):
-            for c in np.unique(y):
-                size, got = int((y == c).sum()), int((y[part] == c).sum())
+            for c in np.unique(classes):
+                size, got = int((classes == c).sum()), int((classes[part] == c).sum())
                 if abs(got - fraction * size) > 1:
                     raise _split_failure(
                         where,
@@ -492,7 +492,7 @@ def check_stratified_split(fn) -> None:
                     )
         if any(
             not np.array_equal(np.sort(a), np.sort(b))
-            for a, b in zip(parts, _read_split(again, where, len(y)))
+            for a, b in zip(parts, _read_split(again, where, len(classes)))
         ):
             raise _split_failure(
                 where,
@@ -587,7 +587,7 @@ def check_paired_bootstrap(fn) -> None:
         rtol=1e-9,
         hint="resample the items, not each model on its own: take the per-item differences a - b; draw the "
         "indices of all resamples in one call to rng.integers, shape (n_resamples, n), as the text says; "
-        "average each resample and take the quantiles that leave (1 - confidence) / 2 out on each side",
+        "average each resample and take the quantiles that leave half of 1 - confidence out on each side",
     )
 
 
