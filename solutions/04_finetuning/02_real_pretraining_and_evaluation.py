@@ -55,6 +55,7 @@ device = get_device()
 recipe = pretrained.bbc_recipe()
 runs = recipe.run_dir.parent  # checkpoints of this notebook's runs go next to the pretrained GPT's
 
+
 # %% [markdown]
 # ## 4.2.1 The same split, a real pretrained encoder
 #

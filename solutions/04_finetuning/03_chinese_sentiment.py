@@ -60,6 +60,7 @@ seed_everything(0)
 device = get_device()
 runs = cache_dir("runs", "chinese-sentiment", "fast" if pick(fast=True, full=False) else "full")
 
+
 # %% [markdown]
 # ## 4.3.1 The reviews
 #
@@ -122,6 +123,7 @@ print(f"split: {len(train_texts):,} train, {len(val_texts):,} validation, {len(t
 for label in (1, 0):
     for text in [t for t, y in zip(train_texts, train_y) if y == label][:2]:
         print(f"  {'positive' if label else 'negative'}: {text[:60]}")
+
 
 # %% [markdown]
 # ## 4.3.2 Two baselines
@@ -305,6 +307,7 @@ print("files:", sorted(f.name for f in bundle_dir.iterdir()))
 reloaded = predict_proba(bundle, test_texts).argmax(-1).numpy()
 print("the reloaded model predicts the test reviews as the trained one did:",
       bool((reloaded == results[0].y_pred).all()))
+
 
 # %% [markdown]
 # How to read the table (the run stored on this page):

@@ -38,7 +38,6 @@ import copy
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from course_lib import get_device, pick, pretrained, seed_everything
 from course_lib.instruct import (
@@ -49,7 +48,7 @@ from course_lib.instruct import (
     instruction_loss,
 )
 from course_lib.lm_data import IGNORE_INDEX
-from course_lib.metrics import rouge_l, rouge_tokens
+from course_lib.metrics import rouge_l
 from course_lib.plots import use_course_style
 from course_lib.tokenizers import printable
 from course_lib.trainer import TrainConfig, Trainer
@@ -140,6 +139,9 @@ print("the prompt never carries a loss:", all(lab[0] == IGNORE_INDEX for _, lab 
 # `course_lib.metrics.rouge_l` on seven pairs, an empty headline among them.
 
 # %% tags=["exercise"]
+from course_lib.metrics import rouge_tokens  # noqa: F401 (your answer splits the texts with it)
+
+
 def rouge_l_f1(candidate, reference):
     """ROUGE-L F1 between a written and a real headline, in [0, 1]."""
     ### BEGIN SOLUTION
@@ -178,6 +180,7 @@ for a, written in list(zip(scored, before))[:3]:
 print(f"ROUGE-L on {n_scored} held-out articles: pretrained GPT {rouge_before:.3f}, "
       f"first-8-words baseline {rouge_lead:.3f}")
 
+
 # %% [markdown]
 # ## 4.4.4 Instruction tuning
 #
@@ -190,7 +193,7 @@ print(f"ROUGE-L on {n_scored} held-out articles: pretrained GPT {rouge_before:.3
 # **Exercise.** Write that loss. The labels here are already shifted (`labels[b, t]` is the token
 # that should follow `input_ids[b, t]`), so the loss is the mean, over every position of the batch
 # whose label is not `-100`, of $-\log \mathrm{softmax}(\text{logits}[b, t])[\text{labels}[b, t]]$.
-# Use `torch.log_softmax` and `gather`, not `F.cross_entropy`: a `-100` is not a valid index, so
+# Use `log_softmax` and `gather`, not `F.cross_entropy`: a `-100` is not a valid index, so
 # swap it for any valid one before gathering and leave those positions out of the mean. The check
 # compares with `F.cross_entropy(..., ignore_index=-100)`, including a row that is all prompt.
 
@@ -199,8 +202,8 @@ def masked_lm_loss(logits, labels):
     """Mean cross-entropy of logits (B, T, V) against labels (B, T) over the labels that are not -100."""
     ### BEGIN SOLUTION
     keep = labels != IGNORE_INDEX  # (B, T) positions that carry a loss
-    safe = torch.where(keep, labels, torch.zeros_like(labels))  # (B, T) any valid index under the mask
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    safe = labels.masked_fill(~keep, 0)  # (B, T) any valid index under the mask
+    logp = logits.log_softmax(dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T)
     return -(logp * keep).sum() / keep.sum()
     ### END SOLUTION
 
