@@ -160,3 +160,239 @@ def test_dpo_loss_check():
     for variant in ("no beta", "reference added", "naive log of sigmoid", "sum"):
         with pytest.raises(ExerciseFailure):
             check_dpo_loss(lambda *a, v=variant: dpo(*a, variant=v))
+
+
+# ------------------------------------------------------------------------- 4.2, 4.3 and 4.4: more exercises
+
+from collections import Counter  # noqa: E402
+
+from course_lib.exercises.ch04 import (  # noqa: E402
+    check_char_ngrams,
+    check_confusion_counts,
+    check_masked_lm_loss,
+    check_mean_pool,
+    check_paired_bootstrap,
+    check_rouge_l,
+    check_stratified_split,
+)
+from course_lib.heads import mean_pool as library_mean_pool  # noqa: E402
+from course_lib.metrics import rouge_tokens  # noqa: E402
+
+
+def mean_pool_mine(hidden, mask, variant="right"):
+    m = mask.to(hidden.dtype)
+    if variant == "ignores the mask":
+        return hidden.mean(1)
+    if variant == "divides by T":
+        return (hidden * m[..., None]).sum(1) / hidden.size(1)
+    if variant == "divides by the batch's tokens":
+        return (hidden * m[..., None]).sum(1) / m.sum()
+    return (hidden * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+
+
+def test_mean_pool_check():
+    check_mean_pool(mean_pool_mine)
+    for variant in ("ignores the mask", "divides by T", "divides by the batch's tokens"):
+        with pytest.raises(ExerciseFailure, match="case"):
+            check_mean_pool(lambda h, m, v=variant: mean_pool_mine(h, m, v))
+    with pytest.raises(ExerciseFailure, match="uses the library"):
+        check_mean_pool(lambda h, m: library_mean_pool(h, m))
+
+
+def confusion_mine(y_true, y_pred, n_classes, variant="right"):
+    n = max(max(y_true), max(y_pred)) + 1 if variant == "size from the labels" else n_classes
+    cm = np.zeros((n, n), dtype=int)
+    for t, p in zip(y_true, y_pred):
+        if variant == "transposed":
+            cm[p, t] += 1
+        elif variant == "fancy-index +=":  # repeated pairs are counted once
+            pass
+        else:
+            cm[t, p] += 1
+    if variant == "fancy-index +=":
+        cm[np.asarray(y_true), np.asarray(y_pred)] += 1
+    return cm
+
+
+def test_confusion_counts_check():
+    check_confusion_counts(confusion_mine)
+    for variant in ("transposed", "size from the labels", "fancy-index +="):
+        with pytest.raises(ExerciseFailure, match="case"):
+            check_confusion_counts(lambda t, p, n, v=variant: confusion_mine(t, p, n, v))
+    from sklearn.metrics import confusion_matrix
+
+    with pytest.raises(ExerciseFailure, match="calls confusion_matrix"):
+        check_confusion_counts(lambda t, p, n: confusion_matrix(t, p, labels=list(range(n))))
+
+
+def split_mine(labels, fractions, seed, variant="right"):
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed if variant != "unseeded" else None)
+    if variant == "not stratified":
+        order = rng.permutation(len(y))
+        cuts = np.round(np.cumsum([0, *fractions]) * len(y)).astype(int)
+        return tuple(order[cuts[k] : cuts[k + 1]] for k in range(3))
+    parts = [[], [], []]
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        if variant != "no shuffle":
+            members = rng.permutation(members)
+        cuts = np.round(np.cumsum([0, *fractions]) * len(members)).astype(int)
+        if variant == "overlapping cuts":
+            cuts[1:-1] -= 1
+            bounds = [(cuts[k], cuts[k + 1] + 1) for k in range(3)]
+        elif variant == "int() cuts, last one too":
+            cuts = (np.cumsum([0, *fractions]) * len(members) * 0.999).astype(int)
+            bounds = [(cuts[k], cuts[k + 1]) for k in range(3)]
+        else:
+            bounds = [(cuts[k], cuts[k + 1]) for k in range(3)]
+        for k, (lo, hi) in enumerate(bounds):
+            parts[k].append(members[lo:hi])
+    return tuple(np.concatenate(p) for p in parts)
+
+
+def test_stratified_split_check(capsys):
+    check_stratified_split(split_mine)
+    assert "all 5 cases pass" in capsys.readouterr().out
+    for variant, match in [
+        ("not stratified", "not stratified"),
+        ("no shuffle", "seeds 0 and 1"),
+        ("unseeded", "same seed"),
+        ("overlapping cuts", "overlap"),
+        ("int() cuts, last one too", "exactly one part"),
+    ]:
+        with pytest.raises(ExerciseFailure, match=match):
+            check_stratified_split(lambda y, f, s, v=variant: split_mine(y, f, s, v))
+    from course_lib.datasets import stratified_split
+
+    with pytest.raises(ExerciseFailure, match="uses the library"):
+        check_stratified_split(lambda y, f, s: stratified_split(y, f, s))
+    with pytest.raises(ExerciseFailure, match="three index arrays"):
+        check_stratified_split(lambda y, f, s: None)
+
+
+def ngrams_mine(text, n_min, n_max, variant="right"):
+    top = n_max if variant == "n_max excluded" else n_max + 1
+    out = []
+    for n in range(n_min, top):
+        last = len(text) - n if variant == "off by one" else len(text) - n + 1
+        out += [text[i : i + n] for i in range(last)]
+    return sorted(set(out)) if variant == "no repeats" else out
+
+
+def test_char_ngrams_check():
+    check_char_ngrams(ngrams_mine)
+    for variant in ("n_max excluded", "off by one", "no repeats"):
+        with pytest.raises(ExerciseFailure, match="case"):
+            check_char_ngrams(lambda t, a, b, v=variant: ngrams_mine(t, a, b, v))
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    with pytest.raises(ExerciseFailure, match="calls"):
+        check_char_ngrams(
+            lambda t, a, b: TfidfVectorizer(analyzer="char", ngram_range=(a, b)).build_analyzer()(t)
+        )
+
+
+def bootstrap_mine(a, b, confidence, n_resamples, seed, variant="right"):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    if variant == "unpaired":
+        means = a[rng.integers(0, n, (n_resamples, n))].mean(1) - b[
+            rng.integers(0, n, (n_resamples, n))
+        ].mean(1)
+    else:
+        means = (a - b)[rng.integers(0, n, (n_resamples, n))].mean(1)
+    tail = 1 - confidence if variant == "both tails at 1 - confidence" else (1 - confidence) / 2
+    if variant == "normal approximation":
+        d = a - b
+        se = d.std(ddof=1) / np.sqrt(n)
+        return d.mean() - 1.96 * se, d.mean() + 1.96 * se
+    lo, hi = np.quantile(means, [tail, 1 - tail])
+    return float(lo), float(hi)
+
+
+def test_paired_bootstrap_check():
+    check_paired_bootstrap(bootstrap_mine)
+    for variant in ("unpaired", "both tails at 1 - confidence", "normal approximation"):
+        with pytest.raises(ExerciseFailure, match="case"):
+            check_paired_bootstrap(lambda *args, v=variant: bootstrap_mine(*args, variant=v))
+    from course_lib.metrics import bootstrap_interval
+
+    with pytest.raises(ExerciseFailure, match="uses the library"):
+        check_paired_bootstrap(
+            lambda a, b, c, n, s: bootstrap_interval(np.subtract(a, b), c, n_resamples=n, seed=s)
+        )
+
+
+def lcs(x, y):
+    table = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
+    for i, u in enumerate(x):
+        for j, w in enumerate(y):
+            table[i + 1][j + 1] = table[i][j] + 1 if u == w else max(table[i][j + 1], table[i + 1][j])
+    return table[-1][-1]
+
+
+def longest_common_run(x, y):
+    best = 0
+    for i in range(len(x)):
+        for j in range(len(y)):
+            k = 0
+            while i + k < len(x) and j + k < len(y) and x[i + k] == y[j + k]:
+                k += 1
+            best = max(best, k)
+    return best
+
+
+def rouge_mine(candidate, reference, variant="right"):
+    c, r = rouge_tokens(candidate), rouge_tokens(reference)
+    if variant == "bag of words":
+        common = sum((Counter(c) & Counter(r)).values())
+    elif variant == "contiguous run":
+        common = longest_common_run(c, r)
+    else:
+        common = lcs(c, r)
+    if variant == "no zero guard":
+        p, rec = common / len(c), common / len(r)
+        return 2 * p * rec / (p + rec)
+    if common == 0:
+        return 0.0
+    p, rec = common / len(c), common / len(r)
+    return (p + rec) / 2 if variant == "arithmetic mean" else 2 * p * rec / (p + rec)
+
+
+def test_rouge_l_check():
+    check_rouge_l(rouge_mine)
+    for variant in ("bag of words", "contiguous run", "arithmetic mean", "no zero guard"):
+        with pytest.raises(ExerciseFailure, match="case"):
+            check_rouge_l(lambda c, r, v=variant: rouge_mine(c, r, v))
+    from course_lib.metrics import rouge_l
+
+    with pytest.raises(ExerciseFailure, match="uses the library"):
+        check_rouge_l(lambda c, r: rouge_l(c, r))
+
+
+def masked_loss_mine(logits, labels, variant="right"):
+    keep = labels != -100
+    logp = torch.log_softmax(logits, -1) if variant != "no log_softmax" else logits
+    picked = logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)  # (B, T)
+    if variant == "mask ignored":
+        return -picked.mean()
+    if variant == "divides by every position":
+        return -(picked * keep).sum() / keep.numel()
+    if variant == "mean of row means":
+        return (-(picked * keep).sum(1) / keep.sum(1).clamp(min=1)).mean()
+    return -(picked * keep).sum() / keep.sum()
+
+
+def test_masked_lm_loss_check():
+    check_masked_lm_loss(masked_loss_mine)
+    for variant in ("no log_softmax", "mask ignored", "divides by every position", "mean of row means"):
+        with pytest.raises(ExerciseFailure, match="case"):
+            check_masked_lm_loss(lambda lg, lb, v=variant: masked_loss_mine(lg, lb, v))
+    with pytest.raises(ExerciseFailure, match="cross_entropy"):
+        check_masked_lm_loss(
+            lambda lg, lb: torch.nn.functional.cross_entropy(
+                lg.flatten(0, 1), lb.flatten(), ignore_index=-100
+            )
+        )

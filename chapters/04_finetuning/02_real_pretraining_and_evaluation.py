@@ -22,9 +22,9 @@
 # PyPI package and load into `course_lib.encoder.Encoder`), puts the same kind of head on it and
 # fine-tunes it on the same BBC split. Then it looks closely at *how* to judge a classifier:
 #
-# 1. a frozen MiniLM with a trained head, and MiniLM fine-tuned with LoRA;
-# 2. evaluation beyond accuracy: precision, recall and F1 per class, the confusion matrix,
-#    macro-F1 (exercise);
+# 1. a frozen MiniLM with a trained head, and MiniLM fine-tuned with LoRA; mean pooling (exercise);
+# 2. evaluation beyond accuracy: precision, recall and F1 per class, the confusion matrix
+#    (exercise), macro-F1 (exercise);
 # 3. early stopping and regularisation, on a run made to over-fit;
 # 4. a small hyperparameter search: learning rate x LoRA rank.
 
@@ -55,6 +55,7 @@ device = get_device()
 recipe = pretrained.bbc_recipe()
 runs = recipe.run_dir.parent  # checkpoints of this notebook's runs go next to the pretrained GPT's
 
+
 # %% [markdown]
 # ## 4.2.1 The same split, a real pretrained encoder
 #
@@ -62,6 +63,24 @@ runs = recipe.run_dir.parent  # checkpoints of this notebook's runs go next to t
 # saw. MiniLM is a bidirectional encoder (every token sees every other), so the natural summary of a
 # text is the **mean** of its token vectors (`course_lib.heads.mean_pool`); it reads at most 128
 # word pieces here, roughly the first 100 words.
+
+# %% [markdown]
+# **Exercise.** Write mean pooling. A batch of texts of different lengths is padded to the longest
+# one, and `attention_mask` is 1 on real tokens and 0 on padding; the pooled vector of a text must
+# not depend on how much padding its batch added. Average each row's real token vectors only. The
+# check compares with `course_lib.heads.mean_pool` on right- and left-padded batches.
+
+# %% tags=["exercise"]
+def masked_mean(hidden, attention_mask):
+    """(B, T, d) token vectors, (B, T) 0/1 mask -> (B, d): the mean of each row's real tokens."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch04 import check_mean_pool
+
+check_mean_pool(masked_mean)
 
 # %%
 train_articles, val_articles, test_articles = pretrained.bbc_topic_splits(recipe)
@@ -180,6 +199,25 @@ print(classification_report(y["test"], pred_head, labels=list(range(len(BBC_LABE
 cm = confusion_matrix(y["test"], pred_head, labels=list(range(len(BBC_LABELS))))
 plot_confusion_matrix(cm, BBC_LABELS, title="frozen MiniLM + head, test set")
 plt.show()
+
+# %% [markdown]
+# **Exercise.** Count a confusion matrix yourself: given the true and predicted class of every
+# article (integers from 0 to `n_classes - 1`), return the `n_classes` x `n_classes` array whose
+# entry `[i, j]` is the number of articles of true class `i` predicted as class `j`. A class that
+# never occurs still gets its (empty) row and column. The check compares with
+# `course_lib.metrics.confusion_matrix`.
+
+# %% tags=["exercise"]
+def confusion_counts(y_true, y_pred, n_classes):
+    """(n_classes, n_classes) counts: row = true class, column = predicted class."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch04 import check_confusion_counts
+
+check_confusion_counts(confusion_counts)
 
 # %% [markdown]
 # **Macro-F1** is the plain mean of the per-class F1 scores: every class counts the same however

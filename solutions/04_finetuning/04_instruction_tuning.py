@@ -27,8 +27,10 @@
 #     Headline: <the real headline><|endoftext|>
 #
 # 1. building the examples, and **prompt masking**: the loss counts the answer only (exercise);
-# 2. the pretrained GPT's headlines before tuning, scored with ROUGE-L against the real ones;
-# 3. instruction tuning, with and without prompt masking;
+# 2. the pretrained GPT's headlines before tuning, scored with ROUGE-L against the real ones
+#    (exercise);
+# 3. instruction tuning, with and without prompt masking, and the loss that skips the prompt
+#    (exercise);
 # 4. the headlines after tuning, next to a simple baseline.
 
 # %% tags=["imports"]
@@ -128,6 +130,39 @@ print("the prompt never carries a loss:", all(lab[0] == IGNORE_INDEX for _, lab 
 # (share of the written words) and recall (share of the real words). It rewards using the right
 # words in the right order; it knows nothing of meaning, so read the headlines too.
 
+# %% [markdown]
+# **Exercise.** Write ROUGE-L yourself. Split both texts into words with `rouge_tokens` (lower-cased
+# runs of letters and digits), find the length of their longest common subsequence (words in the
+# same order, gaps allowed: "oil prices rise" and "oil firm prices climb" share "oil prices") with a
+# table filled row by row, then return $F_1 = 2PR/(P+R)$ with $P$ = LCS / words written and
+# $R$ = LCS / words in the real headline, and 0 when nothing is shared. The check compares with
+# `course_lib.metrics.rouge_l` on seven pairs, an empty headline among them.
+
+# %% tags=["exercise"]
+from course_lib.metrics import rouge_tokens  # noqa: F401 (your answer splits the texts with it)
+
+
+def rouge_l_f1(candidate, reference):
+    """ROUGE-L F1 between a written and a real headline, in [0, 1]."""
+    ### BEGIN SOLUTION
+    cand, ref = rouge_tokens(candidate), rouge_tokens(reference)
+    table = np.zeros((len(cand) + 1, len(ref) + 1), dtype=int)  # table[i, j]: LCS of cand[:i] and ref[:j]
+    for i, word in enumerate(cand, start=1):
+        for j, other in enumerate(ref, start=1):
+            table[i, j] = table[i - 1, j - 1] + 1 if word == other else max(table[i - 1, j], table[i, j - 1])
+    common = int(table[-1, -1])
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(cand), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04 import check_rouge_l
+
+check_rouge_l(rouge_l_f1)
+
 # %%
 n_scored = pick(fast=4, full=len(test_articles))
 scored = test_articles[:n_scored]
@@ -145,6 +180,7 @@ for a, written in list(zip(scored, before))[:3]:
 print(f"ROUGE-L on {n_scored} held-out articles: pretrained GPT {rouge_before:.3f}, "
       f"first-8-words baseline {rouge_lead:.3f}")
 
+
 # %% [markdown]
 # ## 4.4.4 Instruction tuning
 #
@@ -152,6 +188,30 @@ print(f"ROUGE-L on {n_scored} held-out articles: pretrained GPT {rouge_before:.3
 # over the label positions that are not `-100`. The validation loss is measured on the validation
 # examples, and early stopping keeps the best weights. A second run trains on the same examples
 # without the mask, every position carrying a loss, to see what the mask is for.
+
+# %% [markdown]
+# **Exercise.** Write that loss. The labels here are already shifted (`labels[b, t]` is the token
+# that should follow `input_ids[b, t]`), so the loss is the mean, over every position of the batch
+# whose label is not `-100`, of $-\log \mathrm{softmax}(\text{logits}[b, t])[\text{labels}[b, t]]$.
+# Use `log_softmax` and `gather`, not `F.cross_entropy`: a `-100` is not a valid index, so
+# swap it for any valid one before gathering and leave those positions out of the mean. The check
+# compares with `F.cross_entropy(..., ignore_index=-100)`, including a row that is all prompt.
+
+# %% tags=["exercise"]
+def masked_lm_loss(logits, labels):
+    """Mean cross-entropy of logits (B, T, V) against labels (B, T) over the labels that are not -100."""
+    ### BEGIN SOLUTION
+    keep = labels != IGNORE_INDEX  # (B, T) positions that carry a loss
+    safe = labels.masked_fill(~keep, 0)  # (B, T) any valid index under the mask
+    logp = logits.log_softmax(dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return -(logp * keep).sum() / keep.sum()
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04 import check_masked_lm_loss
+
+check_masked_lm_loss(masked_lm_loss)
 
 # %%
 steps = pick(fast=3, full=250)
