@@ -3,12 +3,18 @@
 A check prints one friendly line when every case passes and raises :class:`ExerciseFailure` with
 the failing case, what was expected and what came back otherwise. It never shows the reference code.
 Chapter modules (``course_lib.exercises.ch01`` ...) define the cases of each exercise.
+
+Feedback is for learners: the hint comes only after a real failure (not on the untouched stub); warnings
+the learner's code raises are reported on stdout, not stderr (nbgrader scores a cell that writes to stderr
+zero); and in IPython an ExerciseFailure is shown as its message alone, without a traceback through the
+checker's source (:func:`show_failures_without_traceback`, run when this package is imported).
 """
 
 from __future__ import annotations
 
 import dis
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,14 +93,18 @@ def check_function(
     for i, case in enumerate(cases, start=1):
         where = f"{name}, case {i} of {len(cases)} ({case.label})"
         try:
-            got = learner(*_clone(case.args), **_clone(case.kwargs))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got = learner(*_clone(case.args), **_clone(case.kwargs))
         except NotImplementedError:
             raise ExerciseFailure(
                 f"{name} is not written yet: replace `raise NotImplementedError()` with your code, "
-                f"then run this check again.{' Hint: ' + hint if hint else ''}"
+                "then run this check again."
             ) from None
         except Exception as err:  # the learner's code raised: show it as feedback, not a crash
             raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
+        for w in caught:  # on stdout, as feedback: a warning on stderr would cost the answer its points
+            print(f"note: {where}: your code warned ({w.category.__name__}: {w.message})")
         expected = reference(*_clone(case.args), **_clone(case.kwargs))
         why = _compare(expected, got, atol, rtol)
         if why:
@@ -214,4 +224,36 @@ def _clone(x: Any) -> Any:
     return x
 
 
-__all__ = ["Case", "ExerciseFailure", "check_function", "library_used", "require_own_code"]
+def show_failures_without_traceback() -> bool:
+    """In IPython, show an :class:`ExerciseFailure` as ``ExerciseFailure: <message>`` only.
+
+    The failing cell still fails (nbgrader scores it zero, "Run all" stops there); only the traceback
+    through the checker's source and the machine's paths is left out. Returns False outside IPython.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+
+    def show(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+        stb = [f"{etype.__name__}: {value}"]
+        shell._showtraceback(etype, value, stb)  # the kernel's error message, with this text as traceback
+        return stb
+
+    shell.set_custom_exc((ExerciseFailure,), show)
+    return True
+
+
+show_failures_without_traceback()
+
+__all__ = [
+    "Case",
+    "ExerciseFailure",
+    "check_function",
+    "library_used",
+    "require_own_code",
+    "show_failures_without_traceback",
+]
