@@ -80,6 +80,14 @@ def _compare(expected: Any, got: Any, atol: float, rtol: float) -> str | None:
     return None if got == expected else "the values differ"
 
 
+def not_written_yet(name: str) -> ExerciseFailure:
+    """The failure for an exercise whose stub still raises NotImplementedError (no hint: nothing failed)."""
+    return ExerciseFailure(
+        f"{name} is not written yet: replace `raise NotImplementedError()` with your code, "
+        "then run this check again."
+    )
+
+
 def check_function(
     name: str,
     learner: Callable,
@@ -97,10 +105,7 @@ def check_function(
                 warnings.simplefilter("always")
                 got = learner(*_clone(case.args), **_clone(case.kwargs))
         except NotImplementedError:
-            raise ExerciseFailure(
-                f"{name} is not written yet: replace `raise NotImplementedError()` with your code, "
-                "then run this check again."
-            ) from None
+            raise not_written_yet(name) from None
         except Exception as err:  # the learner's code raised: show it as feedback, not a crash
             raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
         for w in caught:  # on stdout, as feedback: a warning on stderr would cost the answer its points
@@ -254,6 +259,7 @@ __all__ = [
     "ExerciseFailure",
     "check_function",
     "library_used",
+    "not_written_yet",
     "require_own_code",
     "show_failures_without_traceback",
 ]

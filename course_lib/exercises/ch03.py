@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.exercises import Case, ExerciseFailure, check_function, require_own_code
+from course_lib.exercises import Case, ExerciseFailure, check_function, not_written_yet, require_own_code
 from course_lib.lm_data import get_batch
 from course_lib.trainer import TrainConfig, lr_at
 
@@ -257,7 +257,7 @@ def _run_dropout(fn, where: str, x: torch.Tensor, p: float, training: bool, seed
     try:
         out = fn(x.clone(), p, training, torch.Generator().manual_seed(seed))
     except NotImplementedError:
-        raise ExerciseFailure(f"dropout is not written yet. Hint: {_DROPOUT_HINT}") from None
+        raise not_written_yet("dropout") from None
     except Exception as err:
         raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
@@ -633,7 +633,7 @@ def check_train_bpe(fn) -> None:
         try:
             got = fn(list(texts), n)
         except NotImplementedError:
-            raise ExerciseFailure(f"train_bpe is not written yet. Hint: {hint}") from None
+            raise not_written_yet("train_bpe") from None
         except Exception as err:
             raise ExerciseFailure(f"{where}: your function raised {type(err).__name__}: {err}") from None
         expected = _lib_merges(list(texts), n)
@@ -856,7 +856,7 @@ def _check_module(
             with torch.no_grad():
                 got = call_mine(mine, *_clone_all(args))
         except NotImplementedError:
-            raise ExerciseFailure(f"{name} is not written yet. Hint: {hint}") from None
+            raise not_written_yet(name) from None
         except ExerciseFailure:
             raise
         except Exception as err:
@@ -1071,7 +1071,7 @@ def check_gpt(cls) -> None:
             with torch.no_grad():
                 out = mine(idx, targets)
         except NotImplementedError:
-            raise ExerciseFailure(f"GPT is not written yet. Hint: {hint}") from None
+            raise not_written_yet("GPT") from None
         except ExerciseFailure:
             raise
         except Exception as err:

@@ -94,7 +94,7 @@ def check_leaked_share(fn) -> None:
     except NotImplementedError:
         raise ExerciseFailure(
             "leaked_share is not written yet: replace `raise NotImplementedError()` with your code, then "
-            "run this check again. Hint: build the split, then count test articles, not distinct bodies"
+            "run this check again"
         ) from None
     except Exception as err:  # the learner's code raised: show it as feedback, not a crash
         raise ExerciseFailure(f"leaked_share: your function raised {type(err).__name__}: {err}") from None
