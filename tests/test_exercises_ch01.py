@@ -37,8 +37,9 @@ def count_without_biases(vocab_size, block_size, n_layer, d_model):  # weights o
 
 
 def count_by_the_library(vocab_size, block_size, n_layer, d_model):  # the answer, not written
-    return get_config("gpt2", vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, d_model=d_model,
-                      n_head=1).num_parameters()
+    return get_config(
+        "gpt2", vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, d_model=d_model, n_head=1
+    ).num_parameters()
 
 
 def adamw_bytes(n_params):

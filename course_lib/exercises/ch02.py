@@ -42,6 +42,7 @@ def _reference_softmax(x: torch.Tensor) -> torch.Tensor:
 
 def check_softmax(fn) -> None:
     """``fn(x) -> softmax of x along its last dimension``, numerically stable."""
+    require_own_code(fn, "softmax", forbidden=("softmax", "log_softmax"))
     check_function(
         "softmax",
         fn,
@@ -80,6 +81,7 @@ def _reference_attention(q, k, v, mask=None):
 
 def check_scaled_dot_product_attention(fn) -> None:
     """``fn(q, k, v, mask=None) -> softmax(q k^T / sqrt(d_k), masked) v``; mask True = may attend."""
+    require_own_code(fn, "scaled_dot_product_attention", forbidden=("scaled_dot_product_attention",))
     check_function(
         "scaled_dot_product_attention",
         fn,
@@ -97,6 +99,7 @@ def check_scaled_dot_product_attention(fn) -> None:
 
 def check_causal_mask(fn) -> None:
     """``fn(T) -> (T, T) boolean mask``, True where query i may look at key j (j <= i)."""
+    require_own_code(fn, "causal_mask")
     check_function(
         "causal_mask",
         fn,
@@ -215,9 +218,17 @@ def check_attention_entropy(fn) -> None:
         Case("an even spread over 4 keys (entropy ln 4)", (torch.full((4,), 0.25),)),
         Case("one-hot rows: all weight on one key (entropy 0)", (torch.eye(5),)),
         Case("a causal map: zeros above the diagonal", (torch.softmax(causal_scores, dim=-1),)),
-        Case("a batch of maps (2, 4, 7, 7)", (torch.softmax(_randn(2, 4, 7, 7, seed=61, scale=2.0), dim=-1),)),
-        Case("nearly one-hot rows (scores in the hundreds)", (torch.softmax(_randn(5, 16, seed=62, scale=80.0), -1),)),
-        Case("float64 weights, 3 queries against 9 keys", (torch.softmax(_randn(3, 9, seed=63).double(), dim=-1),)),
+        Case(
+            "a batch of maps (2, 4, 7, 7)", (torch.softmax(_randn(2, 4, 7, 7, seed=61, scale=2.0), dim=-1),)
+        ),
+        Case(
+            "nearly one-hot rows (scores in the hundreds)",
+            (torch.softmax(_randn(5, 16, seed=62, scale=80.0), -1),),
+        ),
+        Case(
+            "float64 weights, 3 queries against 9 keys",
+            (torch.softmax(_randn(3, 9, seed=63).double(), dim=-1),),
+        ),
     ]
     check_function(
         "attention_entropy",
@@ -235,7 +246,7 @@ def check_attention_entropy(fn) -> None:
 
 
 def _reference_head_attention_map(x, W_q, b_q, W_k, b_k, head, n_heads, attention_mask):
-    """course_lib's MultiHeadAttention with these query and key weights (any values), its weights of `head`."""
+    """course_lib's MultiHeadAttention with these query and key weights: the weights of `head`."""
     d = x.size(-1)
     mha = MultiHeadAttention(d, n_heads, bias=True)
     with torch.no_grad():
@@ -245,7 +256,9 @@ def _reference_head_attention_map(x, W_q, b_q, W_k, b_k, head, n_heads, attentio
     return weights[:, head]  # (B, T, T)
 
 
-def _head_case(label: str, B: int, T: int, d: int, n_heads: int, head: int, lengths: list[int], seed: int) -> Case:
+def _head_case(
+    label: str, B: int, T: int, d: int, n_heads: int, head: int, lengths: list[int], seed: int
+) -> Case:
     x = _randn(B, T, d, seed=seed)
     W_q, W_k = _randn(d, d, seed=seed + 1, scale=d**-0.5), _randn(d, d, seed=seed + 2, scale=d**-0.5)
     W_k[:, : d // 2] *= 3.0  # keys not symmetric with queries: a transposed product shows
@@ -264,7 +277,9 @@ def check_head_attention_map(fn) -> None:
         _head_case("4 heads of size 4, head 0, no padding", 1, 6, 16, 4, 0, [6], seed=71),
         _head_case("4 heads of size 4, head 2", 2, 6, 16, 4, 2, [6, 6], seed=72),
         _head_case("12 heads of size 32 (as in MiniLM), head 11", 1, 7, 384, 12, 11, [7], seed=73),
-        _head_case("a batch of 3 padded to 8 tokens (lengths 8, 5, 2), head 1", 3, 8, 16, 4, 1, [8, 5, 2], seed=74),
+        _head_case(
+            "a batch of 3 padded to 8 tokens (lengths 8, 5, 2), head 1", 3, 8, 16, 4, 1, [8, 5, 2], seed=74
+        ),
         _head_case("one real token and 5 padding tokens", 1, 6, 16, 2, 1, [1], seed=75),
     ]
     check_function(
