@@ -429,9 +429,10 @@ check_compute_optimal_plan(compute_optimal_plan)
 # %% [markdown]
 # Two published models, planned again with their own budgets. Chinchilla itself was trained with 70
 # billion parameters on 1.4 trillion tokens, 20 tokens per parameter, so its plan gives it back.
-# GPT-3 (Brown et al., 2020) spent its budget on 175 billion parameters and 300 billion tokens:
+# GPT-3 (Brown et al., 2020) spent its budget on 175 billion parameters and 300 billion tokens. (The
+# cell runs your function, so it stops with `NotImplementedError` until you have solved the exercise.)
 
-# %% tags=["nbval-check-output"]
+# %% tags=["raises-exception"]
 published_runs = {"Chinchilla": (70e9, 1.4e12), "GPT-3": (175e9, 300e9)}  # (parameters, training tokens)
 print(f"{'model':<11} {'FLOPs (6ND)':>12} {'N published':>12} {'D published':>12} {'N planned':>10} {'D planned':>10}")
 for name, (n, d) in published_runs.items():

@@ -399,9 +399,10 @@ check_attention_entropy(attention_entropy)
 
 # %% [markdown]
 # The experiment of 2.4 again, with new random rows of 16 keys, measured by entropy: how many keys
-# does a query look at, $e^H$, for raw and scaled scores?
+# does a query look at, $e^H$, for raw and scaled scores? (The cell runs your function, so it stops
+# with `NotImplementedError` until you have solved the exercise.)
 
-# %% tags=["nbval-check-output"]
+# %% tags=["raises-exception"]
 g_entropy = torch.Generator().manual_seed(1)
 print(f"{'d_k':>6} {'keys looked at, raw':>20} {'scaled':>8}   (median e^H over {n_rows} rows of {n_keys} keys)")
 keys_seen = {"raw": [], "scaled": []}

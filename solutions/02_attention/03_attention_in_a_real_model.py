@@ -136,9 +136,10 @@ check_head_attention_map(head_attention_map)
 # Now on the real model, with `transformers`' own weights and numbers: `BertModel` keeps separate
 # `query` and `key` layers in each layer's `attention.self`, and `output_hidden_states=True` returns
 # the input of every layer. Your function, fed with them, should give back every map BERT returned
-# for the padded batch above, in every layer and head:
+# for the padded batch above, in every layer and head. (This cell and the last one of 2.13 run your
+# functions, so they stop with `NotImplementedError` until you have solved the exercises.)
 
-# %% tags=["nbval-check-output"]
+# %% tags=["raises-exception"]
 with torch.no_grad():
     out = bert(**{k: v.to(device) for k, v in batch.items()}, output_hidden_states=True, output_attentions=True)
     worst = 0.0
@@ -411,7 +412,7 @@ check_mean_attention_distance(mean_attention_distance)
 # Every head, measured on the first 48 news sentences (the same in both modes). For comparison, a
 # head that spread its weight evenly over a sentence would look about a third of its length away:
 
-# %% tags=["nbval-check-output"]
+# %% tags=["raises-exception"]
 distance = torch.zeros(cfg.n_layer, cfg.n_head)
 even_spread, few = 0.0, sentences[:48]
 for start in range(0, len(few), 16):
