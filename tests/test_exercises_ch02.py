@@ -81,6 +81,30 @@ def merge_heads_without_transpose(y):
     return y.reshape(B, T, nh * hs)
 
 
+def softmax_by_torch(x):  # the answer, not written
+    return torch.softmax(x, dim=-1)
+
+
+def softmax_by_the_method(x):
+    return x.softmax(-1)
+
+
+def attention_by_pytorchs_kernel(q, k, v, mask=None):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def attention_by_the_library(q, k, v, mask=None):
+    from course_lib.attention import explicit_attention
+
+    return explicit_attention(q, k, v, attn_mask=mask)[0]
+
+
+def causal_mask_by_the_library(T):
+    from course_lib.attention import causal_mask
+
+    return causal_mask(T)
+
+
 def blank(*args, **kwargs):
     raise NotImplementedError()
 
@@ -119,6 +143,11 @@ WRONG = [
     (check_split_heads, split_heads_by_view_only, "into 2 heads"),
     (check_merge_heads, merge_heads_without_transpose, "(1, 2, 2, 2)"),
     (check_merge_heads, merge_heads_view_without_contiguous, "raised RuntimeError: view size"),
+    (check_softmax, softmax_by_torch, "uses the library (PyTorch's softmax)"),
+    (check_softmax, softmax_by_the_method, "uses the library"),
+    (check_scaled_dot_product_attention, attention_by_pytorchs_kernel, "uses the library"),
+    (check_scaled_dot_product_attention, attention_by_the_library, "course_lib.attention"),
+    (check_causal_mask, causal_mask_by_the_library, "uses the library"),
 ]
 
 
@@ -193,3 +222,219 @@ def test_previous_token_weight_rejects_plausible_mistakes(wrong):
 
     with pytest.raises(ExerciseFailure, match=r"previous_token_weight, case \d of 4"):
         check_previous_token_weight(wrong)
+
+
+# ------------------------------------------------------------------------------- attention entropy (2A)
+
+
+def attention_entropy(A):
+    return -torch.where(A > 0, A * A.log(), torch.zeros_like(A)).sum(dim=-1)
+
+
+def entropy_nan_at_zero(A):  # 0 * log(0) = 0 * -inf = nan
+    return -(A * A.log()).sum(dim=-1)
+
+
+def entropy_in_bits(A):  # log base 2: right shape, wrong unit
+    return -torch.where(A > 0, A * A.log2(), torch.zeros_like(A)).sum(dim=-1)
+
+
+def entropy_without_the_minus(A):
+    return torch.where(A > 0, A * A.log(), torch.zeros_like(A)).sum(dim=-1)
+
+
+def entropy_over_the_queries(A):  # sums down the columns
+    return -torch.where(A > 0, A * A.log(), torch.zeros_like(A)).sum(dim=-2)
+
+
+def entropy_with_a_large_epsilon(A):  # hides the nan by shifting every log
+    return -(A * (A + 1e-3).log()).sum(dim=-1)
+
+
+def entropy_mean_not_sum(A):
+    return -torch.where(A > 0, A * A.log(), torch.zeros_like(A)).mean(dim=-1)
+
+
+def entropy_by_pytorch(A):
+    return torch.special.entr(A).sum(dim=-1)
+
+
+def entropy_by_distributions(A):
+    return torch.distributions.Categorical(probs=A).entropy()
+
+
+def test_attention_entropy_passes_a_right_answer(capsys):
+    from course_lib.exercises.ch02 import check_attention_entropy
+
+    check_attention_entropy(attention_entropy)
+    assert "all 6 cases pass" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, case",
+    [
+        (entropy_nan_at_zero, "case 2 of 6 (one-hot rows"),
+        (entropy_in_bits, "case 1 of 6 (an even spread"),
+        (entropy_without_the_minus, "case 1 of 6"),
+        (entropy_over_the_queries, "case 1 of 6"),
+        (entropy_with_a_large_epsilon, "case 1 of 6"),
+        (entropy_mean_not_sum, "case 1 of 6"),
+        (entropy_by_pytorch, "uses the library"),
+        (entropy_by_distributions, "uses the library"),
+        (blank, "not written yet"),
+    ],
+    ids=lambda x: getattr(x, "__name__", str(x)),
+)
+def test_attention_entropy_rejects_plausible_mistakes(wrong, case):
+    from course_lib.exercises.ch02 import check_attention_entropy
+
+    with pytest.raises(ExerciseFailure) as err:
+        check_attention_entropy(wrong)
+    assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+# ------------------------------------------------------------------------ one head of a real layer (2C)
+
+
+def head_attention_map(x, W_q, b_q, W_k, b_k, head, n_heads, attention_mask):
+    hs = x.size(-1) // n_heads
+    rows = slice(head * hs, (head + 1) * hs)
+    q = x @ W_q[rows].T + b_q[rows]  # (B, T, hs)
+    k = x @ W_k[rows].T + b_k[rows]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, T, T)
+    scores = scores.masked_fill(attention_mask[:, None, :] == 0, float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+def _head_variant(slice_rows=None, bias=True, scale=None, transpose_w=True, mask="keys", swap=False):
+    def fn(x, W_q, b_q, W_k, b_k, head, n_heads, attention_mask):
+        hs = x.size(-1) // n_heads
+        rows = slice(head * hs, (head + 1) * hs) if slice_rows is None else slice_rows(head, hs, n_heads)
+        Wq, Wk = (W_q[rows].T, W_k[rows].T) if transpose_w else (W_q.T[rows].T, W_k.T[rows].T)
+        q = x @ Wq + (b_q[rows] if bias else 0)
+        k = x @ Wk + (b_k[rows] if bias else 0)
+        if swap:
+            q, k = k, q
+        scores = q @ k.transpose(-2, -1) / math.sqrt(scale(x.size(-1), hs) if scale else hs)
+        if mask == "keys":
+            scores = scores.masked_fill(attention_mask[:, None, :] == 0, float("-inf"))
+        elif mask == "queries":
+            scores = scores.masked_fill(attention_mask[:, :, None] == 0, float("-inf"))
+        return torch.softmax(scores, dim=-1)
+
+    return fn
+
+
+head_map_without_biases = _head_variant(bias=False)
+head_map_interleaved_heads = _head_variant(slice_rows=lambda h, hs, nh: slice(h, None, nh))
+head_map_scaled_by_the_width = _head_variant(scale=lambda d, hs: d)
+head_map_untransposed_weights = _head_variant(transpose_w=False)  # x @ W: columns, not rows, of W
+head_map_masking_queries = _head_variant(mask="queries")
+head_map_without_the_mask = _head_variant(mask=None)
+head_map_keys_looking_at_queries = _head_variant(swap=True)  # the transposed map
+
+
+def head_map_by_the_library(x, W_q, b_q, W_k, b_k, head, n_heads, attention_mask):
+    from course_lib.attention import explicit_attention
+
+    hs = x.size(-1) // n_heads
+    rows = slice(head * hs, (head + 1) * hs)
+    q, k = x @ W_q[rows].T + b_q[rows], x @ W_k[rows].T + b_k[rows]
+    return explicit_attention(q, k, k, attn_mask=attention_mask[:, None, :].bool())[1]
+
+
+def test_head_attention_map_passes_a_right_answer(capsys):
+    from course_lib.exercises.ch02 import check_head_attention_map
+
+    check_head_attention_map(head_attention_map)
+    assert "all 6 cases pass" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, case",
+    [
+        (head_map_without_biases, "case 1 of 6 (one sentence"),
+        (head_map_interleaved_heads, "case 2 of 6 (4 heads of size 4, head 0"),
+        (head_map_scaled_by_the_width, "case 2 of 6"),
+        (head_map_untransposed_weights, "case 1 of 6"),
+        (head_map_masking_queries, "case 5 of 6 (a batch of 3 padded"),
+        (head_map_without_the_mask, "case 5 of 6"),
+        (head_map_keys_looking_at_queries, "case 1 of 6"),
+        (head_map_by_the_library, "uses the library"),
+        (blank, "not written yet"),
+    ],
+    ids=lambda x: getattr(x, "__name__", str(x)),
+)
+def test_head_attention_map_rejects_plausible_mistakes(wrong, case):
+    from course_lib.exercises.ch02 import check_head_attention_map
+
+    with pytest.raises(ExerciseFailure) as err:
+        check_head_attention_map(wrong)
+    assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+# ------------------------------------------------------------------------- mean attention distance (2C)
+
+
+def mean_attention_distance(A, length):
+    i = torch.arange(A.shape[-1])
+    distance = (i[:, None] - i[None, :]).abs()  # (T, T): |query - key|
+    return (A[:, :length] * distance[:length]).sum(dim=-1).mean(dim=-1)
+
+
+def signed_distance(A, length):  # looking back and looking ahead cancel
+    i = torch.arange(A.shape[-1])
+    return (A[:, :length] * (i[:, None] - i[None, :])[:length]).sum(dim=-1).mean(dim=-1)
+
+
+def distance_over_padding_rows(A, length):  # padded queries counted too
+    i = torch.arange(A.shape[-1])
+    return (A * (i[:, None] - i[None, :]).abs()).sum(dim=-1).mean(dim=-1)
+
+
+def distance_summed_over_rows(A, length):  # a total, not a mean
+    i = torch.arange(A.shape[-1])
+    return (A[:, :length] * (i[:, None] - i[None, :]).abs()[:length]).sum(dim=-1).sum(dim=-1)
+
+
+def distance_of_word_pieces_only(A, length):  # leaves out [CLS] and [SEP], as in 2.7
+    i = torch.arange(A.shape[-1])
+    return (A[:, 1 : length - 1] * (i[:, None] - i[None, :]).abs()[1 : length - 1]).sum(dim=-1).mean(dim=-1)
+
+
+def distance_read_by_columns(A, length):  # transposed: the same total without padding, not with it
+    i = torch.arange(A.shape[-1])
+    return (A.transpose(-2, -1)[:, :length] * (i[:, None] - i[None, :]).abs()[:length]).sum(dim=-1).mean(-1)
+
+
+def squared_distance(A, length):
+    i = torch.arange(A.shape[-1])
+    return (A[:, :length] * ((i[:, None] - i[None, :]) ** 2)[:length]).sum(dim=-1).mean(dim=-1)
+
+
+def test_mean_attention_distance_passes_a_right_answer(capsys):
+    from course_lib.exercises.ch02 import check_mean_attention_distance
+
+    check_mean_attention_distance(mean_attention_distance)
+    assert "all 6 cases pass" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "wrong, case",
+    [
+        (signed_distance, "case 1 of 6 (12 heads"),
+        (distance_over_padding_rows, "case 2 of 6 (4 heads, 6 real tokens padded"),
+        (distance_summed_over_rows, "case 1 of 6"),
+        (distance_of_word_pieces_only, "case 1 of 6"),
+        (distance_read_by_columns, "case 2 of 6"),
+        (squared_distance, "case 1 of 6"),
+        (blank, "not written yet"),
+    ],
+    ids=lambda x: getattr(x, "__name__", str(x)),
+)
+def test_mean_attention_distance_rejects_plausible_mistakes(wrong, case):
+    from course_lib.exercises.ch02 import check_mean_attention_distance
+
+    with pytest.raises(ExerciseFailure) as err:
+        check_mean_attention_distance(wrong)
+    assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"

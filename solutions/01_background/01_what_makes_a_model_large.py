@@ -415,6 +415,48 @@ for name, n in counts.items():
     print(f"{name:<12} {tokens:>20.3g} {model_costs.training_flops(n, tokens):>15.3g}")
 
 # %% [markdown]
+# ### Exercise 1.3 — a compute-optimal plan
+# The two rules also work the other way round. Given a budget of $C$ FLOPs, $C = 6ND$ and
+# $D = rN$ ($r$ tokens per parameter) leave one unknown: $C = 6 r N^2$. Write
+# `compute_optimal_plan(flops, tokens_per_parameter=20)`, returning the pair `(n_params, n_tokens)`.
+# The check compares it with a numerical solution of `model_costs.training_flops(N, D) == C` on six
+# budgets, two of them at other ratios than 20.
+
+# %% tags=["exercise"]
+def compute_optimal_plan(flops: float, tokens_per_parameter: float = 20.0) -> tuple[float, float]:
+    """(parameters, tokens) that spend `flops` with 6 N D FLOPs at `tokens_per_parameter` tokens each."""
+    ### BEGIN SOLUTION
+    n_params = (flops / (6 * tokens_per_parameter)) ** 0.5  # C = 6 N (r N)
+    return n_params, tokens_per_parameter * n_params
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+from course_lib.exercises.ch01 import check_compute_optimal_plan
+
+check_compute_optimal_plan(compute_optimal_plan)
+
+# %% [markdown]
+# Two published models, planned again with their own budgets. Chinchilla itself was trained with 70
+# billion parameters on 1.4 trillion tokens, 20 tokens per parameter, so its plan gives it back.
+# GPT-3 (Brown et al., 2020) spent its budget on 175 billion parameters and 300 billion tokens. (The
+# cell runs your function, so it stops with `NotImplementedError` until you have solved the exercise.)
+
+# %% tags=["raises-exception"]
+published_runs = {"Chinchilla": (70e9, 1.4e12), "GPT-3": (175e9, 300e9)}  # (parameters, training tokens)
+print(f"{'model':<11} {'FLOPs (6ND)':>12} {'N published':>12} {'D published':>12} {'N planned':>10} {'D planned':>10}")
+for name, (n, d) in published_runs.items():
+    budget = model_costs.training_flops(n, d)
+    n_plan, d_plan = compute_optimal_plan(budget)
+    print(f"{name:<11} {budget:>12.3g} {n:>12.3g} {d:>12.3g} {n_plan:>10.3g} {d_plan:>10.3g}")
+gpt3_plan = compute_optimal_plan(model_costs.training_flops(*published_runs["GPT-3"]))
+print(f"GPT-3's plan: {gpt3_plan[0] / 175e9:.2f} x its parameters, {gpt3_plan[1] / 300e9:.1f} x its tokens")
+
+# %% [markdown]
+# By the rule, GPT-3's budget would have been better spent on a model of under a third of its size,
+# trained on more than three times the tokens (the last line): GPT-3 was large for its data.
+
+# %% [markdown]
 # Compute grows with the *square* of model size along the compute-optimal line, because both $N$ and
 # $D$ grow:
 

@@ -29,7 +29,8 @@
 #   not overflow (exercise);
 # - **2.3** all queries at once as matrix products, where $Q$, $K$ and $V$ come from, and the formula
 #   as code (exercise), checked against PyTorch's own kernel;
-# - **2.4** why the scores are divided by $\sqrt{d_k}$: an experiment with random vectors;
+# - **2.4** why the scores are divided by $\sqrt{d_k}$: an experiment with random vectors, and the
+#   entropy of a row of weights as a measure of how spread it is (exercise);
 # - **2.5** the same mathematics through a fused kernel, and what that buys.
 #
 # The next notebook (2B) adds masks, several heads and positions; the last (2C) looks inside a real
@@ -370,6 +371,54 @@ plt.show()
 # growing share of rows almost no gradient reaches the queries and keys. With the scaling, the spread of the scores, the softness of the weights and the size of the gradient all
 # stay the same whatever the width. The factor $1/\sqrt{d_k}$ is not a tuned hyperparameter: it is
 # the one number that undoes the growth of the variance.
+
+# %% [markdown]
+# ### Exercise 2.2b — the entropy of a row of weights
+#
+# The largest weight describes a row by one number. The **entropy** of the row,
+# $H = -\sum_j \alpha_j \ln \alpha_j$, uses all of them: it is $\ln n$ when the weight is spread
+# evenly over $n$ keys and $0$ when one key takes it all; $e^H$ reads as "the number of keys the
+# query really looks at". Write `attention_entropy(A)`, the entropy in nats of every row of `A`
+# along its last dimension. Masked keys have a weight of exactly zero, and they contribute nothing
+# (the limit of $\alpha \ln \alpha$ as $\alpha \to 0$ is $0$), so the check includes one-hot rows
+# and a causal map.
+
+# %% tags=["exercise"]
+def attention_entropy(A: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of each row of A (last dimension): shape A.shape[:-1]."""
+    ### BEGIN SOLUTION
+    terms = torch.where(A > 0, A * A.clamp_min(torch.finfo(A.dtype).tiny).log(), torch.zeros_like(A))
+    return -terms.sum(dim=-1)
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+from course_lib.exercises.ch02 import check_attention_entropy
+
+check_attention_entropy(attention_entropy)
+
+# %% [markdown]
+# The experiment of 2.4 again, with new random rows of 16 keys, measured by entropy: how many keys
+# does a query look at, $e^H$, for raw and scaled scores? (The cell runs your function, so it stops
+# with `NotImplementedError` until you have solved the exercise.)
+
+# %% tags=["raises-exception"]
+g_entropy = torch.Generator().manual_seed(1)
+print(f"{'d_k':>6} {'keys looked at, raw':>20} {'scaled':>8}   (median e^H over {n_rows} rows of {n_keys} keys)")
+keys_seen = {"raw": [], "scaled": []}
+for d in dims:
+    qs = torch.randn(n_rows, 1, d, generator=g_entropy)
+    ks = torch.randn(n_rows, n_keys, d, generator=g_entropy)
+    raw = (qs @ ks.transpose(-2, -1)).squeeze(1)  # (n_rows, n_keys)
+    for kind, sc in [("raw", raw), ("scaled", raw / math.sqrt(d))]:
+        keys_seen[kind].append(attention_entropy(torch.softmax(sc, dim=-1)).exp().median().item())
+    print(f"{d:>6} {keys_seen['raw'][-1]:>20.2f} {keys_seen['scaled'][-1]:>8.2f}")
+assert keys_seen["raw"][-1] < 1.5 < min(keys_seen["scaled"])
+
+# %% [markdown]
+# With scaled scores a query spreads its weight over several of the 16 keys, the same number
+# whatever $d_k$; with raw scores the number falls towards one key as the heads get wider (the
+# table above).
 
 # %% [markdown]
 # ## 2.5 The same mathematics, a faster kernel

