@@ -315,6 +315,7 @@ real = torch.tensor([s[: n_prompt_tokens + n_new] for s in streams], device=devi
 
 settings = {
     "greedy": dict(temperature=0.0),
+    "greedy, penalty 1.3": dict(temperature=0.0, repetition_penalty=1.3),
     "T = 0.7": dict(temperature=0.7),
     "T = 1.0 (pure sampling)": dict(temperature=1.0),
     "T = 1.0, top-k 40": dict(temperature=1.0, top_k=40),
@@ -335,16 +336,17 @@ rows.append({"decoding": "real continuation", "distinct-2": distinct_n(real[:, n
 format_table(rows, floatfmt=".3f").show()
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 4.2))
-for r in rows:
+fig, ax = plt.subplots(figsize=(7, 5.2))
+markers = iter("osD^vP<>Xh")
+for r in rows:  # one legend entry per setting: labels beside the points would overlap where points crowd
     is_real = r["decoding"] == "real continuation"
-    ax.scatter(r["NLL (nats/token)"], r["distinct-2"], s=60, marker="*" if is_real else "o",
-               color="#b5443b" if is_real else "#3b6ea5", zorder=3)
-    ax.annotate(r["decoding"], (r["NLL (nats/token)"], r["distinct-2"]), textcoords="offset points",
-                xytext=(6, 4), fontsize=8)
+    ax.scatter(r["NLL (nats/token)"], r["distinct-2"], s=140 if is_real else 60, zorder=3, label=r["decoding"],
+               marker="*" if is_real else next(markers), color="black" if is_real else None)
 ax.set_xlabel("NLL under the model (nats/token): lower = more typical for the model")
 ax.set_ylabel("distinct-2: higher = more varied")
 ax.set_title(f"{len(streams)} prompts x {n_new} new tokens per setting")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=9)  # below the axes
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -359,6 +361,8 @@ plt.show()
 #   real one produces text that is, by these two measures, statistically like real text.
 # - Truncation (top-k, top-p) lowers the NLL of samples at the same temperature, because the
 #   unlikely tail is never drawn.
+# - The repetition penalty should move greedy decoding towards more variety without sampling at all,
+#   by making the tokens already used less likely.
 
 # %%
 by_name = {r["decoding"]: r for r in rows}
@@ -376,13 +380,17 @@ closest = sorted(generated, key=gap_to_real)
 lowest_nll = min(generated, key=lambda r: r["NLL (nats/token)"])["decoding"]
 least_varied = min(generated, key=lambda r: r["distinct-2"])["decoding"]
 t1, t1_p = by_name["T = 1.0 (pure sampling)"], by_name["T = 1.0, top-p 0.9"]
+greedy, penalised = by_name["greedy"], by_name["greedy, penalty 1.3"]
 display(Markdown(
     f"In this run the lowest NLL is **{lowest_nll}**'s ({by_name[lowest_nll]['NLL (nats/token)']:.2f} nats/token) "
     f"and the lowest distinct-2 **{least_varied}**'s ({by_name[least_varied]['distinct-2']:.3f}); the real "
     f"continuations score {real_row['NLL (nats/token)']:.2f} and {real_row['distinct-2']:.3f}. "
     f"Closest to them: **{closest[0]['decoding']}**, then {closest[1]['decoding']} "
     f"(relative distances {gap_to_real(closest[0]):.3f} and {gap_to_real(closest[1]):.3f}). "
-    f"Top-p 0.9 at T = 1 changes the NLL from {t1['NLL (nats/token)']:.2f} to {t1_p['NLL (nats/token)']:.2f}. "
+    f"Top-p 0.9 at T = 1 changes the NLL from {t1['NLL (nats/token)']:.2f} to {t1_p['NLL (nats/token)']:.2f}; "
+    f"the repetition penalty moves greedy decoding's distinct-2 from {greedy['distinct-2']:.3f} to "
+    f"{penalised['distinct-2']:.3f} and its NLL from {greedy['NLL (nats/token)']:.2f} to "
+    f"{penalised['NLL (nats/token)']:.2f}. "
     f"These are {len(streams)} prompts and one sampling seed: neighbours whose distances differ in the "
     "second decimal can swap places with another seed. Nucleus sampling with $p$ around 0.9 is also a "
     "common default for large models."
