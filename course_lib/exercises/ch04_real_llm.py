@@ -238,7 +238,7 @@ def check_win_rate_interval(fn) -> None:
         atol=1e-12,
         rtol=1e-9,
         hint="first one number per item: 1 for a win, 0.5 for a tie, 0 for a loss; resample those numbers "
-        "(not the two score lists separately) with rng = np.random.default_rng(seed) and "
-        "rng.integers(0, n, size=(2000, n)); the interval is np.quantile of the 2,000 means at 0.025 and "
-        "0.975",
+        "(not the two score lists separately), drawing a (2000, n) array of indices with the integers method "
+        "of NumPy's default_rng made from the seed; the interval is the 0.025 and 0.975 quantiles of the "
+        "2,000 resampled means",
     )

@@ -74,6 +74,7 @@ print(f"inference, fp32: {inference_memory(n_params, 'fp32') / 2**20:.0f} MiB; "
 print(f"full fine-tuning with AdamW, fp32, before activations: "
       f"{training_memory(n_params).total / 2**20:.0f} MiB")
 
+
 # %% [markdown]
 # **Exercise.** Chapter 1 counted GPT-2's parameters from its shape; count a Llama-style model's the
 # same way. What differs: grouped-query attention (the keys and values have only `n_kv_head` heads of

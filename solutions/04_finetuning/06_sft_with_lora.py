@@ -187,6 +187,7 @@ sft_scores = [rouge_l(w, a.headline) for w, a in zip(sft, test_articles)]
 for z, s, a in list(zip(zero_shot, sft, test_articles))[:3]:
     print(f"real:      {a.headline}\nzero-shot: {z}\nSFT:       {s}\n")
 
+
 # %% [markdown]
 # ## 4.6.4 Merging and swapping adapters
 #

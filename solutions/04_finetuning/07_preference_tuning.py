@@ -240,6 +240,7 @@ format_table([
     {"measure": "ROUGE-L SFT+DPO", "value [95% CI]": interval(dpo_scores)[1]},
 ])
 
+
 # %% [markdown]
 # ## 4.7.5 Summary
 #
