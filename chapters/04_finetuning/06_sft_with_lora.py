@@ -108,6 +108,24 @@ print("every example's last label is <|im_end|>:", all(lab[-1] == end_id for _, 
 print("every example's first label is masked:", all(lab[0] == IGNORE_INDEX for _, lab in examples))
 
 # %% [markdown]
+# **Exercise.** The loss these labels feed (the course's GPT computes it inside `instruction_loss`):
+# the mean next-token cross-entropy over the positions whose label is not `IGNORE_INDEX`. The labels
+# are already shifted, so `logits[b, t]` predicts `labels[b, t]`. Write it from `log_softmax`, without
+# `cross_entropy`, and mind what the mean is over: every kept position of the batch counts once.
+
+# %% tags=["exercise"]
+def sft_loss(logits, labels):
+    """logits (B, T, V), labels (B, T) with -100 where masked -> the mean loss over unmasked labels."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch04_real_llm import check_sft_loss
+
+check_sft_loss(sft_loss)
+
+# %% [markdown]
 # ## 4.6.2 Zero-shot headlines (the model before tuning)
 
 # %%
@@ -162,12 +180,29 @@ sft_scores = [rouge_l(w, a.headline) for w, a in zip(sft, test_articles)]
 for z, s, a in list(zip(zero_shot, sft, test_articles))[:3]:
     print(f"real:      {a.headline}\nzero-shot: {z}\nSFT:       {s}\n")
 
+
 # %% [markdown]
 # ## 4.6.4 Merging and swapping adapters
 #
 # Merging adds `B @ A * alpha / r` into each frozen weight: the merged model computes the same
 # function with no extra matrix products. Saved adapters are a few hundred KB; loading the initial
 # (untrained) adapter gives the original model back.
+
+# %% [markdown]
+# **Exercise.** The merged weight of one layer: from the frozen `W` (out, in), the adapter's `A`
+# (r, in) and `B` (out, r), `alpha` and `r`, return the weight the merged layer multiplies by.
+
+# %% tags=["exercise"]
+def merge_lora_weight(W, A, B, alpha, r):
+    """W (out, in), A (r, in), B (out, r) -> the merged weight (out, in), a new tensor."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+# %% tags=["check", "points=1", "raises-exception"]
+from course_lib.exercises.ch04_real_llm import check_merge_lora_weight
+
+check_merge_lora_weight(merge_lora_weight)
 
 # %%
 x = torch.tensor([examples[0][0]])

@@ -74,6 +74,32 @@ print(f"inference, fp32: {inference_memory(n_params, 'fp32') / 2**20:.0f} MiB; "
 print(f"full fine-tuning with AdamW, fp32, before activations: "
       f"{training_memory(n_params).total / 2**20:.0f} MiB")
 
+
+# %% [markdown]
+# **Exercise.** Chapter 1 counted GPT-2's parameters from its shape; count a Llama-style model's the
+# same way. What differs: grouped-query attention (the keys and values have only `n_kv_head` heads of
+# size `d_model / n_head`), SwiGLU's three matrices of `d_model x d_ff`, RMSNorm's weight without a
+# bias, no biases in the linear layers, and rotary positions, which have no parameters. The check's
+# first case is SmolLM2's own shape: your count must equal the one printed above.
+
+# %% tags=["exercise"]
+def llama_parameters(vocab_size, n_layer, d_model, n_head, n_kv_head, d_ff, tied):
+    """Parameters of a Llama-style model; ``tied``: the output layer reuses the token embedding."""
+    ### BEGIN SOLUTION
+    kv_width = n_kv_head * (d_model // n_head)  # k and v each project d_model -> kv_width
+    attention = d_model * (d_model + 2 * kv_width) + d_model * d_model  # q, k, v, then the output
+    mlp = 3 * d_model * d_ff  # gate, up and down projections
+    block = attention + mlp + 2 * d_model  # two RMSNorm weights
+    embeddings = vocab_size * d_model * (1 if tied else 2)
+    return embeddings + n_layer * block + d_model  # + the final RMSNorm
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04_real_llm import check_llama_parameters
+
+check_llama_parameters(llama_parameters)
+
 # %% [markdown]
 # ## 4.5.2 The chat template, token by token
 #

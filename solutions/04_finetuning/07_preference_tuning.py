@@ -123,6 +123,36 @@ print("no held-out article's headline is chosen in a training pair:",
       not {tuple(p["chosen"]) for p in train_pairs} & {tuple(p["chosen"]) for p in test_pairs})
 
 # %% [markdown]
+# **Exercise.** How a batch of B pairs reaches the model: `preference_collate` makes 2B rows, the B
+# chosen ones (prompt + chosen answer) first, then the B rejected ones, right-padded with `pad_id` to
+# the longest row, with an attention mask (1 on real tokens) and an answer mask (1 on the answer's
+# tokens only, which are the ones whose log-probabilities DPO sums). Write it, returning the three
+# (2B, T) tensors.
+
+# %% tags=["exercise"]
+def collate_pairs(pairs, pad_id):
+    """pairs: dicts of "prompt", "chosen", "rejected" id lists -> (input_ids, attention_mask, answer_mask)."""
+    ### BEGIN SOLUTION
+    prompts = [p["prompt"] for p in pairs] * 2
+    answers = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    T = max(len(q) + len(a) for q, a in zip(prompts, answers))
+    input_ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)  # (2B, T)
+    attention_mask = torch.zeros(len(prompts), T, dtype=torch.long)
+    answer_mask = torch.zeros(len(prompts), T, dtype=torch.long)
+    for i, (q, a) in enumerate(zip(prompts, answers)):
+        input_ids[i, : len(q) + len(a)] = torch.tensor(q + a)
+        attention_mask[i, : len(q) + len(a)] = 1
+        answer_mask[i, len(q) : len(q) + len(a)] = 1
+    return input_ids, attention_mask, answer_mask
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04_real_llm import check_collate_pairs
+
+check_collate_pairs(collate_pairs)
+
+# %% [markdown]
 # ## 4.7.3 DPO on the LoRA adapters
 #
 # The policy starts as the SFT model and trains the same LoRA adapters further; `DPOLoss` gives the
@@ -210,12 +240,39 @@ format_table([
     {"measure": "ROUGE-L SFT+DPO", "value [95% CI]": interval(dpo_scores)[1]},
 ])
 
+
 # %% [markdown]
 # ## 4.7.5 Summary
 #
 # A positive held-out reward margin says DPO learned the preference on prompts it never saw; whether
 # that makes better headlines is the win rate and the ROUGE-L intervals. Where the interval of the
 # win rate contains 0.5, or the ROUGE-L intervals overlap, DPO did not measurably help here.
+
+# %% [markdown]
+# **Exercise.** The verdict below rests on the win rate's interval. Write both: one number per
+# article (1 when the new headline scores higher, 0.5 for a tie, 0 when lower), their mean, and the
+# percentile bootstrap interval of that mean the course uses everywhere, with NumPy:
+# `rng = np.random.default_rng(seed)`, 2,000 resamples of the n numbers drawn as
+# `rng.integers(0, n, size=(2000, n))`, and the 2.5% and 97.5% quantiles of the resampled means.
+
+# %% tags=["exercise"]
+def win_rate_interval(new_scores, old_scores, seed=0):
+    """Per-item scores of two methods -> (win rate, low, high), a tie counting half."""
+    ### BEGIN SOLUTION
+    import numpy as np
+
+    wins = np.array([1.0 if n > o else 0.5 if n == o else 0.0 for n, o in zip(new_scores, old_scores)])
+    rng = np.random.default_rng(seed)
+    means = wins[rng.integers(0, len(wins), size=(2000, len(wins)))].mean(axis=1)  # (2000,)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(wins.mean()), float(lo), float(hi)
+    ### END SOLUTION
+
+
+# %% tags=["check", "points=1"]
+from course_lib.exercises.ch04_real_llm import check_win_rate_interval
+
+check_win_rate_interval(win_rate_interval)
 
 # %%
 win_lo, win_hi = bootstrap_interval(wins, seed=0)
