@@ -40,19 +40,24 @@ unit_fast() { run_pytest tests -q -p no:cacheprovider --ignore=tests/browser -m 
 # Notebooks run TEST_WORKERS at a time (each notebook's cells in order in one kernel: --dist loadscope),
 # the solutions first and then the learner copies, so that a notebook's two copies, which write the same
 # training runs in the cache, never run together; tools/warm_cache.py first builds the models several
-# notebooks load, so that no two notebooks train the same one at once.
+# notebooks load, so that no two notebooks train the same one at once. With more than one at a time each
+# kernel gets one thread: two kernels of two threads each on two cores took 1,108 s here, more than the
+# 831 s of one notebook at a time before; on four heavy notebooks, one thread each took 73 s against 96 s.
 nbval() {
     mapfile -t nbs < <(notebooks)
     [ ${#nbs[@]} -gt 0 ] || { echo "no notebooks found in chapters/ or solutions/" >&2; return 1; }
     COURSE_FAST=1 python tools/warm_cache.py || return 1
-    local rc=0 part
-    for part in solutions chapters; do
-        mapfile -t nbs < <(notebooks | grep "^$part/")
-        COURSE_FAST=1 run_pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-            --nbval-cell-timeout=900 -p no:cacheprovider -q -n "${TEST_WORKERS:-2}" --dist loadscope \
-            "${nbs[@]}" || rc=1
-    done
-    return $rc
+    (
+        [ "${TEST_WORKERS:-2}" = 1 ] || export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # in this subshell only
+        rc=0
+        for part in solutions chapters; do
+            mapfile -t nbs < <(notebooks | grep "^$part/")
+            COURSE_FAST=1 run_pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+                --nbval-cell-timeout=900 -p no:cacheprovider -q -n "${TEST_WORKERS:-2}" --dist loadscope \
+                "${nbs[@]}" || rc=1
+        done
+        exit $rc
+    )
 }
 # The site loads MathJax and the widget scripts from local copies (tools/book_assets.sh); without npm,
 # book_assets.sh writes a config that falls back to the CDNs, and the build uses it.
