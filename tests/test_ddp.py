@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +19,12 @@ from course_lib.distributed import (
     init_distributed,
     max_replica_difference,
 )
+from course_lib.serve import free_port
 
 HELPERS = Path(__file__).with_name("trainer_helpers.py")
 ROOT = HELPERS.parent.parent  # this checkout, so the subprocesses import its course_lib
 DDP_TOL = 1e-5  # absolute: the gradient mean is summed in another order (per-rank means, then all-reduce)
 TORCHRUN_TIMEOUT = 150  # seconds for the two-process run, start-up included
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_one_process_needs_no_process_group(monkeypatch):
@@ -63,7 +57,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     result = tmp_path / "ddp.pt"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         str(HELPERS), "ddp", str(tmp_path / "ddp"), str(global_batch), str(steps), "2", str(result),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HELPERS.parent), str(ROOT)]))
@@ -100,7 +94,7 @@ def test_ddp_self_check_shows_gradients_averaged_and_weights_identical():
         "--master_addr",
         "127.0.0.1",
         "--master_port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "course_lib.distributed",
     ]

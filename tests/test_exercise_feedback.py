@@ -66,3 +66,50 @@ def test_in_a_notebook_a_failure_shows_its_message_without_a_traceback_and_still
     assert other.ename == "ZeroDivisionError" and len(other.traceback) > 1
     with pytest.raises(nbclient.exceptions.CellExecutionError, match="ExerciseFailure"):
         nbclient.NotebookClient(nb, kernel_name="python3", timeout=120).execute()  # the cell still fails
+
+
+# ------------------------------------------------------------ ready-made answers found, own helpers spared
+
+
+def test_library_used_finds_forbidden_functions_and_packages_however_they_are_reached():
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from course_lib.exercises import library_used
+
+    def imported_inside(y, p):
+        from sklearn.metrics import f1_score
+
+        return f1_score(y, p)
+
+    def through_a_closure(y, p):
+        return confusion_matrix(y, p)
+
+    def as_an_attribute(x):
+        return torch.nn.functional.softmax(x, -1)
+
+    assert library_used(imported_inside, packages=("sklearn",)) == ["code from sklearn.metrics"]
+    assert library_used(through_a_closure, forbidden=("confusion_matrix",)) == [
+        "confusion_matrix from sklearn.metrics._classification"
+    ]
+    assert library_used(lambda y, p: f1_score(y, p), packages=("sklearn",)) == [
+        "f1_score from sklearn.metrics._classification"
+    ]
+    assert library_used(as_an_attribute, forbidden=("softmax",)) == ["PyTorch's softmax"]
+    assert library_used(as_an_attribute) == [], "softmax is only refused where an exercise forbids it"
+
+
+def test_a_helper_of_the_learners_own_with_a_forbidden_name_is_spared():
+    namespace: dict = {"__name__": "__main__"}
+    exec(
+        "def confusion_matrix(y, p, n):\n"
+        "    cm = [[0] * n for _ in range(n)]\n"
+        "    for t, q in zip(y, p):\n"
+        "        cm[t][q] += 1\n"
+        "    return cm\n"
+        "def answer(y, p, n):\n"
+        "    return confusion_matrix(y, p, n)\n",
+        namespace,
+    )
+    from course_lib.exercises import library_used
+
+    assert library_used(namespace["answer"], forbidden=("confusion_matrix",)) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -13,15 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from course_lib.serve import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "course-test-token"
 FIRST = "chapters/01_background/01_what_makes_a_model_large.ipynb"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> dict:
@@ -33,7 +28,7 @@ def _get(url: str) -> dict:
 def test_make_lab_serves_the_course_on_loopback(tmp_path):
     if not (ROOT / ".venv" / "bin" / "jupyter").exists():
         pytest.skip("no .venv: run `make setup` first (make test does)")
-    port = _free_port()
+    port = free_port()
     args = (
         f"--no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port={port} --IdentityProvider.token={TOKEN} "
         "--ServerApp.port_retries=0 --LabApp.news_url=None "

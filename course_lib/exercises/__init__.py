@@ -140,33 +140,64 @@ def _code_names(code: Any) -> set[str]:
 
 
 def _attribute_names(code: Any) -> set[str]:
-    """The names a code object reads as attributes (``F.gelu`` -> ``gelu``), nested code included."""
-    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in ("LOAD_ATTR", "LOAD_METHOD")}
+    """The names a code object reads as attributes (``F.gelu`` -> ``gelu``) or imports from a module
+    (``from torch.nn.functional import gelu`` inside it), nested code included."""
+    reads = ("LOAD_ATTR", "LOAD_METHOD", "IMPORT_FROM")
+    names = {ins.argval for ins in dis.get_instructions(code) if ins.opname in reads}
     for const in code.co_consts:
         if inspect.iscode(const):
             names |= _attribute_names(const)
     return names
 
 
-def library_used(answer: Any, allowed: Sequence[str] = (), forbidden: Sequence[str] = ()) -> list[str]:
-    """The course_lib objects an answer is or reaches, by name: ``[]`` when it is written by hand.
+def _module_of(value: Any) -> str:
+    """The module an object comes from (a module's own name for a module), or "" when unknown."""
+    return str((value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)) or "")
+
+
+def _in_torch(name: str) -> bool:
+    return any(hasattr(space, name) for space in (torch, torch.nn.functional, torch.Tensor))
+
+
+def library_used(
+    answer: Any, allowed: Sequence[str] = (), forbidden: Sequence[str] = (), packages: Sequence[str] = ()
+) -> list[str]:
+    """What a ready-made answer an answer is or reaches: ``[]`` when it is written by hand.
 
     Looks at the answer itself (a course_lib function or class, or a subclass of one), then at every
     global its code names (functions and classes the learner wrote are followed, so a wrapper around a
-    wrapper is found too). ``allowed`` names library objects an exercise may use (e.g. ``GPTConfig``);
-    ``forbidden`` names other functions it must not call (e.g. PyTorch's ``layer_norm``), found by name.
+    wrapper is found too). Reports, by name:
+
+    - course_lib objects (``course_lib.tokenizers.BPETokenizer``), except those named in ``allowed``
+      (e.g. ``GPTConfig``);
+    - functions named in ``forbidden`` (PyTorch's ``layer_norm``, scikit-learn's ``confusion_matrix``),
+      read as an attribute (``F.layer_norm``) or imported (a helper of the learner's own with the same
+      name is spared), as ``"layer_norm"`` or ``"confusion_matrix from sklearn.metrics"``;
+    - anything from the third-party ``packages`` (e.g. ``("sklearn",)``): ``"f1_score from
+      sklearn.metrics"``, or ``"code from sklearn.metrics"`` imported inside the function.
     """
     found: list[str] = []
     seen: set[int] = set()
+    home = _module_of(answer)  # where the learner's code lives (``__main__`` in a notebook)
+
+    def from_package(module: str) -> bool:
+        return module.split(".")[0] in packages
 
     def visit(obj: Any) -> None:
         if id(obj) in seen:
             return
         seen.add(id(obj))
+        module = _module_of(obj)
+        if module != home and not _is_library(obj) and callable(obj):  # reached through a closure
+            if getattr(obj, "__name__", "") in forbidden or from_package(module):
+                found.append(f"{obj.__name__} from {module or 'a library'}")
+                return
         if inspect.isclass(obj):
             for base in obj.__mro__:
                 if _is_library(base) and base.__name__ not in allowed:
                     found.append(f"{base.__module__}.{base.__name__}")
+                elif from_package(base.__module__):
+                    found.append(f"{base.__name__} from {base.__module__}")
                 elif base.__module__.split(".")[0] not in ("builtins", "torch", "typing", "abc"):
                     for member in vars(base).values():
                         func = member.fget if isinstance(member, property) else member
@@ -183,15 +214,19 @@ def library_used(answer: Any, allowed: Sequence[str] = (), forbidden: Sequence[s
         if inspect.isfunction(obj):
             attributes = _attribute_names(obj.__code__)
             for name in sorted(_code_names(obj.__code__)):
-                from_torch = name in obj.__globals__ and str(
-                    getattr(obj.__globals__[name], "__module__", "")
-                ).startswith("torch")
-                if name in forbidden and (name in attributes or from_torch):  # F.gelu, or gelu from torch
-                    found.append(f"PyTorch's {name}")
-                elif name.split(".")[0] == "course_lib" and not name.startswith("course_lib.exercises"):
+                value = obj.__globals__.get(name)
+                module = _module_of(value) if name in obj.__globals__ else ""
+                if name.split(".")[0] == "course_lib" and not name.startswith("course_lib.exercises"):
                     found.append(name)  # an import inside the function
+                elif from_package(name):
+                    found.append(f"code from {name}")  # `from sklearn.metrics import f1_score` inside
+                elif name in forbidden and name in attributes:
+                    found.append(f"PyTorch's {name}" if _in_torch(name) else name)  # F.gelu, x.softmax()
+                elif name in forbidden and name in obj.__globals__ and module != obj.__module__:
+                    found.append(f"{name} from {module or 'a library'}")
+                elif name in obj.__globals__ and from_package(module) and not _is_library(value):
+                    found.append(f"{name} from {module}")
                 elif name in obj.__globals__:
-                    value = obj.__globals__[name]
                     if _is_library(value) or inspect.isfunction(value) or inspect.isclass(value):
                         visit(value)
             for cell in obj.__closure__ or ():
@@ -201,18 +236,24 @@ def library_used(answer: Any, allowed: Sequence[str] = (), forbidden: Sequence[s
                     pass
 
     visit(answer)
-    return sorted(set(found))
+    return sorted(set(found), key=lambda item: (not item.startswith("course_lib"), item))
 
 
 def require_own_code(
-    answer: Any, what: str, allowed: Sequence[str] = (), forbidden: Sequence[str] = ()
+    answer: Any,
+    what: str,
+    allowed: Sequence[str] = (),
+    forbidden: Sequence[str] = (),
+    packages: Sequence[str] = (),
 ) -> None:
-    """Raise :class:`ExerciseFailure` when ``answer`` is, or calls, a library's own version of ``what``."""
-    used = library_used(answer, allowed, forbidden)
+    """Raise :class:`ExerciseFailure` when ``answer`` is, or calls, a ready-made version of ``what``: the
+    library's own, a ``forbidden`` function, or anything from ``packages`` (see :func:`library_used`)."""
+    used = library_used(answer, allowed, forbidden, packages)
     if used:
         raise ExerciseFailure(
-            f"{what}: your answer uses the library ({', '.join(used)}); the exercise is to write it "
-            "yourself, from the formula, with plain Python and PyTorch tensor operations"
+            f"{what}: your answer uses the library ({', '.join(used)}), which computes it for you; the "
+            "exercise is to write it yourself, from the formula, with plain Python, NumPy and PyTorch "
+            "tensor operations"
         )
 
 

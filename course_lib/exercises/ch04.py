@@ -9,14 +9,12 @@ The references are :func:`course_lib.heads.last_token_pool` and :func:`~course_l
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 from torch import nn
 
 from course_lib.chat_template import render_chat
-from course_lib.exercises import Case, ExerciseFailure, _code_names, check_function, require_own_code
+from course_lib.exercises import Case, ExerciseFailure, check_function, require_own_code
 from course_lib.heads import last_token_pool, mean_pool
 from course_lib.lm_data import IGNORE_INDEX, prompt_completion_example
 from course_lib.lora import LoRALinear
@@ -311,48 +309,12 @@ def check_dpo_loss(fn) -> None:
 # ------------------------------------------------------------------------- not calling a ready-made answer
 
 
-def _refuse_names(answer, what: str, names: tuple[str, ...]) -> None:
-    """Raise when ``answer`` names one of ``names`` (a scikit-learn or PyTorch ready-made answer), in its
-    own code or in a function of the learner's that it calls (globals and closures are followed)."""
-    used: set[str] = set()
-    seen: set[int] = set()
-
-    def visit(fn) -> None:
-        code = getattr(fn, "__code__", None)
-        if code is None or id(fn) in seen or str(getattr(fn, "__module__", "")).startswith("course_lib"):
-            return
-        seen.add(id(fn))
-        referenced = _code_names(code) | set(code.co_freevars)
-        used.update(set(names) & referenced)
-        values = [fn.__globals__.get(n) for n in referenced]
-        values += [c.cell_contents for c in fn.__closure__ or () if _filled(c)]
-        for value in values:
-            if inspect.isfunction(value):
-                visit(value)
-
-    visit(answer)
-    if used:
-        raise ExerciseFailure(
-            f"{what}: your answer calls {', '.join(sorted(used))}, which computes the answer for you; the "
-            "exercise is to write it yourself with plain Python, NumPy or PyTorch tensor operations"
-        )
-
-
-def _filled(cell) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018
-    except ValueError:  # an empty closure cell
-        return False
-    return True
-
-
 # ----------------------------------------------------------------------------- mean pooling
 
 
 def check_mean_pool(fn) -> None:
     """``fn(hidden (B, T, d), attention_mask (B, T)) -> (B, d)``: the mean of each row's real tokens."""
-    require_own_code(fn, "mean pooling")
-    _refuse_names(fn, "mean pooling", ("mean_pool",))
+    require_own_code(fn, "mean pooling", forbidden=("mean_pool",))
     cases = [
         _pool_case("no padding", [5, 5], 5, 3, 10),
         _pool_case("right padding, different lengths", [4, 1, 6, 2], 6, 4, 11),
@@ -382,8 +344,7 @@ def _reference_confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
 
 def check_confusion_counts(fn) -> None:
     """``fn(y_true, y_pred, n_classes) -> (C, C)``: counts, row = true class, column = predicted class."""
-    require_own_code(fn, "the confusion matrix")
-    _refuse_names(fn, "the confusion matrix", ("confusion_matrix", "crosstab"))
+    require_own_code(fn, "the confusion matrix", forbidden=("confusion_matrix", "crosstab"))
     rng = np.random.default_rng(1)
     y5 = rng.integers(0, 5, 60)
     p5 = np.where(rng.random(60) < 0.6, y5, rng.integers(0, 5, 60))
@@ -451,9 +412,10 @@ def check_stratified_split(fn) -> None:
     """``fn(labels, fractions, seed) -> (train, val, test)`` index arrays that partition the items and keep
     each class's count in each part within one item of ``fraction * class size``, as
     :func:`course_lib.datasets.stratified_split` guarantees; fixed by the seed, and shuffled."""
-    require_own_code(fn, "the stratified split")
-    _refuse_names(
-        fn, "the stratified split", ("train_test_split", "StratifiedShuffleSplit", "StratifiedKFold")
+    require_own_code(
+        fn,
+        "the stratified split",
+        forbidden=("train_test_split", "StratifiedShuffleSplit", "StratifiedKFold"),
     )
     rng = np.random.default_rng(2)
     cases = [
@@ -529,9 +491,10 @@ def _reference_char_ngrams(text: str, n_min: int, n_max: int) -> list[str]:
 def check_char_ngrams(fn) -> None:
     """``fn(text, n_min, n_max) -> list[str]``: every run of n_min..n_max characters, repeats included,
     as scikit-learn's ``analyzer="char"`` makes them (order does not matter)."""
-    require_own_code(fn, "character n-grams")
-    _refuse_names(
-        fn, "character n-grams", ("TfidfVectorizer", "CountVectorizer", "build_analyzer", "_char_ngrams")
+    require_own_code(
+        fn,
+        "character n-grams",
+        forbidden=("TfidfVectorizer", "CountVectorizer", "build_analyzer", "_char_ngrams"),
     )
     cases = [
         Case("很不错, 1 to 3", ("很不错", 1, 3)),
@@ -596,8 +559,12 @@ def check_paired_bootstrap(fn) -> None:
 
 def check_rouge_l(fn) -> None:
     """``fn(candidate, reference) -> float``: ROUGE-L F1 over :func:`course_lib.metrics.rouge_tokens`."""
-    require_own_code(fn, "ROUGE-L", allowed=("rouge_tokens",))
-    _refuse_names(fn, "ROUGE-L", ("longest_common_subsequence", "rouge_scorer", "RougeScorer"))
+    require_own_code(
+        fn,
+        "ROUGE-L",
+        allowed=("rouge_tokens",),
+        forbidden=("longest_common_subsequence", "rouge_scorer", "RougeScorer"),
+    )
     cases = [
         Case("the same headline", ("Oil prices hit record high", "Oil prices hit record high")),
         Case("no word in common", ("Blair wins vote", "Oil prices rise")),

@@ -15,15 +15,13 @@ error's reference is tested against a count by hand.
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.compress import magnitude_prune, quantize_tensor_int8
-from course_lib.exercises import Case, ExerciseFailure, _code_names, check_function, require_own_code
+from course_lib.exercises import Case, ExerciseFailure, check_function, require_own_code
 from course_lib.gpt import penalize_repetition
 from course_lib.heads import mean_pool
 from course_lib.lm_data import pad_collate
@@ -283,44 +281,6 @@ def check_pad_batch(fn) -> None:
 # ----------------------------------------------------------------------------- helpers of the checks below
 
 
-def _uses_package(answer, packages: tuple[str, ...]) -> list[str]:
-    """The globals (or in-function imports) of ``answer`` that come from one of ``packages``, following the
-    learner's own helper functions: ``[]`` when the answer is written by hand."""
-    found: list[str] = []
-    seen: set[int] = set()
-
-    def visit(fn) -> None:
-        if id(fn) in seen or not inspect.isfunction(fn):
-            return
-        seen.add(id(fn))
-        for name in _code_names(fn.__code__):
-            if name.split(".")[0] in packages:  # `import sklearn.metrics` inside the function
-                found.append(name)
-            value = fn.__globals__.get(name)
-            if value is None:
-                continue
-            module = (
-                value.__name__ if inspect.ismodule(value) else str(getattr(value, "__module__", "") or "")
-            )
-            if module.split(".")[0] in packages:
-                found.append(name)
-            visit(value)
-
-    visit(answer)
-    return sorted(set(found))
-
-
-def _own_code(answer, what: str, packages: tuple[str, ...] = ()) -> None:
-    """Refuse an answer that calls course_lib's own version of ``what``, or anything from ``packages``."""
-    require_own_code(answer, what)
-    used = _uses_package(answer, packages)
-    if used:
-        raise ExerciseFailure(
-            f"{what}: your answer uses {', '.join(used)} from {' or '.join(packages)}; the exercise is to "
-            "write it yourself with plain Python, NumPy or PyTorch tensor operations"
-        )
-
-
 # ----------------------------------------------------------------------------- a repetition penalty
 
 
@@ -328,7 +288,7 @@ def check_repetition_penalty(fn) -> None:
     """``fn(logits, previous_ids, penalty) -> logits``: logits (B, V), previous_ids (B, T) long; returns new
     (B, V) logits in which every token already in the row's ids is made less likely: a positive logit is
     divided by ``penalty``, a negative one multiplied by it, once per token."""
-    _own_code(fn, "repetition_penalty", ("transformers",))
+    require_own_code(fn, "repetition_penalty", packages=("transformers",))
     g = torch.Generator().manual_seed(0)
     random_logits = 3.0 * torch.randn(3, 40, generator=g)  # (3, 40)
     random_ids = torch.randint(0, 40, (3, 12), generator=g)  # (3, 12), with repeats
@@ -378,7 +338,7 @@ def reference_top_k_logits(logits: torch.Tensor, k: int) -> torch.Tensor:
 def check_top_k_logits(fn) -> None:
     """``fn(logits, k) -> logits``: logits (B, V); returns (B, V) with every logit below the row's k-th
     largest replaced by -inf, so that a softmax gives those tokens probability 0."""
-    _own_code(fn, "top_k_logits", ("transformers",))
+    require_own_code(fn, "top_k_logits", packages=("transformers",))
     g = torch.Generator().manual_seed(1)
     cases = [
         Case("one row, k = 2", (torch.tensor([[1.0, 3.0, -1.0, 2.0, 0.5]]), 2)),
@@ -415,7 +375,7 @@ def check_macro_f1(fn) -> None:
     """``fn(y_true, y_pred, n_classes) -> float``: integer label arrays (N,) with classes 0 .. n_classes-1;
     the unweighted mean over classes of F1 = 2 TP / (2 TP + FP + FN), a class with no TP, FP or FN
     counting 0 (scikit-learn's ``f1_score(..., average="macro", zero_division=0)``)."""
-    _own_code(fn, "macro_f1", ("sklearn",))
+    require_own_code(fn, "macro_f1", packages=("sklearn",))
     rng = np.random.default_rng(0)
     y5 = rng.integers(0, 5, 200)
     noisy5 = np.where(rng.random(200) < 0.3, rng.integers(0, 5, 200), y5)
@@ -471,7 +431,7 @@ def check_ece(fn) -> None:
     """``fn(confidence, correct, n_bins) -> float``: confidence (N,) floats in [0, 1], correct (N,) bools;
     the weighted mean over bins ((m-1)/M, m/M] of |accuracy in the bin - mean confidence in the bin|, each
     bin weighted by its share of the answers; empty bins count nothing."""
-    _own_code(fn, "expected_calibration_error", ("sklearn",))
+    require_own_code(fn, "expected_calibration_error", packages=("sklearn",))
     rng = np.random.default_rng(0)
     conf = rng.uniform(0.2, 1.0, 500)
     over = rng.random(500) < conf - 0.15  # an overconfident model: right less often than it claims
@@ -519,7 +479,7 @@ def reference_sentence_embedding(hidden: torch.Tensor, attention_mask: torch.Ten
 def check_sentence_embedding(fn) -> None:
     """``fn(hidden, attention_mask) -> (B, d)``: mean pooling over the real tokens (mask 1), then L2
     normalisation, as sentence-transformers does for all-MiniLM-L6-v2."""
-    _own_code(fn, "sentence_embedding", ("sentence_transformers", "transformers"))
+    require_own_code(fn, "sentence_embedding", packages=("sentence_transformers", "transformers"))
     g = torch.Generator().manual_seed(0)
     padded = torch.randn(3, 6, 8, generator=g)  # (B, T, d)
     padded_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
@@ -565,7 +525,7 @@ def check_mrr(fn) -> None:
     """``fn(scores, true_idx) -> float``: scores (n, N), higher is better; true_idx (n,) long. The mean over
     queries of 1 / rank of the right document, rank = 1 + the number of documents scored strictly higher
     (a tie counts in the right document's favour)."""
-    _own_code(fn, "mean_reciprocal_rank", ("sklearn",))
+    require_own_code(fn, "mean_reciprocal_rank", packages=("sklearn",))
     g = torch.Generator().manual_seed(0)
     cases = [
         Case(

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from course_lib.serve import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "course-browser-test-token"
@@ -70,12 +71,6 @@ def explorer_notebook() -> tuple[Path, int] | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab serving a temporary folder; yields (base URL, the notebook's path in it, cell index)."""
@@ -106,7 +101,7 @@ def lab(tmp_path_factory):
         JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
         IPYTHONDIR=str(tmp / "ipython"),
     )
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable,
         "-m",
