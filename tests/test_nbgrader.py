@@ -29,7 +29,9 @@ from traitlets.config.loader import PyFileConfigLoader
 from tools import classroom
 
 SOLUTIONS = classroom.solution_notebooks()
-STUDENTS = ("alice", "bob")  # alice hands in the solutions, bob the learner notebooks untouched
+# alice hands in the solutions, bob the learner notebooks untouched, carol a plausible wrong answer in every
+# exercise cell (WRONG_ANSWERS: a formula gone wrong, or the library's own function called)
+STUDENTS = ("alice", "bob", "carol")
 NBGRADER_TIMEOUT_S = 300  # one nbgrader command; autograde runs whole notebooks (in fast mode)
 
 
@@ -173,6 +175,8 @@ def test_stored_check_outputs_of_the_solutions_are_stdout_only(nb_path):
 
 ENV = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND", "PYTHONWARNINGS")}
 ENV.update(COURSE_FAST="1", HF_HUB_OFFLINE="1")  # the kernel inherits this: fast mode, offline
+# nbgrader runs `alembic` (gradebook migrations) as a command: find it beside this Python, activated or not
+ENV["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), ENV.get("PATH", "")])
 
 
 def _has_autograded_cells(nb_path: Path) -> bool:
@@ -180,9 +184,100 @@ def _has_autograded_cells(nb_path: Path) -> bool:
 
 
 ASSIGNMENTS = sorted({classroom.chapter_of(p) for p in SOLUTIONS if _has_autograded_cells(p)})
-# Autograde runs every notebook twice (alice, bob): chapter 1 always, the rest when asked for with
-# COURSE_NBGRADER_ALL=1 (on the shared 2-core test machine each later chapter adds about a minute).
-E2E_ASSIGNMENTS = ASSIGNMENTS if os.environ.get("COURSE_NBGRADER_ALL") == "1" else ASSIGNMENTS[:1]
+# Autograde runs every notebook once per student: chapters 1 and 2 always (carol's wrong answers are
+# written for their exercises), every chapter with COURSE_NBGRADER_ALL=1 (carol then hands in the solutions
+# of the exercises WRONG_ANSWERS does not cover, and is checked on the ones it does).
+E2E_ASSIGNMENTS = ASSIGNMENTS if os.environ.get("COURSE_NBGRADER_ALL") == "1" else ASSIGNMENTS[:2]
+
+WRONG_ANSWERS: dict[str, str] = {  # exercise function -> the whole exercise cell carol hands in
+    # chapter 1
+    "gpt2_parameter_count": """def gpt2_parameter_count(vocab_size, block_size, n_layer, d_model):
+    d = d_model  # a separate output layer: the embeddings counted twice
+    block = (4 * d * d + 4 * d) + (8 * d * d + 5 * d) + 4 * d
+    return 2 * vocab_size * d + block_size * d + n_layer * block + 2 * d
+""",
+    "adamw_training_bytes": """from course_lib.model_costs import training_memory
+
+def adamw_training_bytes(n_params):
+    return int(training_memory(n_params, "fp32", "adamw").total)
+""",
+    "compute_optimal_plan": """def compute_optimal_plan(flops, tokens_per_parameter=20.0):
+    n = (flops / tokens_per_parameter) ** 0.5  # C = N D: the 6 FLOPs per parameter and token forgotten
+    return n, tokens_per_parameter * n
+""",
+    # chapter 2
+    "softmax": """def softmax(x):
+    return torch.softmax(x, dim=-1)
+""",
+    "scaled_dot_product_attention": """def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1)  # not divided by sqrt(d_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+""",
+    "attention_entropy": """def attention_entropy(A):
+    return torch.special.entr(A).sum(dim=-1)
+""",
+    "make_causal_mask": """from course_lib.attention import causal_mask
+
+def make_causal_mask(T):
+    return causal_mask(T)
+""",
+    "split_heads": """def split_heads(x, n_heads):
+    B, T, C = x.shape
+    return x.reshape(B, n_heads, T, C // n_heads)  # a reshape where a transpose belongs
+""",
+    "merge_heads": """def merge_heads(y):
+    B, nh, T, hs = y.shape
+    return y.reshape(B, T, nh * hs)  # the transpose back forgotten
+""",
+    "head_attention_map": """def head_attention_map(x, W_q, b_q, W_k, b_k, head, n_heads, attention_mask):
+    hs = x.size(-1) // n_heads
+    rows = slice(head * hs, (head + 1) * hs)
+    q, k = x @ W_q[rows].T + b_q[rows], x @ W_k[rows].T + b_k[rows]
+    scores = q @ k.transpose(-2, -1) / x.size(-1) ** 0.5  # sqrt(d) where sqrt(hs) belongs
+    scores = scores.masked_fill(attention_mask[:, None, :] == 0, float("-inf"))
+    return torch.softmax(scores, dim=-1)
+""",
+    "previous_token_weight": """def previous_token_weight(A, length):
+    q = torch.arange(1, length)  # [SEP] counted as a word piece
+    return A[:, q, q - 1].mean(dim=-1)
+""",
+    "mean_attention_distance": """def mean_attention_distance(A, length):
+    i = torch.arange(A.shape[-1])
+    distance = (i[:, None] - i[None, :]).abs()
+    return (A * distance).sum(dim=-1).mean(dim=-1)  # the padded query rows averaged in
+""",
+}
+
+
+def _exercise_name(source: str) -> str | None:
+    m = re.search(r"^(?:def|class) (\w+)", source, re.M)
+    return m.group(1) if m else None
+
+
+def carol_notebook(source_nb_path: Path):
+    """The source notebook with every exercise cell WRONG_ANSWERS covers replaced by its wrong answer."""
+    nb = nbformat.read(source_nb_path, as_version=4)
+    for cell in nb.cells:
+        name = _exercise_name(cell.source)
+        if cell.metadata.get("nbgrader", {}).get("solution") and name in WRONG_ANSWERS:
+            cell.source = WRONG_ANSWERS[name]
+    return nb
+
+
+def _wrong_answer_checks(nb) -> list[str]:
+    """The grade ids of the check cells that grade an exercise carol answered wrongly."""
+    ids, wrong = [], False
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and cell.cell_type == "code":
+            wrong = _exercise_name(cell.source) in WRONG_ANSWERS and cell.source in WRONG_ANSWERS.values()
+        elif meta.get("grade") and cell.cell_type == "code":
+            if wrong:
+                ids.append(meta["grade_id"])
+            wrong = False
+    return ids
 
 
 def nbgrader(course: Path, *args: str) -> str:
@@ -208,7 +303,7 @@ def _zip(path: Path, notebooks: list[Path], folder: str = "") -> None:
             z.write(nb, f"{folder}/{nb.name}" if folder else nb.name)
 
 
-def gradebook_scores(course: Path, assignment: str) -> list[dict]:
+def gradebook_scores(course: Path, assignment: str, students: tuple[str, ...] = STUDENTS) -> list[dict]:
     """One row per student, notebook and graded cell, from nbgrader's gradebook."""
     from nbgrader.api import Gradebook
 
@@ -216,7 +311,7 @@ def gradebook_scores(course: Path, assignment: str) -> list[dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # SQLAlchemy 2.1 warns about nbgrader's session use
         with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-            for student in STUDENTS:
+            for student in students:
                 for nb in gb.find_submission(assignment, student).notebooks:
                     for g in nb.grades:
                         rows.append(
@@ -245,36 +340,54 @@ def _why_not_full(course: Path, assignment: str, row: dict) -> str:
     path = course / "autograded" / row["student"] / assignment / f"{row['notebook']}.ipynb"
     for cell in nbformat.read(path, as_version=4).cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == row["grade_id"]:
-            return "\n".join(str(o.get("text") or o.get("evalue") or o) for o in cell.outputs)[-2000:]
+            shown = [
+                f"{o['ename']}: {o['evalue']}" if o.get("output_type") == "error" else str(o.get("text") or o)
+                for o in cell.outputs
+            ]
+            return "\n".join(shown)[-2000:]
     return "(cell not found)"
 
 
-def _assert_scores(course: Path, assignment: str, rows: list[dict]) -> None:
-    """alice (the solutions) full points on every check, bob (untouched) zero; answers are for the teacher."""
+def _assert_scores(course: Path, assignment: str, rows: list[dict], wrong: set[str] = frozenset()) -> None:
+    """alice (the solutions) full points on every check, bob (untouched) zero, carol zero on the checks in
+    ``wrong`` (each failing with ExerciseFailure, the checker's verdict, not a crash) and full on the rest;
+    written answers are for the teacher."""
     _print_table(rows)
     assert rows, "the gradebook has no graded cells"
     for r in rows:
-        if r["student"] == "alice" and r["autograded"]:
+        full = r["student"] == "alice" or (r["student"] == "carol" and r["grade_id"] not in wrong)
+        if not r["autograded"]:
+            if r["student"] != "bob":
+                assert r["auto_score"] is None and r["needs_manual_grade"], (
+                    "a written answer is for the teacher"
+                )
+            else:
+                assert r["auto_score"] == 0, "an untouched written answer scores zero"
+        elif full:
             assert r["auto_score"] == r["max_score"] > 0, (
-                f"the solution lost points on {r['grade_id']}:\n{_why_not_full(course, assignment, r)}"
+                f"{r['student']} lost points on {r['grade_id']}:\n{_why_not_full(course, assignment, r)}"
             )
-        elif r["student"] == "alice":
-            assert r["auto_score"] is None and r["needs_manual_grade"], "a written answer is for the teacher"
         else:
-            assert r["auto_score"] == 0, f"the untouched learner notebook scored on {r['grade_id']}"
+            assert r["auto_score"] == 0, f"{r['student']}'s {r['grade_id']} scored {r['auto_score']}"
+            if r["student"] == "carol":
+                outputs = _why_not_full(course, assignment, r)
+                assert "ExerciseFailure" in outputs, (
+                    f"{r['grade_id']} did not reject carol's answer:\n{outputs}"
+                )
 
 
-def _assert_export(course: Path, assignment: str, total: float, auto_total: float) -> None:
-    """`nbgrader export`'s CSV: alice has every autograded point, bob none, out of the assignment's total."""
+def _assert_export(course: Path, assignment: str, total: float, auto_total: float, carol: float) -> None:
+    """`nbgrader export`'s CSV: alice has every autograded point, bob none, carol ``carol``, out of the
+    assignment's total."""
     csv_path = course / f"grades-{assignment}.csv"
     nbgrader(course, "export", "--to", str(csv_path), "--assignment", assignment)
     text = csv_path.read_text()
     print(text)
     rows_by_student = {r["student_id"]: r for r in csv.DictReader(text.splitlines())}
     assert set(rows_by_student) == set(STUDENTS)
-    alice, bob = rows_by_student["alice"], rows_by_student["bob"]
-    assert float(alice["max_score"]) == float(bob["max_score"]) == total
-    assert float(alice["score"]) == auto_total and float(bob["score"]) == 0
+    assert {float(r["max_score"]) for r in rows_by_student.values()} == {total}
+    scores = {student: float(r["score"]) for student, r in rows_by_student.items()}
+    assert scores == {"alice": auto_total, "bob": 0.0, "carol": carol}, scores
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +417,15 @@ def test_nbgrader_gives_the_solutions_full_points_and_untouched_learner_notebook
     archive.mkdir(parents=True)
     _zip(archive / "alice.zip", sorted((course / "source" / assignment).glob("*.ipynb")))
     _zip(archive / "bob.zip", learners, folder=assignment)
+    carol_dir = course / "carol" / assignment
+    carol_dir.mkdir(parents=True)
+    wrong: set[str] = set()
+    for src in sorted((course / "source" / assignment).glob("*.ipynb")):
+        nb = carol_notebook(src)
+        wrong |= set(_wrong_answer_checks(nb))
+        nbformat.write(nb, carol_dir / src.name)
+    assert wrong or os.environ.get("COURSE_NBGRADER_ALL") == "1", f"no wrong answer written for {assignment}"
+    _zip(archive / "carol.zip", sorted(carol_dir.glob("*.ipynb")))
     nbgrader(course, "zip_collect", assignment)
     for student in STUDENTS:
         handed_in = sorted(p.name for p in (course / "submitted" / student / assignment).glob("*.ipynb"))
@@ -325,8 +447,9 @@ def test_nbgrader_gives_the_solutions_full_points_and_untouched_learner_notebook
     auto_total = sum(c.points for c in cells if c.autograded)
     rows = gradebook_scores(course, assignment)
     assert sorted(r["grade_id"] for r in rows) == sorted(c.grade_id for c in cells for _ in STUDENTS)
-    _assert_scores(course, assignment, rows)
-    _assert_export(course, assignment, total, auto_total)
+    _assert_scores(course, assignment, rows, wrong)
+    carol = auto_total - sum(c.points for c in cells if c.grade_id in wrong)
+    _assert_export(course, assignment, total, auto_total, carol)
     print(f"{assignment}: nbgrader end to end took {time.perf_counter() - t0:.1f} s")
 
 
@@ -364,7 +487,7 @@ def test_nbgrader_scores_points_tags_and_leaves_written_answers_to_the_teacher(t
         (tmp_path / "submitted" / student / assignment).mkdir(parents=True)
         nbformat.write(version, tmp_path / "submitted" / student / assignment / "adding.ipynb")
     nbgrader(tmp_path, "autograde", assignment)
-    rows = gradebook_scores(tmp_path, assignment)
+    rows = gradebook_scores(tmp_path, assignment, ("alice", "bob"))
     assert sorted((r["grade_id"], r["max_score"]) for r in rows if r["student"] == "alice") == [
         ("answer-1", 1.0),
         ("check-add", 2.0),
