@@ -6,7 +6,7 @@ FIRST_NOTEBOOK ?= chapters/01_background/01_what_makes_a_model_large.ipynb
 LAB_ARGS ?=
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: setup lab test lint unit unit-fast nbval book browser notebooks learner bench clean help
+.PHONY: setup lab test lint unit unit-fast nbval book browser notebooks learner learner-copy bench clean help
 
 help:
 	@echo "make lab        set up, then open the course in JupyterLab"
@@ -14,6 +14,7 @@ help:
 	@echo "make unit|nbval|lint|book|browser   one stage of the checks"
 	@echo "make unit-fast  the unit tests not marked slow (a quick check while editing)"
 	@echo "make notebooks  re-run the solution notebooks in learner mode and regenerate chapters/"
+	@echo "make learner-copy DEST=../course-for-students   the repository without solutions, to publish"
 	@echo "make bench      print the benchmark figures for this machine"
 
 setup:
@@ -33,6 +34,10 @@ notebooks: setup
 
 learner: setup
 	$(BIN)/python tools/classroom.py generate
+
+learner-copy: setup
+	@test -n "$(DEST)" || { echo "usage: make learner-copy DEST=../course-for-students" >&2; exit 2; }
+	$(BIN)/python tools/classroom.py learner-copy "$(DEST)"
 
 bench: setup
 	$(BIN)/python benchmarks/bench_models.py

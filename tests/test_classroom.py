@@ -423,3 +423,63 @@ def test_solution_pages_hold_every_exercise_and_answer_with_a_label_each(tmp_pat
                 solution = "\n".join(classroom.solution_lines(cell.source)).strip()
                 assert solution.splitlines()[0] in page, (nb_path.name, role, k)
             assert f"({classroom.solution_label(nb_path, role, len(cells) + 1)})=" not in page
+
+
+# ------------------------------------------------------------------------------------ the learner copy
+
+
+def _solution_regions(text: str) -> list[str]:
+    """Each solution region of a solution script, as its code lines (stripped, comments dropped)."""
+    regions, inside = [], None
+    for line in text.splitlines():
+        if classroom.BEGIN_MARK in line:
+            inside = []
+        elif classroom.END_MARK in line and inside is not None:
+            regions.append("\n".join(inside))
+            inside = None
+        elif inside is not None:
+            code = line.split("#")[0].strip()
+            if code:
+                inside.append(code)
+    return regions
+
+
+def _normalised(text: str) -> str:
+    return "\n".join(c for c in (line.split("#")[0].strip() for line in text.splitlines()) if c)
+
+
+def test_the_learner_copy_holds_the_course_and_no_solution(tmp_path):
+    dest = tmp_path / "course-for-students"
+    written = classroom.write_learner_copy(dest)
+    rel = {p.relative_to(dest).as_posix() for p in written}
+    assert not any(r.startswith(("solutions/", "tests/", ".ci/")) for r in rel)
+    for nb in classroom.solution_notebooks():  # every learner notebook is there
+        assert classroom.learner_path(nb).relative_to(classroom.ROOT).as_posix() in rel
+    assert "course_lib/__init__.py" in rel and "Makefile" in rel and "pyproject.toml" in rel
+    toc = (dest / "_toc.yml").read_text()
+    assert "solutions_book" not in toc and '"Solutions"' not in toc and '"For teachers"' in toc
+    assert "This is the learner copy" in (dest / "README.md").read_text()
+
+    # no exercise's answer (two code lines or more, to spare one-liners the library also has) anywhere
+    regions = [
+        r
+        for script in sorted(classroom.SOLUTIONS.rglob("*.py"))
+        for r in _solution_regions(script.read_text(encoding="utf-8"))
+        if r.count("\n") >= 1
+    ]
+    assert len(regions) >= 50, "the solution scripts should hold the course's exercises"
+    copied = {p: _normalised(p.read_text(encoding="utf-8", errors="replace")) for p in written}
+    leaks = [(p.relative_to(dest), r.splitlines()[0]) for r in regions for p, t in copied.items() if r in t]
+    assert not leaks, f"solutions found in the learner copy: {leaks[:5]}"
+    for nb_path in dest.rglob("*.ipynb"):  # every exercise cell is a stub
+        for cell in nbformat.read(nb_path, as_version=4).cells:
+            assert classroom.BEGIN_MARK not in cell.source, f"{nb_path.name} has a solution region"
+
+
+def test_the_learner_copy_refuses_a_folder_that_is_not_empty_or_inside_the_repository(tmp_path):
+    (tmp_path / "old.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not empty"):
+        classroom.write_learner_copy(tmp_path)
+    assert (tmp_path / "old.txt").read_text() == "keep me"
+    with pytest.raises(ValueError, match="inside the repository"):
+        classroom.write_learner_copy(classroom.ROOT / "learner-copy")

@@ -23,6 +23,7 @@ Commands (``python tools/classroom.py ...``):
     rubric                       print the grading rubric (markdown)
     nbgrader-source COURSE_DIR   lay out COURSE_DIR/source/<chapter>/*.ipynb and nbgrader_config.py
     solution-pages               write the website's Solutions part (solutions_book/, not committed)
+    learner-copy DEST            a copy of the repository without solutions, to publish to students
 """
 
 from __future__ import annotations
@@ -675,6 +676,61 @@ def _copy_other_files(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / rel)
 
 
+# ---------------------------------------------------------------------------------- learner-only copy
+
+# Left out of the learner copy: the solution notebooks, the tests (which hold right answers to feed the
+# checks), the CI set-up that runs them, and the Solutions part of the website.
+PRIVATE = ("solutions/", "tests/", ".ci/")
+LEARNER_COPY_NOTE = """
+## This is the learner copy
+
+It was made with `make learner-copy` from the course repository, without the solution notebooks, the
+tests (they hold right answers) and the website's Solutions part. `make lab` opens the course;
+`make test`, `make notebooks` and the teacher's tools need the full repository.
+"""
+
+
+def _tracked_files() -> list[str]:
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [f for f in out.stdout.split("\0") if f]
+
+
+def write_learner_copy(dest: Path) -> list[Path]:
+    """Copy the repository's tracked files to ``dest`` without any solution (see ``PRIVATE``).
+
+    ``_toc.yml`` loses its Solutions part and ``README.md`` says what the copy is. Refuses a ``dest``
+    inside the repository or one that is not empty (nothing is overwritten). Returns the files written.
+    """
+    dest = dest.resolve()
+    if dest == ROOT or ROOT in dest.parents:
+        raise ValueError(f"{dest} is inside the repository; choose a folder outside it")
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"{dest} is not empty; give a new or empty folder")
+    written = []
+    for rel in _tracked_files():
+        if rel.startswith(PRIVATE) or not (ROOT / rel).is_file():
+            continue
+        text = None
+        if rel == "_toc.yml":
+            text = re.sub(
+                r"\n  - caption: \"Solutions\"\n(?:    .*\n|\n)*?(?=  - caption)",
+                "\n",
+                (ROOT / rel).read_text(encoding="utf-8"),
+            )
+        elif rel == "README.md":
+            text = (ROOT / rel).read_text(encoding="utf-8") + LEARNER_COPY_NOTE
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            shutil.copy2(ROOT / rel, target)
+        else:
+            target.write_text(text, encoding="utf-8")
+        written.append(target)
+    return written
+
+
 # -------------------------------------------------------------------------------------------- CLI
 
 
@@ -688,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="fail when a learner notebook or the rubric in teachers.md is stale")
     sub.add_parser("rubric", help="print the grading rubric")
     sub.add_parser("solution-pages", help="write the website's Solutions part into solutions_book/")
+    c = sub.add_parser("learner-copy", help="copy the repository without solutions, to publish to students")
+    c.add_argument("dest", type=Path, help="a new or empty folder outside the repository")
     s = sub.add_parser("nbgrader-source", help="lay out an nbgrader course directory from the solutions")
     s.add_argument("course_dir", type=Path, help="the nbgrader course directory (created if missing)")
     s.add_argument("chapters", nargs="*", help="chapter folders to include (default: all)")
@@ -720,6 +778,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if stale else 0
     elif args.cmd == "rubric":
         print(rubric_markdown(), end="")
+    elif args.cmd == "learner-copy":
+        try:
+            written = write_learner_copy(args.dest)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"{len(written)} files in {args.dest} (no solutions, no tests)")
     elif args.cmd == "solution-pages":
         for p in write_solution_pages():
             print(p.relative_to(ROOT))

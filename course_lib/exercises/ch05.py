@@ -33,11 +33,17 @@ from course_lib.semantic_search import ranks_from_scores, recall_at_k
 
 def reference_nucleus_mask(probs: torch.Tensor, p: float) -> torch.Tensor:
     """(B, V) bool, True for the tokens top-p sampling keeps: those whose more likely tokens hold less
-    than ``p`` of the probability (the rule of :func:`course_lib.gpt.sample_next_token`)."""
-    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (B, V)
-    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (B, V) probability ranked above
-    keep_sorted = mass_before < p  # (B, V) in sorted order; the most likely token is always kept
-    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)  # back to vocabulary order
+    than ``p`` of the probability (the rule of :func:`course_lib.gpt.sample_next_token`), written as a
+    loop over each row's tokens, most likely first."""
+    keep = torch.zeros(probs.shape, dtype=torch.bool)
+    for b in range(probs.shape[0]):
+        mass_before = torch.zeros((), dtype=probs.dtype)  # probability of the tokens already kept
+        for v in probs[b].argsort(descending=True, stable=True).tolist():
+            if mass_before >= p:
+                break
+            keep[b, v] = True
+            mass_before = mass_before + probs[b, v]
+    return keep
 
 
 def _probs_case(label: str, rows: list[list[float]], p: float) -> Case:
