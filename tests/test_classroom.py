@@ -178,6 +178,57 @@ def test_points_tag_sets_the_points_and_answer_cells_are_graded_by_hand():
     assert learner.cells[4].source == f"Intro\n{classroom.TEXT_STUB}\nOutro"
 
 
+RUBRIC_ANSWER = """### Question 9.9 — why shift
+Why subtract the maximum?
+
+### BEGIN SOLUTION
+Because exp overflows for large inputs; the shift cancels in the ratio.
+Rubric: 1 point for naming the overflow of exp
+and saying why the result is unchanged.
+### END SOLUTION"""
+
+
+def test_a_rubric_line_reaches_the_teacher_and_not_the_learner():
+    nb = _nb(_cell("markdown", RUBRIC_ANSWER, ["answer"]), _cell("markdown", "Why softmax?\n", ["answer"]))
+    (graded, plain) = classroom.graded_cells(nb, "demo")
+    assert graded.what == "1 point for naming the overflow of exp and saying why the result is unchanged."
+    assert plain.what == "a written answer; the model answer is in the source notebook"
+    learner = learner_notebook(nb, "demo").cells[0].source
+    assert "Rubric" not in learner and "overflow" not in learner and classroom.TEXT_STUB in learner
+    assert learner.startswith("### Question 9.9 — why shift\nWhy subtract the maximum?")
+    kept, rubric = classroom.split_rubric(RUBRIC_ANSWER)
+    assert "Rubric" not in kept and "the shift cancels in the ratio." in kept and rubric.startswith("1 point")
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("Why?\nRubric: 1 point\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", "outside the solution"),
+        ("### BEGIN SOLUTION\nBecause.\n### END SOLUTION\nRubric: 1 point", "outside the solution"),
+        ("### BEGIN SOLUTION\nRubric: 1 point\nRubric: 2 points\n### END SOLUTION", "a second 'Rubric:'"),
+    ],
+)
+def test_a_rubric_line_the_learner_would_see_or_a_second_one_is_an_error(source, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        learner_notebook(_nb(_cell("markdown", source, ["answer"])), "demo")
+
+
+def test_the_rubric_and_the_solution_page_show_the_rubric_lines_of_the_course():
+    rubric = classroom.rubric_markdown()
+    found = 0
+    for nb_path in SOLUTION_NBS:
+        nb = jupytext.read(nb_path)
+        page = classroom.solution_page(nb_path)
+        for cell in nb.cells:
+            if classroom.ANSWER_TAG in cell.metadata.get("tags", []):
+                text = classroom.split_rubric(cell.source)[1]
+                if text:
+                    found += 1
+                    assert f"| {text.replace('|', chr(92) + '|')} |" in rubric, nb_path.name
+                    assert f"What earns the points: {text}" in page, nb_path.name
+    assert found >= 2, "the written answers of 3.4 and 3.5 carry a rubric line"
+
+
 def test_grade_ids_name_the_exercise_and_survive_inserting_cells():
     nb = _notebook()
     before = [c.metadata["nbgrader"]["grade_id"] for c in learner_notebook(nb, "demo").cells]
