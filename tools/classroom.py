@@ -428,8 +428,18 @@ def solution_page(solution_ipynb: Path) -> str:
             ]
             lines += [f"The solution{f' (`{name}`)' if name else ''}:", "", "```python", body, "```", ""]
         else:
-            lines += [f"## Written answer {k} · {heading}", "", "A model answer:", ""]
-            lines += [f"> {line}" if line else ">" for line in body.split("\n")] + [""]
+            own = _own_heading(source)
+            heading = own or heading
+            is_question = heading.lower().startswith("question")
+            title_line = heading if is_question else f"Written answer {k} · {heading}"
+            question, answer = "", body
+            if BEGIN_MARK in source:  # the question as the learner reads it, then the model answer
+                question = strip_solutions(source, "").strip()
+                if own:  # the heading is the section's title already
+                    question = question.split("\n", 1)[1].strip() if "\n" in question else ""
+                answer = "\n".join(solution_lines(source)).strip()
+            lines += [f"## {title_line}", ""] + ([question, ""] if question else []) + ["A model answer:", ""]
+            lines += [f"> {line}" if line else ">" for line in answer.split("\n")] + [""]
             if rubric:
                 lines += [f"What earns the points: {rubric}", ""]
     if not any(counts.values()):
@@ -496,6 +506,8 @@ def graded_cells(solution: Any, name: str) -> list[GradedCell]:
         if not meta["grade"]:
             continue
         title = _heading_before(nb.cells, i)
+        if cell_role(cell) == ANSWER_TAG:
+            title = _own_heading(cell.source) or title
         if cell_role(cell) == CHECK_TAG:
             what = _check_description(cell.source, nb)
         else:
@@ -507,6 +519,12 @@ def graded_cells(solution: Any, name: str) -> list[GradedCell]:
             )
         )
     return cells
+
+
+def _own_heading(source: str) -> str:
+    """The heading an answer cell opens with (its question's title), or "" when it has none."""
+    m = re.match(r"\s*#{1,6}\s+(.+?)\s*$", source.split("\n")[0])
+    return m.group(1) if m and not _has_markers(source.split("\n")[0]) else ""
 
 
 def _heading_before(cells: Sequence[Any], i: int) -> str:
