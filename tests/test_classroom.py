@@ -178,6 +178,59 @@ def test_points_tag_sets_the_points_and_answer_cells_are_graded_by_hand():
     assert learner.cells[4].source == f"Intro\n{classroom.TEXT_STUB}\nOutro"
 
 
+RUBRIC_ANSWER = """### Question 9.9 — why shift
+Why subtract the maximum?
+
+### BEGIN SOLUTION
+Because exp overflows for large inputs; the shift cancels in the ratio.
+Rubric: 1 point for naming the overflow of exp
+and saying why the result is unchanged.
+### END SOLUTION"""
+
+
+def test_a_rubric_line_reaches_the_teacher_and_not_the_learner():
+    nb = _nb(_cell("markdown", RUBRIC_ANSWER, ["answer"]), _cell("markdown", "Why softmax?\n", ["answer"]))
+    (graded, plain) = classroom.graded_cells(nb, "demo")
+    assert graded.what == "1 point for naming the overflow of exp and saying why the result is unchanged."
+    assert plain.what == "a written answer; the model answer is in the source notebook"
+    assert graded.title == "Question 9.9 — why shift"  # the question's own heading names it
+    learner = learner_notebook(nb, "demo").cells[0].source
+    assert "Rubric" not in learner and "overflow" not in learner and classroom.TEXT_STUB in learner
+    assert learner.startswith("### Question 9.9 — why shift\nWhy subtract the maximum?")
+    kept, rubric = classroom.split_rubric(RUBRIC_ANSWER)
+    assert "Rubric" not in kept and "the shift cancels in the ratio." in kept and rubric.startswith("1 point")
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("Why?\nRubric: 1 point\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", "outside the solution"),
+        ("### BEGIN SOLUTION\nBecause.\n### END SOLUTION\nRubric: 1 point", "outside the solution"),
+        ("### BEGIN SOLUTION\nRubric: 1 point\nRubric: 2 points\n### END SOLUTION", "a second 'Rubric:'"),
+    ],
+)
+def test_a_rubric_line_the_learner_would_see_or_a_second_one_is_an_error(source, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        learner_notebook(_nb(_cell("markdown", source, ["answer"])), "demo")
+
+
+def test_the_rubric_and_the_solution_page_show_the_rubric_lines_of_the_course():
+    rubric = classroom.rubric_markdown()
+    found = 0
+    for nb_path in SOLUTION_NBS:
+        nb = jupytext.read(nb_path)
+        page = classroom.solution_page(nb_path)
+        for cell in nb.cells:
+            if classroom.ANSWER_TAG in cell.metadata.get("tags", []):
+                text = classroom.split_rubric(cell.source)[1]
+                if text:
+                    found += 1
+                    assert f"| {text.replace('|', chr(92) + '|')} |" in rubric, nb_path.name
+                    assert f"What earns the points: {text}" in page, nb_path.name
+                    assert "> Rubric" not in page and f"> {text[:40]}" not in page, nb_path.name
+    assert found >= 2, "the written answers of 3.4 and 3.5 carry a rubric line"
+
+
 def test_grade_ids_name_the_exercise_and_survive_inserting_cells():
     nb = _notebook()
     before = [c.metadata["nbgrader"]["grade_id"] for c in learner_notebook(nb, "demo").cells]
@@ -370,14 +423,26 @@ def test_the_rubric_in_teachers_md_is_current():
     assert not classroom.refresh_rubric(write=False), "the rubric in teachers.md is stale: run `make learner`"
 
 
+def _rubric_section(rubric: str, nb_path: Path) -> list[str]:
+    """The rubric's lines for one notebook (grade ids such as ``answer-1`` recur across notebooks)."""
+    lines = rubric.splitlines()
+    start = lines.index(f"### Assignment `{classroom.chapter_of(nb_path)}`")
+    start = next(i for i in range(start, len(lines)) if lines[i].startswith(f"`{nb_path.name}`"))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith(("`", "### Assignment"))), len(lines)
+    )
+    return lines[start:end]
+
+
 def test_the_rubric_lists_every_graded_cell_with_its_points():
     rubric = classroom.rubric_markdown()
     for nb_path in SOLUTION_NBS:
         nb = classroom.with_nbgrader_metadata(jupytext.read(nb_path), nb_path.stem)
+        section = _rubric_section(rubric, nb_path)
         for cell in nb.cells:
             meta = cell.metadata["nbgrader"]
             if meta["grade"]:
-                row = next((r for r in rubric.splitlines() if f"| `{meta['grade_id']}` |" in r), None)
+                row = next((r for r in section if f"| `{meta['grade_id']}` |" in r), None)
                 assert row, f"{meta['grade_id']} of {nb_path.name} is not in the rubric"
                 assert row.split("|")[-3].strip() == f"{meta['points']:g}"
 

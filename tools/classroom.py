@@ -7,6 +7,8 @@ with its executed ``.ipynb`` beside it. Three cell tags make it an assignment:
 - ``check``: the cell after an exercise; it calls a self-check from :mod:`course_lib.exercises` and
   is autograded (1 point, or N with the extra tag ``points=N``);
 - ``answer``: a markdown cell holding a model written answer, graded by hand (same ``points=N`` rule).
+  Its solution region may end with a paragraph starting ``Rubric:`` (what earns the points): the
+  teacher's rubric and the solution pages show it, the learner gets the stub in place of the region.
 
 The learner version in ``chapters/`` is generated, with nbgrader's own rules (the same text as
 ``nbgrader generate_assignment`` makes): each solution region becomes ``# YOUR CODE HERE`` /
@@ -55,6 +57,7 @@ CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "YOUR ANSWER HERE"
 
 EXERCISE_TAG, CHECK_TAG, ANSWER_TAG = "exercise", "check", "answer"
+RUBRIC_PREFIX = "Rubric:"  # starts the last paragraph of an answer's solution region
 POINTS_PREFIX = "points="
 NBGRADER_SCHEMA_VERSION = 3
 COURSE_ID = "large-models-from-scratch"
@@ -112,6 +115,39 @@ def solution_lines(source: str) -> list[str]:
         elif inside:
             lines.append(line)
     return lines
+
+
+def split_rubric(source: str) -> tuple[str, str | None]:
+    """An answer cell's source without its rubric, and the rubric (None when it has none).
+
+    The rubric runs from a line starting ``Rubric:`` inside the solution region to the end of the region;
+    its lines are joined into one and the prefix dropped. A ``Rubric:`` line outside the region (the
+    learner would see it) or a second one is an error.
+    """
+    kept: list[str] = []
+    rubric: list[str] | None = None
+    inside = collecting = False
+    for n, line in enumerate(source.split("\n"), start=1):
+        if line.strip().startswith(RUBRIC_PREFIX):
+            if not inside:
+                raise ValueError(
+                    f"line {n} starts '{RUBRIC_PREFIX}' outside the solution region, so learners would "
+                    f"see the rubric; move it just above '{END}'"
+                )
+            if rubric is not None:
+                raise ValueError(f"line {n} starts a second '{RUBRIC_PREFIX}'; keep one rubric per answer")
+            rubric, collecting = [line.strip()[len(RUBRIC_PREFIX) :].strip()], True
+            continue
+        if BEGIN_MARK in line:
+            inside = True
+        elif END_MARK in line:
+            inside = collecting = False
+        elif collecting:
+            rubric.append(line.strip())
+            continue
+        kept.append(line)
+    text = " ".join(part for part in rubric if part) if rubric is not None else ""
+    return "\n".join(kept), text or None
 
 
 # --------------------------------------------------------------------------------- nbgrader metadata
@@ -242,6 +278,10 @@ def with_nbgrader_metadata(solution: Any, name: str) -> Any:
                 cell.metadata["tags"] = _tags(cell) + ["raises-exception"]
         elif role == ANSWER_TAG:
             strip_solutions(cell.source, TEXT_STUB)
+            try:
+                split_rubric(cell.source)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
             answers += 1
             grade_id = unique(f"answer-{answers}", i)
             cell.metadata["nbgrader"] = _nbgrader(grade_id, solution=True, grade=True, points=points or 1)
@@ -377,7 +417,8 @@ def solution_page(solution_ipynb: Path) -> str:
             continue
         counts[role] += 1
         k, heading = counts[role], _heading_before(nb.cells, i) or title
-        body = "\n".join(line for line in cell.source.split("\n") if not _has_markers(line)).strip()
+        source, rubric = split_rubric(cell.source) if role == ANSWER_TAG else (cell.source, None)
+        body = "\n".join(line for line in source.split("\n") if not _has_markers(line)).strip()
         lines += [f"({solution_label(solution_ipynb, role, k)})=", ""]
         if role == EXERCISE_TAG:
             name = _defined_name(cell.source)
@@ -387,8 +428,20 @@ def solution_page(solution_ipynb: Path) -> str:
             ]
             lines += [f"The solution{f' (`{name}`)' if name else ''}:", "", "```python", body, "```", ""]
         else:
-            lines += [f"## Written answer {k} · {heading}", "", "A model answer:", ""]
-            lines += [f"> {line}" if line else ">" for line in body.split("\n")] + [""]
+            own = _own_heading(source)
+            heading = own or heading
+            is_question = heading.lower().startswith("question")
+            title_line = heading if is_question else f"Written answer {k} · {heading}"
+            question, answer = "", body
+            if BEGIN_MARK in source:  # the question as the learner reads it, then the model answer
+                question = strip_solutions(source, "").strip()
+                if own:  # the heading is the section's title already
+                    question = question.split("\n", 1)[1].strip() if "\n" in question else ""
+                answer = "\n".join(solution_lines(source)).strip()
+            lines += [f"## {title_line}", ""] + ([question, ""] if question else []) + ["A model answer:", ""]
+            lines += [f"> {line}" if line else ">" for line in answer.split("\n")] + [""]
+            if rubric:
+                lines += [f"What earns the points: {rubric}", ""]
     if not any(counts.values()):
         lines += ["This notebook has no exercises.", ""]
     lines += [f"[Back to the chapter]({page})", ""]
@@ -453,16 +506,25 @@ def graded_cells(solution: Any, name: str) -> list[GradedCell]:
         if not meta["grade"]:
             continue
         title = _heading_before(nb.cells, i)
+        if cell_role(cell) == ANSWER_TAG:
+            title = _own_heading(cell.source) or title
         if cell_role(cell) == CHECK_TAG:
             what = _check_description(cell.source, nb)
         else:
-            what = "a written answer; the model answer is in the source notebook"
+            rubric = split_rubric(cell.source)[1]
+            what = rubric or "a written answer; the model answer is in the source notebook"
         cells.append(
             GradedCell(
                 f"{name}.ipynb", meta["grade_id"], meta["points"], cell.cell_type == "code", title, what
             )
         )
     return cells
+
+
+def _own_heading(source: str) -> str:
+    """The heading an answer cell opens with (its question's title), or "" when it has none."""
+    m = re.match(r"\s*#{1,6}\s+(.+?)\s*$", source.split("\n")[0])
+    return m.group(1) if m and not _has_markers(source.split("\n")[0]) else ""
 
 
 def _heading_before(cells: Sequence[Any], i: int) -> str:

@@ -406,6 +406,15 @@ for name, n in counts.items():
     tokens = model_costs.chinchilla_tokens(n)
     print(f"{name:<12} {tokens:>20.3g} {model_costs.training_flops(n, tokens):>15.3g}")
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 1.5a — what a larger model costs to train
+# Llama 2 7B has about 54 times the parameters of GPT-2 124M (the parameter table of 1.3). Using the table
+# above, how many times the training compute does it need when both are trained compute-optimally, and why
+# is that factor so much larger than 54? By the same rule, what would a model ten times larger than Llama 2
+# 7B cost?
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # ### Exercise 1.3 — a compute-optimal plan
 # The two rules also work the other way round. Given a budget of $C$ FLOPs, $C = 6ND$ and

@@ -358,6 +358,16 @@ for ax in axes:
 fig.tight_layout()
 plt.show()
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 2.4a — why a saturated softmax stops learning
+# In the table above, at $d_k = 1024$ the raw scores give a median largest weight of 1.000, a median
+# gradient of 1.0e-05 and 66% dead rows, while the scaled scores give 0.225, 2.7e-01 and 0%. Explain (1)
+# why a row whose largest weight is close to 1 passes almost no gradient back to its scores, using the
+# softmax Jacobian $\mathrm{diag}(p) - pp^\top$ from 2.4, and (2) why the scaled columns hardly change with
+# $d_k$.
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # Without the scaling, wide heads make the softmax close to a hard choice of one token, and for a
 # growing share of rows almost no gradient reaches the queries and keys. With the scaling, the spread of the scores, the softness of the weights and the size of the gradient all

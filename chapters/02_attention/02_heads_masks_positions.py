@@ -340,6 +340,13 @@ for n_kv in (cfg.kv_heads, 8, 1):
     cache = 2 * cfg.n_layer * n_kv * cfg.head_dim * cfg.block_size * bytes_per_number  # keys and values
     print(f"{n_kv:>16} {n_weights / 1e6:>26.1f}M {cache / 2**30:>18.2f} GiB")
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 2.8a — what grouped-query attention saves
+# Read the table above. By what factor do the KV cache and the attention weights of one layer shrink when
+# Llama 2 7B's 32 key/value heads become 8, and then 1? Why do the two columns shrink by different factors?
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # ## 2.9 Positions
 #

@@ -208,6 +208,14 @@ for name, (toks, m) in {"tired": (tokens, maps), "wide": (tokens_wide, maps_wide
 print("'it' looks more at 'animal' than at 'street' in both sentences:",
       all(a > s for a, s in held_out.values()))
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 2.12a — does the head resolve "it"?
+# The head was chosen because "it" looks at its noun. In the "wide" sentence "it" is the street, not the
+# animal. Using the two lines printed above, does this head decide what "it" refers to? What would you need
+# to see, and on how many sentences, before saying that it does?
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # Here are all the heads of that layer for the "tired" sentence. Each small map is one head; the
 # rows are the tokens that look, the columns the tokens looked at. Several heads put much of their

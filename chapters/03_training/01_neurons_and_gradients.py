@@ -243,6 +243,14 @@ print(f"accuracy: train {accuracy(X_train, y_train, w_gd, b_gd):.3f}, "
       f"val {accuracy(X_val, y_val, w_gd, b_gd):.3f}, test {accuracy(X_test, y_test, w_gd, b_gd):.3f}")
 assert losses_gd[-1] < 0.1 and accuracy(X_test, y_test, w_gd, b_gd) > 0.9
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 3.1d — what the accuracies say
+# The trained model scores 1.000 on the training images, 0.946 on validation and 0.971 on test. How many
+# images do the validation and test scores stand for (the split sizes are printed in 3.1.2)? Does the model
+# do better on the test set than on the validation set, and what does the perfect training score tell you?
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # The learning rate sets the pace. Three runs of the same loop with rates 40 times apart:
 

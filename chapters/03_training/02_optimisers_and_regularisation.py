@@ -496,6 +496,14 @@ for name, r in reg_runs.items():
     print(f"{name:<18} {r['train_loss'][-1]:>16.4f} {r['val_loss'][best]:>16.3f} {best + 1:>9} "
           f"{r['val_loss'][-1]:>15.3f} {r['val_accuracy'][-1]:>14.3f}")
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 3.2d — which remedy to keep
+# Using the table above, which of the three runs would you keep, and on what evidence? Can the final
+# validation accuracies (0.928, 0.928 and 0.922) separate them? (The validation images are the chapter's
+# fixed split, 180 images, as notebook 3.3 prints.)
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # Read the plain run first: its training loss heads towards zero, while its validation loss
 # reaches its lowest point early and then climbs. The model keeps getting more *confident* about

@@ -242,6 +242,14 @@ untied = len(diff) - ties
 p_sign = sum(math.comb(untied, k) for k in range(wins, untied + 1)) / 2**untied if untied else 1.0
 print(f"chance of at least {wins} of {untied} untied seeds favouring the CNN if the two were equally good: {p_sign:.3f}")
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 3.3d — is the CNN better?
+# The table above compares an MLP and a CNN with almost the same number of parameters (21,385 and 21,386).
+# Is the CNN better on these digits? Say what the 95% intervals of single runs allow you to conclude, and
+# what the comparison seed by seed adds.
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # Read the table with its intervals. With the budget matched, the CNN still finishes ahead of the
 # MLP in every seed (the seed-by-seed line), but by only one or two of the 179 test images, and the

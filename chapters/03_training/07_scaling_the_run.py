@@ -484,6 +484,14 @@ print(f"power law fitted to the frontier: loss = {a:.2f} x C^{b:.3f} over {len(f
       f"(Kaplan et al. report an exponent of about -0.05 for compute, over many orders of magnitude)")
 
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 3.7d — which size wins at a fixed budget
+# All four models above spent the same 2.75e+11 FLOPs. Which width reached the lowest loss, how does it
+# compare with Chinchilla's rule, and why did the largest model do worst? Is the winner certainly the best
+# size for this budget?
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # ### Exercise 3.7c — fitting a power law
 # A power law $y = a x^b$ is a straight line on log-log axes: $\log y = \log a + b \log x$. Write

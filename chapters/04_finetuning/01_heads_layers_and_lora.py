@@ -316,6 +316,14 @@ plt.show()
 for mode, r in results.items():
     print(f"{mode:<7}" + "  ".join(f"{p} {getattr(r.memory, p) / 1e6:6.1f} MB" for p in parts))
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.1a — what LoRA saves, and what it does not
+# `lora` trains 37,829 parameters and `last_n` 891,077, yet the measurement above gives `lora` more
+# activation memory (74.3 MB) than `last_n` (54.2 MB). Explain why, and say which parts of the memory LoRA
+# does shrink.
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # A frozen part of the model needs neither gradients nor optimiser state, and the activations
 # shrink too: autograd only saves what a trainable weight's gradient needs. `head` saves almost

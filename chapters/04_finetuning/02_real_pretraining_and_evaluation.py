@@ -339,6 +339,14 @@ print("the best run has the lowest validation loss:", best["val_loss"] == min(r[
 # average) makes each comparison less noisy at k times the cost. Either way the winner is chosen on
 # validation data, and only the final model is evaluated on the test set.
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.2a — reading the grid
+# The twelve runs of the search printed their validation loss after 60 steps (the `step 60` line of each
+# run; learning rates 3e-4, 1e-3, 3e-3 and 1e-2 in that order, and ranks 2, 8 and 32 within each rate).
+# Which setting won, which of the two hyperparameters mattered more, and would you stop the search here?
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # ## Summary
 #

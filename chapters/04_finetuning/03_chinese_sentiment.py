@@ -210,6 +210,14 @@ plot_lm_training(pretrainer.history_columns(), baselines={"uniform guessing": fl
                  title="pretraining the character-level GPT")
 plt.show()
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.3a — how good is 5.350 nats per character?
+# The pretrained character GPT reached a validation loss of 5.350 nats per character, against 8.620 for
+# uniform guessing. Turn both numbers into "a choice among how many equally likely characters", and say
+# what the result leads you to expect from fine-tuning this model rather than one with random weights.
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # ## 4.3.4 Fine-tuning: pretrained versus random weights
 #

@@ -254,6 +254,13 @@ ax.barh([r[0] for r in rows], [r[1] for r in rows], color=["tab:gray", "tab:gray
 ax.set(xlabel="mean ROUGE-L F1 against the real headline", title="headlines for articles the GPT never saw")
 plt.show()
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.4a — did the tuning work?
+# Read the samples and the ROUGE-L table above. What did instruction tuning change, and what did it not?
+# Does the table show that masking the prompt helps?
+#
+# YOUR ANSWER HERE
+
 # %% tags=["nbval-check-output"]
 print("one headline per held-out article:", len(after) == len(scored) == len(before))
 print("ROUGE-L of a headline with itself:", rouge_l(scored[0].headline, scored[0].headline))

@@ -517,6 +517,14 @@ for t in (0.5, 0.9):
           f"still answers {float((noise_conf >= t).float().mean()):.0%} of pure-noise images")
 
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 5.2a — can the confidence be trusted?
+# Using the table of inputs and the two thresholds above, say whether the CNN's confidence is a good guide
+# to whether its answer is right, on the test digits and off them. Would a threshold of 0.9 make the digit
+# reader safe to put in front of users?
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # On the shifted digits the threshold works as intended: the fewer answers it keeps, the more of
 # them are right (the unshifted test digits are read almost or entirely without error anyway). It is

@@ -234,6 +234,14 @@ rows = [{"retriever": name, "recall@1": float((r <= 1).double().mean()),
          "MRR": float((1.0 / r.double()).mean()), "median rank": int(r.median())} for name, r in ranks.items()]
 format_table(rows).show()
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 5.3a — which retriever wins, and by how much?
+# Using the table above (the 2,092 headlines as queries), rank the three retrievers. Do the intervals allow
+# you to say that the hybrid beats MiniLM? Why does every row have a median rank of 1, and why might adding
+# the two scores help?
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # `course_lib.semantic_search` computes the MiniLM row straight from the vectors; it must agree with the
 # ranks above:

@@ -372,6 +372,14 @@ display(Markdown(
     f"changes MiniLM's throughput by {min(int8_gain):.1f}x to {max(int8_gain):.1f}x across the batch sizes."
 ))
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 5.5a — why batching did not pay here
+# The table above was measured on a shared CPU. Why does a larger batch leave MiniLM's throughput at about
+# 3 texts per second, when a server on a GPU batches precisely to raise throughput? What does int8 buy
+# instead? (Your own numbers will differ; read the pattern.)
+#
+# YOUR ANSWER HERE
+
 # %% [markdown]
 # How to read it: for the small CNN the fixed cost per call is much of the work, so batching
 # raises the throughput until the arithmetic dominates. For MiniLM each text is already a lot of

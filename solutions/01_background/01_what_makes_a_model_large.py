@@ -414,6 +414,26 @@ for name, n in counts.items():
     tokens = model_costs.chinchilla_tokens(n)
     print(f"{name:<12} {tokens:>20.3g} {model_costs.training_flops(n, tokens):>15.3g}")
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 1.5a — what a larger model costs to train
+# Llama 2 7B has about 54 times the parameters of GPT-2 124M (the parameter table of 1.3). Using the table
+# above, how many times the training compute does it need when both are trained compute-optimally, and why
+# is that factor so much larger than 54? By the same rule, what would a model ten times larger than Llama 2
+# 7B cost?
+#
+# ### BEGIN SOLUTION
+# The table gives 1.86e+18 FLOPs for GPT-2 and 5.45e+21 for Llama 2 7B, about 2,900 times as much, while
+# the parameters grow from 124,439,808 to 6,738,415,616, about 54 times. Training costs $C \approx 6ND$,
+# and at a fixed 20 tokens per parameter the tokens grow with the model too (2.49e+09 to 1.35e+11, again 54
+# times), so $C \approx 120 N^2$ grows with the square of the size: $54^2 \approx 2{,}900$. A model ten
+# times larger than Llama 2 7B would also need ten times the tokens, so about a hundred times the compute,
+# some 5.5e+23 FLOPs.
+#
+# Rubric: 1 point for reading the two compute figures (1.86e+18 and 5.45e+21) as a factor of about 2,900
+# and explaining it by $C \approx 6ND$ with the tokens growing in step with the parameters ($N^2$); 1 point
+# for about a hundred times the compute for ten times the parameters.
+# ### END SOLUTION
+
 # %% [markdown]
 # ### Exercise 1.3 — a compute-optimal plan
 # The two rules also work the other way round. Given a budget of $C$ FLOPs, $C = 6ND$ and

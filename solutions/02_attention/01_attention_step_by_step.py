@@ -366,6 +366,31 @@ for ax in axes:
 fig.tight_layout()
 plt.show()
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 2.4a — why a saturated softmax stops learning
+# In the table above, at $d_k = 1024$ the raw scores give a median largest weight of 1.000, a median
+# gradient of 1.0e-05 and 66% dead rows, while the scaled scores give 0.225, 2.7e-01 and 0%. Explain (1)
+# why a row whose largest weight is close to 1 passes almost no gradient back to its scores, using the
+# softmax Jacobian $\mathrm{diag}(p) - pp^\top$ from 2.4, and (2) why the scaled columns hardly change with
+# $d_k$.
+#
+# ### BEGIN SOLUTION
+# (1) When $p$ is almost one-hot, every entry of $\mathrm{diag}(p) - pp^\top$ is nearly zero: the diagonal
+# entries $p_i(1 - p_i)$ vanish both for the winner ($p_i \approx 1$) and for the others ($p_i \approx 0$),
+# and the off-diagonal entries $-p_i p_j$ vanish because one of the two factors is about 0. So $J^\top g$
+# is tiny whatever the upstream gradient $g$: a small change of any score no longer changes the weights,
+# and the query and keys of that row learn nothing (a median of 1.0e-05 at $d_k = 1024$, 66% of the rows
+# below 1e-3). (2) Dividing by $\sqrt{d_k}$ holds the variance of the scores at about 1 for every width
+# (1.01 or 1.00 in the variance table), and a sum of many products comes ever closer to a normal
+# distribution, so the 16 scores of a row are spread alike at every width. The softmax of alike scores is
+# alike: a median largest weight of 0.204 at $d_k = 4$ and 0.224 to 0.225 from 16 on, between an even 1/16
+# and one-hot, and a gradient of 2.6e-01 to 2.8e-01 throughout.
+#
+# Rubric: 1 point for (1): the Jacobian's entries $p_i(1 - p_i)$ and $-p_i p_j$ all near zero for a one-hot
+# row, tied to the 1.0e-05 gradient or the 66% dead rows; 1 point for (2): the scaling holds the score
+# variance at about 1 (the 1.01 column), so the softmax has the same spread (about 0.225) at every $d_k$.
+# ### END SOLUTION
+
 # %% [markdown]
 # Without the scaling, wide heads make the softmax close to a hard choice of one token, and for a
 # growing share of rows almost no gradient reaches the queries and keys. With the scaling, the spread of the scores, the softness of the weights and the size of the gradient all

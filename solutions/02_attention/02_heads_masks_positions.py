@@ -345,6 +345,26 @@ for n_kv in (cfg.kv_heads, 8, 1):
     cache = 2 * cfg.n_layer * n_kv * cfg.head_dim * cfg.block_size * bytes_per_number  # keys and values
     print(f"{n_kv:>16} {n_weights / 1e6:>26.1f}M {cache / 2**30:>18.2f} GiB")
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 2.8a — what grouped-query attention saves
+# Read the table above. By what factor do the KV cache and the attention weights of one layer shrink when
+# Llama 2 7B's 32 key/value heads become 8, and then 1? Why do the two columns shrink by different factors?
+#
+# ### BEGIN SOLUTION
+# The cache is proportional to the number of key/value heads: 2.00 GiB with 32, 0.50 GiB with 8 (a quarter)
+# and 0.06 GiB with 1 (a thirty-second: 2.00 / 32 = 0.0625). The weights shrink much less, from 67.1M to
+# 41.9M (about 0.62 of the original) and 34.6M (about 0.52), because only the key and value projections get
+# narrower: the query and output projections still map $d = 4096$ features to 4096,
+# $2d^2 \approx 33.6\text{M}$ parameters whatever the grouping, the floor the column approaches. So
+# grouping is a remedy for the memory of serving long contexts, not for the size of the model: with 8
+# groups four times as many sequences (or four times the context) fit in the same cache memory, for a
+# saving of about 25.2M weights per layer.
+#
+# Rubric: 1 point for the cache shrinking in proportion to the key/value heads (2.00, 0.50, 0.06 GiB); 1
+# point for the weights shrinking less (67.1M, 41.9M, 34.6M) because the query and output projections,
+# about 33.6M, do not change.
+# ### END SOLUTION
+
 # %% [markdown]
 # ## 2.9 Positions
 #

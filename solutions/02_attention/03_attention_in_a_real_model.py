@@ -215,6 +215,27 @@ for name, (toks, m) in {"tired": (tokens, maps), "wide": (tokens_wide, maps_wide
 print("'it' looks more at 'animal' than at 'street' in both sentences:",
       all(a > s for a, s in held_out.values()))
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 2.12a — does the head resolve "it"?
+# The head was chosen because "it" looks at its noun. In the "wide" sentence "it" is the street, not the
+# animal. Using the two lines printed above, does this head decide what "it" refers to? What would you need
+# to see, and on how many sentences, before saying that it does?
+#
+# ### BEGIN SOLUTION
+# No. In the "tired" sentence "it" puts 67% of its weight on "animal" and 2% on "street"; in the "wide"
+# sentence, where the right answer is "street", it still puts 56% on "animal" and only 4% on "street". The
+# last word moves the weight a little (11 points away from "animal"), but the head links "it" to the animal
+# in both sentences, so it behaves like a head that favours that noun (the maps below show most rows of
+# this head looking at "animal") rather than one that resolves the reference. To say it resolves "it", the
+# weight should move to "street" in the "wide" twin, and it should do so on many pairs of sentences that
+# differ only in the word that decides the referent, none of them among the ten the head was chosen on; one
+# pair is an anecdote.
+#
+# Rubric: 1 point for "no", citing 56% on "animal" against 4% on "street" in the sentence where "it" is the
+# street; 1 point for what would be needed: the weight following the right noun across many such pairs,
+# kept apart from the sentences used to choose the head.
+# ### END SOLUTION
+
 # %% [markdown]
 # Here are all the heads of that layer for the "tired" sentence. Each small map is one head; the
 # rows are the tokens that look, the columns the tokens looked at. Several heads put much of their

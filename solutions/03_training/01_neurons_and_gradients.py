@@ -257,6 +257,26 @@ print(f"accuracy: train {accuracy(X_train, y_train, w_gd, b_gd):.3f}, "
       f"val {accuracy(X_val, y_val, w_gd, b_gd):.3f}, test {accuracy(X_test, y_test, w_gd, b_gd):.3f}")
 assert losses_gd[-1] < 0.1 and accuracy(X_test, y_test, w_gd, b_gd) > 0.9
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 3.1d — what the accuracies say
+# The trained model scores 1.000 on the training images, 0.946 on validation and 0.971 on test. How many
+# images do the validation and test scores stand for (the split sizes are printed in 3.1.2)? Does the model
+# do better on the test set than on the validation set, and what does the perfect training score tell you?
+#
+# ### BEGIN SOLUTION
+# The validation set has 37 images and the test set 35, so 0.946 is 35 of 37 right (2 mistakes) and 0.971
+# is 34 of 35 (1 mistake). The two held-out scores differ by one image, which says nothing about the model:
+# another split could as easily reverse them, and with so few images each score is uncertain by several
+# percentage points. The perfect training score, with the loss down from 0.693 to 0.010, says that a linear
+# boundary in 64 dimensions separates all 285 training images; it measures fit, not how the model does on
+# new digits. That is what the held-out images estimate: 69 of 72 right, with the caution that 72 images
+# are few.
+#
+# Rubric: 1 point for converting both scores into images (2 of 37 and 1 of 35 wrong) and concluding that a
+# difference of one image is no evidence either way; 1 point for saying that the perfect training score
+# measures fit, not generalisation, which only the held-out images estimate.
+# ### END SOLUTION
+
 # %% [markdown]
 # The learning rate sets the pace. Three runs of the same loop with rates 40 times apart:
 

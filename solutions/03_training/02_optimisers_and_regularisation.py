@@ -513,6 +513,27 @@ for name, r in reg_runs.items():
     print(f"{name:<18} {r['train_loss'][-1]:>16.4f} {r['val_loss'][best]:>16.3f} {best + 1:>9} "
           f"{r['val_loss'][-1]:>15.3f} {r['val_accuracy'][-1]:>14.3f}")
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 3.2d — which remedy to keep
+# Using the table above, which of the three runs would you keep, and on what evidence? Can the final
+# validation accuracies (0.928, 0.928 and 0.922) separate them? (The validation images are the chapter's
+# fixed split, 180 images, as notebook 3.3 prints.)
+#
+# ### BEGIN SOLUTION
+# Accuracy cannot separate them: 0.928 is 167 of 180 validation images and 0.922 is 166, one image apart.
+# The losses can. The plain run fits its 145 training images almost perfectly (training loss 0.0004) while
+# its validation loss bottoms out at 0.192 in epoch 44 and climbs to 0.233: it overfits. Weight decay ends
+# with the lowest final validation loss, 0.175 (its lowest, 0.160, came late, at epoch 174), and dropout
+# reaches the lowest point of all, 0.138 at epoch 159, but ends at 0.251. With early stopping, which keeps
+# the best weights, I would keep dropout (0.138); training to the end, weight decay (0.175). Both choices
+# rest on one seed and one small validation set, so the gap between them should be confirmed with a few
+# seeds before it is trusted.
+#
+# Rubric: 1 point for seeing that the accuracies differ by one image of 180 and cannot decide; 1 point for
+# a choice argued from the validation losses (the plain run's 0.192 rising to 0.233, weight decay ending
+# lowest at 0.175, dropout's minimum of 0.138 at epoch 159).
+# ### END SOLUTION
+
 # %% [markdown]
 # Read the plain run first: its training loss heads towards zero, while its validation loss
 # reaches its lowest point early and then climbs. The model keeps getting more *confident* about

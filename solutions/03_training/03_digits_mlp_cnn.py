@@ -252,6 +252,27 @@ untied = len(diff) - ties
 p_sign = sum(math.comb(untied, k) for k in range(wins, untied + 1)) / 2**untied if untied else 1.0
 print(f"chance of at least {wins} of {untied} untied seeds favouring the CNN if the two were equally good: {p_sign:.3f}")
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 3.3d — is the CNN better?
+# The table above compares an MLP and a CNN with almost the same number of parameters (21,385 and 21,386).
+# Is the CNN better on these digits? Say what the 95% intervals of single runs allow you to conclude, and
+# what the comparison seed by seed adds.
+#
+# ### BEGIN SOLUTION
+# The CNN's mean test accuracy is 0.997 against the MLP's 0.987, a difference of about 0.010, under two
+# images of the 179 (one image is 0.56 percentage points). The intervals of a single run overlap widely
+# ([0.960, 0.997] for the MLP, [0.969, 0.999] for the CNN), so one run of each could not tell them apart.
+# The seeds can: the CNN came out ahead with all 5 of 5 seeds (by +0.011 four times and +0.006 once), which
+# would happen with probability 0.031 if the two were equally good, and even its worst run (0.994) beats
+# the MLP's best (0.989). So the data favour the CNN by a small margin on this test set. The batch-norm
+# CNN's 0.999 against 0.997 is less than one image and shows no difference.
+#
+# Rubric: 1 point for noting that the single-run intervals overlap, so one run each would not decide; 1
+# point for the paired evidence: 5 of 5 seeds for the CNN (probability 0.031 under no difference) or the
+# ranges that do not overlap (0.994 to 1.000 against 0.983 to 0.989), with a difference of about two
+# images.
+# ### END SOLUTION
+
 # %% [markdown]
 # Read the table with its intervals. With the budget matched, the CNN still finishes ahead of the
 # MLP in every seed (the seed-by-seed line), but by only one or two of the 179 test images, and the

@@ -509,6 +509,12 @@ print(f"from 256 to {vocab_sizes[-1]} tokens, English sequences get {en_drop:.2f
 # the embedding rows ($V \times 768$ parameters, millions at a few thousand tokens, doubled if the
 # output layer is not tied), a softmax over sixteen times as many classes at every position, and rarer
 # tokens that each get fewer training examples.
+#
+# Rubric: 1 point for both parts: (1) three bytes per Chinese character against one per English letter, and
+# merges that must be spent character by character on thousands of characters, so only a vocabulary of
+# thousands gets Chinese below one token per character; (2) shorter sequences, so more text per context
+# window, against sixteen times the embedding rows ($V \times 768$), a softmax over sixteen times the
+# classes and rarer tokens. Half a point when only one part is right.
 # ### END SOLUTION
 
 # %% [markdown]

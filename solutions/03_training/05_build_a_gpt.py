@@ -686,6 +686,12 @@ for temperature in (0.5, 0.8, 1.2):
 # matrices start as the same copied values) but from the first update on the two matrices would receive
 # different gradients and move apart, whereas in the tied model they are one parameter, so the curves
 # would part.
+#
+# Rubric: 1 point for three or more of the shared conditions (the copied initial weights, the same batches
+# in the same order, the same optimiser settings and schedule, the same precision, no dropout) together
+# with untying `lm_head` from `wte` as the change, for the reason that two separate matrices start equal
+# but receive different gradients from the first update on. Half a point when one of the two parts is
+# missing.
 # ### END SOLUTION
 
 # %% [markdown]

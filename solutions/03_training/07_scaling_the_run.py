@@ -492,6 +492,27 @@ print(f"power law fitted to the frontier: loss = {a:.2f} x C^{b:.3f} over {len(f
       f"(Kaplan et al. report an exponent of about -0.05 for compute, over many orders of magnitude)")
 
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 3.7d — which size wins at a fixed budget
+# All four models above spent the same 2.75e+11 FLOPs. Which width reached the lowest loss, how does it
+# compare with Chinchilla's rule, and why did the largest model do worst? Is the winner certainly the best
+# size for this budget?
+#
+# ### BEGIN SOLUTION
+# Width 32 (43,904 parameters) reached the lowest final validation loss, 4.138, after 916,480 tokens, 20.9
+# per parameter; Chinchilla's rule of 20 tokens per parameter puts the optimum at 47,880 parameters, close
+# to it. A larger model costs more FLOPs per token, so at the same budget it takes fewer steps: width 192
+# (1,000,704 parameters) trained for 43 steps on 0.044 tokens per parameter and stopped at 5.302, far from
+# trained. The winner is the smallest size tried, at the edge of the grid, so the table does not show the
+# loss rising again below it: a width-16 or width-24 model is needed to see the bottom of the curve. (The
+# frontier's fitted exponent, -0.110 against Kaplan's -0.05, comes from a narrow range at a tiny scale and
+# should not be extrapolated.)
+#
+# Rubric: 1 point for width 32 at 4.138 with 20.9 tokens per parameter, close to Chinchilla's 47,880
+# parameters; 1 point for why the large models lose (fewer steps: 43 steps, 0.044 tokens per parameter for
+# width 192) and for noting that the winner sits at the edge of the grid.
+# ### END SOLUTION
+
 # %% [markdown]
 # ### Exercise 3.7c — fitting a power law
 # A power law $y = a x^b$ is a straight line on log-log axes: $\log y = \log a + b \log x$. Write

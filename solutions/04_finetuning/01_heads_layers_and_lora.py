@@ -325,6 +325,27 @@ plt.show()
 for mode, r in results.items():
     print(f"{mode:<7}" + "  ".join(f"{p} {getattr(r.memory, p) / 1e6:6.1f} MB" for p in parts))
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.1a — what LoRA saves, and what it does not
+# `lora` trains 37,829 parameters and `last_n` 891,077, yet the measurement above gives `lora` more
+# activation memory (74.3 MB) than `last_n` (54.2 MB). Explain why, and say which parts of the memory LoRA
+# does shrink.
+#
+# ### BEGIN SOLUTION
+# Autograd keeps the activations that some trainable weight's gradient needs. `last_n` trains only the top
+# two of the four blocks and the head, so the backward pass stops there and nothing below needs to be kept:
+# 54.2 MB. LoRA puts adapters on the attention projections of every block, the first included, so the
+# backward pass must run through all four blocks and keep their activations: 74.3 MB, closer to full
+# fine-tuning's 106.8 MB than to `head`'s 0.0 MB. What LoRA shrinks is everything tied to the number of
+# trainable weights: gradients 0.2 MB and optimiser state 0.3 MB, against 3.6 and 7.1 MB for `last_n` and
+# 8.0 and 16.0 MB for full fine-tuning. For a large model that is the part that dominates (for 7 billion
+# parameters, 112 GB against 14 GB before activations, computed below), which is why LoRA pays off there.
+#
+# Rubric: 1 point for the reason: adapters in the first block force the backward pass through every block,
+# while `last_n` stops after the top two (74.3 against 54.2 MB); 1 point for what LoRA shrinks: the
+# gradients and optimiser state (0.2 and 0.3 MB against 3.6 and 7.1 MB).
+# ### END SOLUTION
+
 # %% [markdown]
 # A frozen part of the model needs neither gradients nor optimiser state, and the activations
 # shrink too: autograd only saves what a trainable weight's gradient needs. `head` saves almost

@@ -353,6 +353,26 @@ print("the best run has the lowest validation loss:", best["val_loss"] == min(r[
 # average) makes each comparison less noisy at k times the cost. Either way the winner is chosen on
 # validation data, and only the final model is evaluated on the test set.
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.2a — reading the grid
+# The twelve runs of the search printed their validation loss after 60 steps (the `step 60` line of each
+# run; learning rates 3e-4, 1e-3, 3e-3 and 1e-2 in that order, and ranks 2, 8 and 32 within each rate).
+# Which setting won, which of the two hyperparameters mattered more, and would you stop the search here?
+#
+# ### BEGIN SOLUTION
+# The lowest validation loss, 0.817, came from learning rate 3e-3 with rank 32 (validation accuracy 0.714).
+# The learning rate mattered more: at rank 32 the loss went 1.348, 0.860, 0.817 and 1.612 as the rate rose
+# from 3e-4 to 1e-2, while at the best rate the three ranks gave 1.007, 0.873 and 0.817. The two interact:
+# at 1e-2 the larger ranks did worse (1.152, 1.223, 1.612), the instability described above. I would not
+# stop: the winner sits at the largest rank tried, so rank 64 at 1e-3 and 3e-3 should be run, and its lead
+# of 0.817 over 0.860 (rate 1e-3, rank 32) is one run each with one seed, small enough that a second seed
+# could swap them.
+#
+# Rubric: 1 point for the winner (3e-3, rank 32, 0.817) and for the learning rate as the stronger lever,
+# shown with the losses of one rank or one rate; 1 point for a reason to go on: the winner at the edge of
+# the rank grid, or single-seed differences as small as 0.817 against 0.860.
+# ### END SOLUTION
+
 # %% [markdown]
 # ## Summary
 #

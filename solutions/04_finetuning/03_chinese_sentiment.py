@@ -225,6 +225,27 @@ plot_lm_training(pretrainer.history_columns(), baselines={"uniform guessing": fl
                  title="pretraining the character-level GPT")
 plt.show()
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.3a — how good is 5.350 nats per character?
+# The pretrained character GPT reached a validation loss of 5.350 nats per character, against 8.620 for
+# uniform guessing. Turn both numbers into "a choice among how many equally likely characters", and say
+# what the result leads you to expect from fine-tuning this model rather than one with random weights.
+#
+# ### BEGIN SOLUTION
+# A loss of $L$ nats per character is as uncertain as a uniform choice among $e^L$ characters:
+# $e^{8.620} \approx 5{,}540$, the 5,543 distinct characters, and $e^{5.350} \approx 211$. So 400 steps
+# took the model from guessing among all 5,543 characters to guessing among about two hundred: it has
+# learned which characters are common and some frequent pairs, but it is far from predicting Chinese text
+# well. Almost half of its 1,515,136 parameters (709,504) are character embeddings, many of them for rare
+# characters, and the 400 steps read less than half of the 2,814,097 training characters once. Such shallow
+# knowledge should give the fine-tuned classifier at most a small lead over random weights; the table in
+# 4.3.5 shows 0.804 against 0.800.
+#
+# Rubric: 1 point for the conversion ($e^{5.350} \approx 211$ against $e^{8.620} \approx 5{,}543$
+# characters); 1 point for expecting little from this pretraining, with a reason (far from fluent, less
+# than one pass over the corpus, many rarely seen characters).
+# ### END SOLUTION
+
 # %% [markdown]
 # ## 4.3.4 Fine-tuning: pretrained versus random weights
 #

@@ -271,6 +271,25 @@ ax.barh([r[0] for r in rows], [r[1] for r in rows], color=["tab:gray", "tab:gray
 ax.set(xlabel="mean ROUGE-L F1 against the real headline", title="headlines for articles the GPT never saw")
 plt.show()
 
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.4a — did the tuning work?
+# Read the samples and the ROUGE-L table above. What did instruction tuning change, and what did it not?
+# Does the table show that masking the prompt helps?
+#
+# ### BEGIN SOLUTION
+# It changed the form: before tuning the GPT continued the article ("Williams, who has been nominated for
+# best film."), after it writes one short, headline-shaped line and stops ("Robinson returns Ireland
+# victory"). It did not make the headlines about the article: the real one was "Spirit awards hail
+# Sideways", and ROUGE-L only moves from 0.018 to 0.034 (masked), far below the 0.169 of simply copying the
+# article's first eight words. Masked tuning scores 0.034 against 0.019 without masking, and its best
+# validation loss on headline tokens is 3.426 against 3.449, but each is one run with one seed on 210
+# articles and no interval, so the table does not show that masking helps here.
+#
+# Rubric: 1 point for the format learned but not the content (0.034 against the 0.169 baseline, or a sample
+# pair); 1 point for declining to conclude on masking from one run each without an interval (0.034 against
+# 0.019).
+# ### END SOLUTION
+
 # %% tags=["nbval-check-output"]
 print("one headline per held-out article:", len(after) == len(scored) == len(before))
 print("ROUGE-L of a headline with itself:", rouge_l(scored[0].headline, scored[0].headline))
