@@ -80,20 +80,20 @@ def test_numerical_gradient_right_answer_passes(capsys):
     assert "all 5 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong,case",
-    [
-        (forward_difference, "case 1 of 5"),
-        (divides_by_eps, "case 1 of 5"),
-        (never_puts_x_back, "case 1 of 5"),
-        (aliased_copies, "case 1 of 5"),
-        (flattened, "case 3 of 5"),
-        (calls_the_library, "uses the library"),
-    ],
-)
-def test_numerical_gradient_wrong_answers_fail_naming_the_case(wrong, case):
+GRADIENT_WRONG = [
+    (check_numerical_gradient, forward_difference, "case 1 of 5"),
+    (check_numerical_gradient, divides_by_eps, "case 1 of 5"),
+    (check_numerical_gradient, never_puts_x_back, "case 1 of 5"),
+    (check_numerical_gradient, aliased_copies, "case 1 of 5"),
+    (check_numerical_gradient, flattened, "case 3 of 5"),
+    (check_numerical_gradient, calls_the_library, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", GRADIENT_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_numerical_gradient_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
-        check_numerical_gradient(wrong)
+        check(wrong)
 
 
 # ------------------------------------------------------------------------- inverted dropout (3.2c)
@@ -159,21 +159,21 @@ def test_dropout_right_answers_pass(right, capsys):
     assert "all 8 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong,case",
-    [
-        (forgets_the_scale, "case 1 of 8"),
-        (keeps_with_probability_p, "case 2 of 8"),
-        (scales_at_eval_instead, "case 1 of 8"),
-        (drops_in_eval_mode_too, "case 4 of 8"),
-        (nan_at_p_one, "case 6 of 8"),
-        (ignores_the_generator, "case 8 of 8"),
-        (calls_pytorch, "uses the library"),
-    ],
-)
-def test_dropout_wrong_answers_fail_naming_the_case(wrong, case):
+DROPOUT_WRONG = [
+    (check_dropout, forgets_the_scale, "case 1 of 8"),
+    (check_dropout, keeps_with_probability_p, "case 2 of 8"),
+    (check_dropout, scales_at_eval_instead, "case 1 of 8"),
+    (check_dropout, drops_in_eval_mode_too, "case 4 of 8"),
+    (check_dropout, nan_at_p_one, "case 6 of 8"),
+    (check_dropout, ignores_the_generator, "case 8 of 8"),
+    (check_dropout, calls_pytorch, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", DROPOUT_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_dropout_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
-        check_dropout(wrong)
+        check(wrong)
 
 
 # ------------------------------------------------------------------------- a convolution (3.3a)
@@ -239,21 +239,21 @@ def test_conv2d_right_answers_pass(right, capsys):
     assert "all 7 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong,case",
-    [
-        (flips_the_kernel, "case 1 of 7"),
-        (one_pixel_short, "case 1 of 7"),
-        (pads_one_side_only, "case 2 of 7"),
-        (forgets_the_bias, "case 1 of 7"),
-        (no_sum_over_channels, "case 3 of 7"),
-        (assumes_a_square_kernel, "case 4 of 7"),
-        (calls_pytorch_conv, "uses the library"),
-    ],
-)
-def test_conv2d_wrong_answers_fail_naming_the_case(wrong, case):
+CONV_WRONG = [
+    (check_conv2d, flips_the_kernel, "case 1 of 7"),
+    (check_conv2d, one_pixel_short, "case 1 of 7"),
+    (check_conv2d, pads_one_side_only, "case 2 of 7"),
+    (check_conv2d, forgets_the_bias, "case 1 of 7"),
+    (check_conv2d, no_sum_over_channels, "case 3 of 7"),
+    (check_conv2d, assumes_a_square_kernel, "case 4 of 7"),
+    (check_conv2d, calls_pytorch_conv, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", CONV_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_conv2d_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
-        check_conv2d(wrong)
+        check(wrong)
 
 
 # ------------------------------------------------------------------------- confusion matrix (3.3c)
@@ -317,16 +317,19 @@ def test_per_class_scores_right_answers_pass(right, capsys):
     assert "all 7 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong,case",
-    [
-        (transposed, "case 1 of 7"),
-        (precision_and_recall_swapped, "case 1 of 7"),
-        (nan_for_zero_over_zero, "case 3 of 7"),
-        (only_the_classes_seen, "case 5 of 7"),
-        (calls_the_course_metrics, "uses the library"),
-    ],
-)
-def test_per_class_scores_wrong_answers_fail_naming_the_case(wrong, case):
+SCORES_WRONG = [
+    (check_per_class_scores, transposed, "case 1 of 7"),
+    (check_per_class_scores, precision_and_recall_swapped, "case 1 of 7"),
+    (check_per_class_scores, nan_for_zero_over_zero, "case 3 of 7"),
+    (check_per_class_scores, only_the_classes_seen, "case 5 of 7"),
+    (check_per_class_scores, calls_the_course_metrics, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", SCORES_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_per_class_scores_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
-        check_per_class_scores(wrong)
+        check(wrong)
+
+
+MUTANTS = GRADIENT_WRONG + DROPOUT_WRONG + CONV_WRONG + SCORES_WRONG
