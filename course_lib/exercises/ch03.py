@@ -21,6 +21,8 @@ from course_lib.trainer import TrainConfig, lr_at
 
 # ----------------------------------------------------------------------------- logistic regression
 
+_AUTOGRAD = ("backward", "grad", "vjp", "jacobian")  # the gradient exercises are by hand, not autograd
+
 
 def _logistic_case(
     label: str, n: int, d: int, seed: int, scale: float = 1.0, y_value: int | None = None
@@ -44,6 +46,7 @@ def _reference_logistic_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b:
 
 def check_logistic_gradient(fn) -> None:
     """``fn(X, y, w, b) -> (grad_w, grad_b)`` of the mean cross-entropy of sigmoid(X w + b)."""
+    require_own_code(fn, "logistic_gradient", forbidden=_AUTOGRAD)
     cases = [
         _logistic_case("8 examples, 3 features", 8, 3, 0),
         _logistic_case("one example", 1, 4, 1),
@@ -144,6 +147,7 @@ def _reference_two_layer_backward(x, y, W1, b1, W2, b2):
 
 def check_two_layer_backward(fn) -> None:
     """``fn(x, y, W1, b1, W2, b2) -> (dW1, db1, dW2, db2)`` for a ReLU MLP with mean cross-entropy."""
+    require_own_code(fn, "two_layer_backward", forbidden=_AUTOGRAD)
     cases = [
         _mlp_case("batch 4, 3 -> 5 -> 2", 4, 3, 5, 2, 0),
         _mlp_case("one example", 1, 6, 4, 3, 1),
@@ -191,6 +195,7 @@ def _reference_adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay)
 
 def check_adamw_step(fn) -> None:
     """``fn(param, grad, m, v, step, lr, betas, eps, weight_decay) -> (param, m, v)``, step counted from 1."""
+    require_own_code(fn, "adamw_step", forbidden=("AdamW", "Adam", "adamw", "adam"))
     cases = [
         _adamw_case("the first step", (5,), 1, 1e-2, (0.9, 0.999), 1e-8, 0.01, 0),
         _adamw_case("step 10, a matrix", (3, 4), 10, 1e-3, (0.9, 0.95), 1e-8, 0.1, 1),
@@ -218,6 +223,7 @@ def _reference_lr(step: int, max_steps: int, warmup_steps: int, lr: float, min_l
 
 def check_warmup_cosine_lr(fn) -> None:
     """``fn(step, max_steps, warmup_steps, lr, min_lr) -> float``: the Trainer's schedule."""
+    require_own_code(fn, "warmup_cosine_lr", forbidden=("LambdaLR", "CosineAnnealingLR", "OneCycleLR"))
     grid = [(s, 1000, 100, 1e-3, 1e-4) for s in (0, 1, 50, 99, 100, 101, 550, 999, 1000, 1200)]
     cases = [Case(f"step {s} of {m}, warmup {w}", (s, m, w, lr, lo)) for s, m, w, lr, lo in grid]
     cases += [
@@ -332,9 +338,14 @@ def check_dropout(fn) -> None:
 
 def check_lm_batch(fn) -> None:
     """``fn(data, batch_size, block_size, generator) -> (x, y)``: random windows, y = x shifted by one."""
+    require_own_code(fn, "lm_batch")
 
     def learner(data, batch_size, block_size, seed):
-        return fn(data, batch_size, block_size, torch.Generator().manual_seed(seed))
+        x, y = out = fn(data, batch_size, block_size, torch.Generator().manual_seed(seed))
+        wrong = [t.dtype for t in out if isinstance(t, torch.Tensor) and t.dtype != torch.int64]
+        if wrong:  # nn.Embedding takes int32, but cross_entropy's targets must be int64: catch it here
+            raise TypeError(f"x and y must be int64 (torch.long) tensors of token ids, got {wrong[0]}")
+        return x, y
 
     def reference(data, batch_size, block_size, seed):
         return get_batch(data, batch_size, block_size, torch.Generator().manual_seed(seed), device="cpu")
