@@ -77,6 +77,7 @@ NOTEBOOK_CHECKS = notebook_checks()
 
 
 def _qualname(check) -> str:
+    check = getattr(check, "func", check)  # a functools.partial holding a check's other arguments
     return f"{check.__module__}.{check.__name__}"
 
 
@@ -94,7 +95,8 @@ MUTANTS = all_mutants()
 
 def _mutant_id(mutant) -> str:
     check, wrong, _ = mutant
-    return f"{check.__name__}-{getattr(wrong, '__name__', type(wrong).__name__)}"
+    what = getattr(wrong, "__name__", None) or repr(wrong)[:20]
+    return f"{_qualname(check).rsplit('.', 1)[1]}-{what}"
 
 
 def test_the_audit_finds_the_notebooks_checks():
