@@ -182,6 +182,7 @@ WRONG = [
     (ex.check_stream_text, stream_text_past_done, "after \\[DONE\\]"),
     (ex.check_stream_text, stream_text_every_line, "two pieces"),
 ]
+MUTANTS = WRONG  # listed by tests/test_exercise_audit.py
 
 
 @pytest.mark.parametrize("check, right", RIGHT)
