@@ -121,6 +121,7 @@ def _reference_split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def check_split_heads(fn) -> None:
     """``fn(x, n_heads)``: (B, T, C) -> (B, n_heads, T, C // n_heads)."""
+    require_own_code(fn, "split_heads")
     cases = [
         Case("(1, 2, 4) into 2 heads, numbered entries", (torch.arange(8.0).view(1, 2, 4), 2)),
         Case("(2, 5, 12) into 3 heads", (_randn(2, 5, 12, seed=30), 3)),
@@ -146,6 +147,7 @@ def _reference_merge_heads(y: torch.Tensor) -> torch.Tensor:
 
 def check_merge_heads(fn) -> None:
     """``fn(y)``: (B, nh, T, hs) -> (B, T, nh * hs), the inverse of split_heads."""
+    require_own_code(fn, "merge_heads")
     made_by_transpose = _randn(2, 6, 3, 4, seed=42).transpose(1, 2)  # (2, 3, 6, 4), not contiguous
     cases = [
         Case("(1, 2, 2, 2), numbered entries", (torch.arange(8.0).view(1, 2, 2, 2),)),

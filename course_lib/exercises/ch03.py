@@ -438,6 +438,9 @@ def _reference_batch_norm(x, gamma, beta, eps):
 
 def check_batch_norm_train(fn) -> None:
     """``fn(x, gamma, beta, eps) -> y``: training-mode batch norm of images x (B, C, H, W), per channel."""
+    require_own_code(
+        fn, "batch_norm_train", forbidden=("batch_norm", "BatchNorm2d", "BatchNorm1d", "instance_norm")
+    )
     cases = [
         _bn_case("a batch of 8 images, 3 channels, 4x4", (8, 3, 4, 4), 0),
         _bn_case("two 1x1 images per channel (few values: the variance's divisor shows)", (2, 5, 1, 1), 1),
