@@ -444,4 +444,47 @@ def test_mean_attention_distance_says_not_written_yet(check):
         check(blank)
 
 
-MUTANTS = WRONG + PREVIOUS_TOKEN_WRONG + ENTROPY_WRONG + HEAD_MAP_WRONG + DISTANCE_WRONG
+# ---------------------------------------------------------------- more ways to split and merge heads
+
+
+def split_heads_interleaved(x, n_heads):  # head h takes features h, h + nh, ...: not GPT-2's layout
+    B, T, C = x.shape
+    return x.view(B, T, C // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+def split_heads_without_transpose(x, n_heads):  # (B, T, nh, hs): tokens where heads should be
+    B, T, C = x.shape
+    return x.view(B, T, n_heads, C // n_heads)
+
+
+def split_heads_by_einops_style_permute(x, n_heads):  # (B, hs, nh, T): the wrong axes swapped
+    B, T, C = x.shape
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 3)
+
+
+def merge_heads_interleaved(y):  # features of the heads interleaved, not side by side
+    B, nh, T, hs = y.shape
+    return y.permute(0, 2, 3, 1).reshape(B, T, nh * hs)
+
+
+def merge_heads_summed(y):  # adds the heads up: (B, T, hs)
+    return y.sum(dim=1)
+
+
+HEADS_WRONG = [
+    (check_split_heads, split_heads_interleaved, "case 1 of 4"),
+    (check_split_heads, split_heads_without_transpose, "case 1 of 4"),
+    (check_split_heads, split_heads_by_einops_style_permute, "case 1 of 4"),
+    (check_merge_heads, merge_heads_interleaved, "case 1 of 4"),
+    (check_merge_heads, merge_heads_summed, "shape (1, 2, 2) instead of (1, 2, 4)"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", HEADS_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_more_head_mistakes_fail_naming_the_case(check, wrong, case):
+    with pytest.raises(ExerciseFailure) as err:
+        check(wrong)
+    assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+MUTANTS = WRONG + PREVIOUS_TOKEN_WRONG + ENTROPY_WRONG + HEAD_MAP_WRONG + DISTANCE_WRONG + HEADS_WRONG

@@ -36,6 +36,7 @@ from course_lib.exercises.ch03 import (
     check_reported_val_loss,
     check_train_bpe,
 )
+from course_lib.layers import FeedForward
 from course_lib.lm_data import eval_windows
 from course_lib.tokenizers import GPT2_SPLIT_PATTERN, BPETokenizer
 
@@ -513,6 +514,26 @@ class MLPNarrow(nn.Module):
         return self.c_proj(gelu(self.c_fc(x)))
 
 
+class MLPWithExactGelu(MLP):  # erf's GELU, not GPT-2's tanh form
+    def __init__(self, d_model):
+        super().__init__(d_model, act=lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))))
+
+
+class MLPWithoutBiases(nn.Module):
+    def __init__(self, d_model):
+        super().__init__()
+        self.c_fc = nn.Linear(d_model, 4 * d_model, bias=False)
+        self.c_proj = nn.Linear(4 * d_model, d_model, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(gelu(self.c_fc(x)))
+
+
+class MLPFromTheLibrary(FeedForward):
+    def __init__(self, d_model):
+        super().__init__(d_model, 4 * d_model)
+
+
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -706,6 +727,9 @@ GPT_WRONG = [
     (check_gelu, gelu_sqrt_pi_over_2, "a few numbers"),
     (check_mlp, MLPWithReLU, "d_model 8"),
     (check_mlp, MLPNarrow, "weights do not load"),
+    (check_mlp, MLPWithExactGelu, "case"),
+    (check_mlp, MLPWithoutBiases, "case 1 of 3"),
+    (check_mlp, MLPFromTheLibrary, "uses the library"),
     (check_block, PostNormBlock, "d_model 16"),
     (check_block, BlockWithoutSecondResidual, "d_model 16"),
     (check_block, LibraryBlock, "uses the library"),

@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from sklearn.metrics import f1_score
+
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch04 import (
     check_last_token_pool,
@@ -14,6 +16,11 @@ from course_lib.exercises.ch04 import (
     check_macro_f1,
     check_mask_prompt,
 )
+from course_lib.chat_template import render_chat
+from course_lib.heads import last_token_pool as library_last_token_pool
+from course_lib.lm_data import prompt_completion_example
+from course_lib.lora import LoRALinear
+from course_lib.preference import dpo_loss as library_dpo_loss
 
 
 def pool_any_padding(hidden, mask):
@@ -45,6 +52,38 @@ class LoraNoScale(Lora):
         return self.base(x) + x @ self.lora_A.T @ self.lora_B.T
 
 
+def pool_first_token(hidden, mask):  # the first token, as BERT's [CLS]: not the last real one
+    return hidden[:, 0]
+
+
+def pool_last_column(hidden, mask):  # ignores the mask: a padding position under right padding
+    return hidden[:, -1]
+
+
+def pool_by_the_library(hidden, mask):
+    return library_last_token_pool(hidden, mask)
+
+
+class LoraFromTheLibrary(LoRALinear):
+    pass
+
+
+class LoraWithTrainableBase(Lora):  # forgets to freeze the pretrained weight
+    def __init__(self, base, r, alpha):
+        super().__init__(base, r, alpha)
+        self.base.requires_grad_(True)
+
+
+class LoraTransposedFactors(Lora):  # lora_A (in, r) and lora_B (r, out): PyTorch's weight layout not kept
+    def __init__(self, base, r, alpha):
+        super().__init__(base, r, alpha)
+        self.lora_A = nn.Parameter(torch.randn(base.in_features, r) * 0.01)
+        self.lora_B = nn.Parameter(torch.zeros(r, base.out_features))
+
+    def forward(self, x):
+        return self.base(x) + self.scale * x @ self.lora_A @ self.lora_B
+
+
 def macro_f1(cm):
     cm = np.asarray(cm, dtype=float)
     tp = np.diag(cm)
@@ -57,6 +96,40 @@ def macro_f1_skipping_empty(cm):
     tp = np.diag(cm)
     den = cm.sum(0) + cm.sum(1)
     return float(np.mean(2 * tp[den > 0] / den[den > 0]))
+
+
+def macro_f1_is_accuracy(cm):  # micro-averaged F1 of single-label data: the accuracy
+    cm = np.asarray(cm, dtype=float)
+    return float(np.trace(cm) / cm.sum())
+
+
+def macro_f1_without_the_zero_guard(cm):  # 0/0 gives nan for a class never seen nor predicted
+    cm = np.asarray(cm, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return float(np.mean(2 * np.diag(cm) / (cm.sum(0) + cm.sum(1))))
+
+
+def macro_f1_by_sklearn(cm):
+    cm = np.asarray(cm)
+    y_true = np.repeat(np.arange(len(cm)), cm.sum(1))
+    y_pred = np.concatenate([np.repeat(np.arange(len(cm)), row) for row in cm])
+    return f1_score(y_true, y_pred, labels=list(range(len(cm))), average="macro", zero_division=0)
+
+
+def mask_prompt(p, c, e):
+    return p + c + [e], [-100] * len(p) + c + [e]
+
+
+def mask_prompt_without_eos(p, c, e):  # the model never learns to stop
+    return p + c, [-100] * len(p) + c
+
+
+def mask_prompt_masking_the_completion(p, c, e):  # the mask on the wrong part
+    return p + c + [e], list(p) + [-100] * (len(c) + 1)
+
+
+def mask_prompt_by_the_library(p, c, e):
+    return prompt_completion_example(p, c, e)
 
 
 def test_right_answers_pass(capsys):
@@ -73,13 +146,26 @@ TYPICAL_WRONG = [
     (check_lora_linear, LoraNoScale, "alpha / r"),
     (check_macro_f1, macro_f1_skipping_empty, "never seen nor predicted"),
     (check_mask_prompt, lambda p, c, e: (p + c + [e], [-100] * (len(p) + 1) + c[1:] + [e]), "case 1"),
+    (check_last_token_pool, pool_first_token, "case 1 of 5 (no padding)"),
+    (check_last_token_pool, pool_last_column, "case 2 of 5 (right padding"),
+    (check_last_token_pool, pool_by_the_library, "uses the library"),
+    (check_lora_linear, LoraFromTheLibrary, "uses the library (course_lib.lora.LoRALinear)"),
+    (check_lora_linear, LoraWithTrainableBase, "the base layer must be frozen"),
+    (check_lora_linear, LoraTransposedFactors, "lora_A must be an nn.Parameter of shape"),
+    (check_macro_f1, macro_f1_is_accuracy, "case 2 of 6 (binary)"),
+    (check_macro_f1, macro_f1_without_the_zero_guard, "never seen nor predicted"),
+    (check_macro_f1, macro_f1_by_sklearn, "uses the library"),
+    (check_mask_prompt, mask_prompt_without_eos, "case 1 of 4"),
+    (check_mask_prompt, mask_prompt_masking_the_completion, "case 1 of 4"),
+    (check_mask_prompt, mask_prompt_by_the_library, "uses the library"),
 ]
 
 
 @pytest.mark.parametrize("check,wrong,match", TYPICAL_WRONG)
 def test_typical_mistakes_are_caught(check, wrong, match):
-    with pytest.raises(ExerciseFailure, match=match):
+    with pytest.raises(ExerciseFailure) as err:
         check(wrong)
+    assert match in str(err.value), f"{match!r} not in the feedback: {err.value}"
 
 
 # ----------------------------------------------------------------------------- post-training exercises
@@ -104,6 +190,7 @@ CHATML_WRONG = [
     (check_to_chatml, lambda m: chatml(m, generation_prompt=False), "case"),
     (check_to_chatml, lambda m: chatml(m, trailing_newline=False), "case"),
     (check_to_chatml, lambda m: chatml(m).replace("<|im_end|>", "</s>"), "case"),
+    (check_to_chatml, lambda m: render_chat(m, system_prompt=None), "uses the library"),
 ]
 
 
@@ -173,6 +260,12 @@ def dpo(pc, pr, rc, rr, beta, variant="right"):
 DPO_WRONG = [
     (check_dpo_loss, lambda *a, v=variant: dpo(*a, variant=v), "case")
     for variant in ("no beta", "reference added", "naive log of sigmoid", "sum")
+] + [
+    (
+        check_dpo_loss,
+        lambda pc, pr, rc, rr, beta: library_dpo_loss(pc, pr, rc, rr, beta).loss,
+        "uses the library",
+    )
 ]
 
 

@@ -31,9 +31,12 @@ from course_lib.exercises.ch05 import (
     reference_sentence_embedding,
     reference_top_k_logits,
 )
+from course_lib.compress import quantize_tensor_int8
 from course_lib.gpt import sample_next_token
 from course_lib.heads import mean_pool
+from course_lib.lm_data import pad_collate
 from course_lib.semantic_search import mean_reciprocal_rank, ranks_from_scores
+from course_lib.semantic_search import recall_at_k as library_recall_at_k
 
 # ------------------------------------------------------------------------- answers a learner may write
 
@@ -99,6 +102,15 @@ def recall(query_embs, doc_embs, true_idx, k):
     scores = F.normalize(query_embs, dim=-1) @ F.normalize(doc_embs, dim=-1).T
     top = scores.topk(k, dim=-1).indices  # (nq, k)
     return (top == true_idx[:, None]).any(dim=-1).float().mean().item()
+
+
+def recall_as_a_count(query_embs, doc_embs, true_idx, k):  # the number of hits, not their share
+    scores = F.normalize(query_embs, dim=-1) @ F.normalize(doc_embs, dim=-1).T
+    return float((scores.topk(k, dim=-1).indices == true_idx[:, None]).any(dim=-1).sum())
+
+
+def recall_by_the_library(query_embs, doc_embs, true_idx, k):
+    return library_recall_at_k(query_embs, doc_embs, true_idx, ks=(k,))[k]
 
 
 def recall_by_dot_product(query_embs, doc_embs, true_idx, k):  # long documents win
@@ -187,12 +199,16 @@ WRONG = [
     (check_pad_batch, pad_to_the_first, "3 and 5 tokens"),
     (check_recall_at_k, recall_by_dot_product, "5 queries, 20 documents"),
     (check_recall_at_k, recall_of_the_first_hit_only, "k=3"),
+    (check_recall_at_k, recall_as_a_count, "case 1 of 5"),
+    (check_recall_at_k, recall_by_the_library, "uses the library"),
     (check_quantize_int8, quantize_per_tensor, "a 4 x 8 weight"),
     (check_quantize_int8, quantize_truncating, "a 4 x 8 weight"),
     (check_quantize_int8, quantize_dividing_by_zero, "a row of zeros"),
     (check_magnitude_mask, mask_by_value, "half of a 4 x 4 weight"),
     (check_magnitude_mask, mask_inverted, "half of a 4 x 4 weight"),
     (check_magnitude_mask, mask_per_row, "half of a 4 x 4 weight"),
+    (check_quantize_int8, lambda w: quantize_tensor_int8(w), "uses the library"),
+    (check_pad_batch, lambda ids, pad_id: tuple(pad_collate(ids, pad_id).values())[:2], "uses the library"),
 ]
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch05_rag import check_contains_match, check_crop_to_tokens, check_recall_at_k_ids
+from course_lib import rag
 from course_lib.rag import normalise
 
 # ------------------------------------------------------------------------- answers a learner may write
@@ -78,6 +79,12 @@ WRONG = [
     (check_crop_to_tokens, crop_characters, "3 tokens"),
     (check_crop_to_tokens, crop_one_short, "3 tokens"),
     (check_crop_to_tokens, crop_four_characters_per_token, "3 tokens"),
+    (
+        check_contains_match,
+        lambda prediction, answer: rag.contains_match(prediction, answer),
+        "uses the library",
+    ),
+    (check_crop_to_tokens, lambda text, tok, n: rag.crop_to_tokens(text, tok, n), "uses the library"),
 ]
 MUTANTS = WRONG
 
