@@ -135,9 +135,7 @@ def code_tokens(text: str) -> list[str]:
     skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
     skip |= {tokenize.ENCODING, tokenize.ENDMARKER}
     try:
-        return [
-            t.string for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in skip
-        ]
+        return [t.string for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type not in skip]
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return re.findall(r"[A-Za-z_]\w*|\d+(?:\.\d+)?(?:e-?\d+)?|\*\*|//|==|!=|<=|>=|[^\s\w]", text)
 

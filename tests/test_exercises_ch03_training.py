@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import lm_data, trainer
-from course_lib import training_basics
+from course_lib import lm_data, trainer, training_basics
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch03 import (
     check_adamw_step,
@@ -362,7 +361,8 @@ def logistic_gradient_without_sigmoid(X, y, w, b):  # the residual of a linear m
 
 
 def logistic_gradient_by_autograd(X, y, w, b):
-    wt, bt = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, dtype=torch.float64, requires_grad=True)
     F.binary_cross_entropy_with_logits(torch.from_numpy(X) @ wt + bt, torch.from_numpy(y)).backward()
     return wt.grad.numpy(), float(bt.grad)
 
@@ -432,6 +432,8 @@ def adamw_eps_inside_the_root(param, grad, m, v, step, lr, betas, eps, weight_de
 def adamw_by_pytorch(param, grad, m, v, step, lr, betas, eps, weight_decay):
     p = param.clone().requires_grad_(True)
     opt = torch.optim.AdamW([p], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if step > 1:  # AdamW's state after step - 1 steps
+        opt.state[p] = {"step": torch.tensor(step - 1.0), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
     p.grad = grad.clone()
     opt.step()
     return p.detach(), opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]
@@ -464,7 +466,8 @@ def lr_rising_again_after_the_end(step, max_steps, warmup_steps, lr, min_lr):  #
 
 
 def lr_by_the_library(step, max_steps, warmup_steps, lr, min_lr):
-    return trainer.lr_at(step, trainer.TrainConfig(max_steps=max_steps, warmup_steps=warmup_steps, lr=lr))
+    config = trainer.TrainConfig(max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, min_lr=min_lr)
+    return trainer.lr_at(step, config)
 
 
 def lm_batch(data, batch_size, block_size, generator=None, shift=1, bound=0, dtype=torch.long):

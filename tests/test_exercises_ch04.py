@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
 from torch import nn
 
-from sklearn.metrics import f1_score
-
+from course_lib.chat_template import render_chat
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch04 import (
     check_last_token_pool,
@@ -16,7 +16,6 @@ from course_lib.exercises.ch04 import (
     check_macro_f1,
     check_mask_prompt,
 )
-from course_lib.chat_template import render_chat
 from course_lib.heads import last_token_pool as library_last_token_pool
 from course_lib.lm_data import prompt_completion_example
 from course_lib.lora import LoRALinear
@@ -280,6 +279,10 @@ def test_dpo_loss_check():
 
 from collections import Counter  # noqa: E402
 
+from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
+
+from course_lib.datasets import stratified_split  # noqa: E402
 from course_lib.exercises.ch04 import (  # noqa: E402
     check_char_ngrams,
     check_confusion_counts,
@@ -289,10 +292,6 @@ from course_lib.exercises.ch04 import (  # noqa: E402
     check_rouge_l,
     check_stratified_split,
 )
-from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
-from sklearn.metrics import confusion_matrix  # noqa: E402
-
-from course_lib.datasets import stratified_split  # noqa: E402
 from course_lib.heads import mean_pool as library_mean_pool  # noqa: E402
 from course_lib.metrics import bootstrap_interval, rouge_l, rouge_tokens  # noqa: E402
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from course_lib import rag
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch05_rag import check_contains_match, check_crop_to_tokens, check_recall_at_k_ids
-from course_lib import rag
 from course_lib.rag import normalise
 
 # ------------------------------------------------------------------------- answers a learner may write

@@ -161,8 +161,10 @@ def check_two_layer_backward(fn) -> None:
         cases,
         atol=1e-10,
         rtol=1e-8,
-        hint="dz2 = (softmax(logits) - onehot(y)) / B; dW2 = h.T @ dz2; db2 = dz2.sum(0); "
-        "dh = dz2 @ W2.T; dz1 = dh * (z1 > 0); dW1 = x.T @ dz1; db1 = dz1.sum(0)",
+        hint="go backwards one layer at a time: the loss's gradient with respect to the logits is the "
+        "softmax minus the one-hot targets, divided by the batch size (the loss is a mean); a weight's "
+        "gradient is its layer's input transposed times the gradient at its output, a bias's the sum over "
+        "the batch; the ReLU passes gradient only where its input was positive",
     )
 
 
@@ -724,8 +726,9 @@ def check_bpe_decode(fn) -> None:
         lambda ids, v: fn(list(ids), dict(v)),
         lambda ids, v: tok.decode(ids),
         cases,
-        hint="b''.join(vocab[i] for i in ids) first, then .decode('utf-8', errors='replace') once: a "
-        "character's bytes can lie in two tokens, and bytes that are not valid UTF-8 become '\\ufffd'",
+        hint="join the bytes of all the tokens first and decode the whole byte string once, replacing "
+        "invalid bytes: a character's bytes can lie in two tokens, and bytes that are not valid UTF-8 "
+        "become the replacement character U+FFFD",
     )
 
 
@@ -987,8 +990,8 @@ def check_gelu(fn) -> None:
         cases,
         atol=1e-6,
         rtol=1e-5,
-        hint="0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))): the tanh form "
-        "GPT-2 uses, not the exact erf form, with exactly these constants",
+        hint="GPT-2 uses the tanh approximation of GELU, not the exact erf form: check the formula in the "
+        "text term by term (the square root of 2 / pi, the cubic term's coefficient 0.044715)",
     )
 
 
@@ -1198,9 +1201,10 @@ def check_generate(fn) -> None:
         cases,
         atol=0,
         rtol=0,
-        hint="per step: logits, _ = model(idx[:, -block_size:]); take logits[:, -1, :] / temperature; with "
-        "top_k, v = torch.topk(logits, top_k).values and set logits < v[:, [-1]] to -inf; probs = softmax; "
-        "next = torch.multinomial(probs, 1, generator=generator); idx = torch.cat([idx, next], dim=1)",
+        hint="each step feeds the model at most the last block_size tokens and uses only the logits of the "
+        "last position, divided by the temperature; with top_k, every logit below the k-th largest of its "
+        "row becomes minus infinity; draw one token per row from the softmax with the generator passed "
+        "in, and append it along the time axis",
     )
 
 

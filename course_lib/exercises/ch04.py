@@ -248,9 +248,9 @@ def check_answer_logprobs(fn) -> None:
         cases,
         atol=1e-5,
         rtol=1e-5,
-        hint="the token at position t is predicted by the logits at t - 1: take log_softmax over the "
-        "vocabulary of logits[:, :-1], pick the entry of input_ids[:, 1:], keep it where answer_mask[:, 1:] "
-        "is 1, and sum over t",
+        hint="the token at position t is predicted by the logits at t - 1, so drop the last position of the "
+        "logits and the first of the ids and of the mask; normalise over the vocabulary (log-softmax), pick "
+        "each next token's entry, keep the answer positions and sum over time",
     )
 
 
@@ -309,8 +309,9 @@ def check_dpo_loss(fn) -> None:
         cases,
         atol=1e-6,
         rtol=1e-6,
-        hint="margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)); the loss "
-        "is -logsigmoid(margin) averaged over the batch (F.logsigmoid stays finite for large margins)",
+        hint="for each answer take the policy's log-probability minus the reference's; the margin is the "
+        "chosen answer's difference minus the rejected one's, times beta; the loss is minus the log of the "
+        "sigmoid of the margin, averaged over the batch (use the log-sigmoid function: it stays finite)",
     )
 
 

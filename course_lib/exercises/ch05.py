@@ -198,9 +198,9 @@ def check_quantize_int8(fn) -> None:
         cases,
         atol=1e-7,
         rtol=1e-6,
-        hint="scale = (largest |w| of each row) / 127, at least torch.finfo(torch.float32).eps; "
-        "q = round(w / scale) clamped to [-127, 127] and converted with .to(torch.int8); "
-        "return (q, scale) with scale of shape (rows,)",
+        hint="one scale per row: the row's largest absolute value divided by 127, kept above float32's "
+        "machine epsilon so that a row of zeros does not divide by zero; codes are the rounded (not "
+        "truncated) ratios, clamped to -127..127 and stored as int8; return the codes and the (rows,) scales",
     )
 
 
