@@ -343,11 +343,12 @@ def check_lm_batch(fn) -> None:
     require_own_code(fn, "lm_batch")
 
     def learner(data, batch_size, block_size, seed):
-        x, y = out = fn(data, batch_size, block_size, torch.Generator().manual_seed(seed))
-        wrong = [t.dtype for t in out if isinstance(t, torch.Tensor) and t.dtype != torch.int64]
+        out = fn(data, batch_size, block_size, torch.Generator().manual_seed(seed))
+        parts = out if isinstance(out, (tuple, list)) else ()
+        wrong = [t.dtype for t in parts if isinstance(t, torch.Tensor) and t.dtype != torch.int64]
         if wrong:  # nn.Embedding takes int32, but cross_entropy's targets must be int64: catch it here
             raise TypeError(f"x and y must be int64 (torch.long) tensors of token ids, got {wrong[0]}")
-        return x, y
+        return out
 
     def reference(data, batch_size, block_size, seed):
         return get_batch(data, batch_size, block_size, torch.Generator().manual_seed(seed), device="cpu")
