@@ -140,6 +140,7 @@ WRONG = [
     (check_compute_optimal_plan, plan_by_the_library, "uses the library"),
 ]
 WRONG_IDS = [f"{check.__name__}-{answer.__name__}" for check, answer, _ in WRONG]
+MUTANTS = WRONG  # listed by tests/test_exercise_audit.py
 
 
 @pytest.mark.parametrize("check, answer, case", WRONG, ids=WRONG_IDS)

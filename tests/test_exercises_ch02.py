@@ -9,8 +9,12 @@ import torch
 
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch02 import (
+    check_attention_entropy,
     check_causal_mask,
+    check_head_attention_map,
+    check_mean_attention_distance,
     check_merge_heads,
+    check_previous_token_weight,
     check_scaled_dot_product_attention,
     check_softmax,
     check_split_heads,
@@ -201,28 +205,27 @@ def summed_previous_weight(A, length):  # a total, not a mean
 
 
 def test_previous_token_weight_passes_a_right_answer(capsys):
-    from course_lib.exercises.ch02 import check_previous_token_weight
-
     check_previous_token_weight(previous_token_weight)
     assert "all 4 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong",
-    [
+PREVIOUS_TOKEN_WRONG = [
+    (check_previous_token_weight, wrong, "previous_token_weight, case")
+    for wrong in (
         previous_weight_with_cls,
         previous_weight_with_sep,
         next_token_weight,
         transposed_previous_weight,
         previous_weight_over_padding,
         summed_previous_weight,
-    ],
-)
-def test_previous_token_weight_rejects_plausible_mistakes(wrong):
-    from course_lib.exercises.ch02 import check_previous_token_weight
+    )
+]
 
+
+@pytest.mark.parametrize("check, wrong, case", PREVIOUS_TOKEN_WRONG, ids=lambda x: getattr(x, "__name__", ""))
+def test_previous_token_weight_rejects_plausible_mistakes(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=r"previous_token_weight, case \d of 4"):
-        check_previous_token_weight(wrong)
+        check(wrong)
 
 
 # ------------------------------------------------------------------------------- attention entropy (2A)
@@ -265,33 +268,33 @@ def entropy_by_distributions(A):
 
 
 def test_attention_entropy_passes_a_right_answer(capsys):
-    from course_lib.exercises.ch02 import check_attention_entropy
-
     check_attention_entropy(attention_entropy)
     assert "all 6 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong, case",
-    [
-        (entropy_nan_at_zero, "case 2 of 6 (one-hot rows"),
-        (entropy_in_bits, "case 1 of 6 (an even spread"),
-        (entropy_without_the_minus, "case 1 of 6"),
-        (entropy_over_the_queries, "case 1 of 6"),
-        (entropy_with_a_large_epsilon, "case 1 of 6"),
-        (entropy_mean_not_sum, "case 1 of 6"),
-        (entropy_by_pytorch, "uses the library"),
-        (entropy_by_distributions, "uses the library"),
-        (blank, "not written yet"),
-    ],
-    ids=lambda x: getattr(x, "__name__", str(x)),
-)
-def test_attention_entropy_rejects_plausible_mistakes(wrong, case):
-    from course_lib.exercises.ch02 import check_attention_entropy
+ENTROPY_WRONG = [
+    (check_attention_entropy, entropy_nan_at_zero, "case 2 of 6 (one-hot rows"),
+    (check_attention_entropy, entropy_in_bits, "case 1 of 6 (an even spread"),
+    (check_attention_entropy, entropy_without_the_minus, "case 1 of 6"),
+    (check_attention_entropy, entropy_over_the_queries, "case 1 of 6"),
+    (check_attention_entropy, entropy_with_a_large_epsilon, "case 1 of 6"),
+    (check_attention_entropy, entropy_mean_not_sum, "case 1 of 6"),
+    (check_attention_entropy, entropy_by_pytorch, "uses the library"),
+    (check_attention_entropy, entropy_by_distributions, "uses the library"),
+]
 
+
+@pytest.mark.parametrize("check, wrong, case", ENTROPY_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_attention_entropy_rejects_plausible_mistakes(check, wrong, case):
     with pytest.raises(ExerciseFailure) as err:
-        check_attention_entropy(wrong)
+        check(wrong)
     assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+@pytest.mark.parametrize("check", [check_attention_entropy])
+def test_attention_entropy_says_not_written_yet(check):
+    with pytest.raises(ExerciseFailure, match="not written yet"):
+        check(blank)
 
 
 # ------------------------------------------------------------------------ one head of a real layer (2C)
@@ -345,33 +348,33 @@ def head_map_by_the_library(x, W_q, b_q, W_k, b_k, head, n_heads, attention_mask
 
 
 def test_head_attention_map_passes_a_right_answer(capsys):
-    from course_lib.exercises.ch02 import check_head_attention_map
-
     check_head_attention_map(head_attention_map)
     assert "all 6 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong, case",
-    [
-        (head_map_without_biases, "case 1 of 6 (one sentence"),
-        (head_map_interleaved_heads, "case 2 of 6 (4 heads of size 4, head 0"),
-        (head_map_scaled_by_the_width, "case 2 of 6"),
-        (head_map_untransposed_weights, "case 1 of 6"),
-        (head_map_masking_queries, "case 5 of 6 (a batch of 3 padded"),
-        (head_map_without_the_mask, "case 5 of 6"),
-        (head_map_keys_looking_at_queries, "case 1 of 6"),
-        (head_map_by_the_library, "uses the library"),
-        (blank, "not written yet"),
-    ],
-    ids=lambda x: getattr(x, "__name__", str(x)),
-)
-def test_head_attention_map_rejects_plausible_mistakes(wrong, case):
-    from course_lib.exercises.ch02 import check_head_attention_map
+HEAD_MAP_WRONG = [
+    (check_head_attention_map, head_map_without_biases, "case 1 of 6 (one sentence"),
+    (check_head_attention_map, head_map_interleaved_heads, "case 2 of 6 (4 heads of size 4, head 0"),
+    (check_head_attention_map, head_map_scaled_by_the_width, "case 2 of 6"),
+    (check_head_attention_map, head_map_untransposed_weights, "case 1 of 6"),
+    (check_head_attention_map, head_map_masking_queries, "case 5 of 6 (a batch of 3 padded"),
+    (check_head_attention_map, head_map_without_the_mask, "case 5 of 6"),
+    (check_head_attention_map, head_map_keys_looking_at_queries, "case 1 of 6"),
+    (check_head_attention_map, head_map_by_the_library, "uses the library"),
+]
 
+
+@pytest.mark.parametrize("check, wrong, case", HEAD_MAP_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_head_attention_map_rejects_plausible_mistakes(check, wrong, case):
     with pytest.raises(ExerciseFailure) as err:
-        check_head_attention_map(wrong)
+        check(wrong)
     assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+@pytest.mark.parametrize("check", [check_head_attention_map])
+def test_head_attention_map_says_not_written_yet(check):
+    with pytest.raises(ExerciseFailure, match="not written yet"):
+        check(blank)
 
 
 # ------------------------------------------------------------------------- mean attention distance (2C)
@@ -414,28 +417,74 @@ def squared_distance(A, length):
 
 
 def test_mean_attention_distance_passes_a_right_answer(capsys):
-    from course_lib.exercises.ch02 import check_mean_attention_distance
-
     check_mean_attention_distance(mean_attention_distance)
     assert "all 6 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong, case",
-    [
-        (signed_distance, "case 1 of 6 (12 heads"),
-        (distance_over_padding_rows, "case 2 of 6 (4 heads, 6 real tokens padded"),
-        (distance_summed_over_rows, "case 1 of 6"),
-        (distance_of_word_pieces_only, "case 1 of 6"),
-        (distance_read_by_columns, "case 2 of 6"),
-        (squared_distance, "case 1 of 6"),
-        (blank, "not written yet"),
-    ],
-    ids=lambda x: getattr(x, "__name__", str(x)),
-)
-def test_mean_attention_distance_rejects_plausible_mistakes(wrong, case):
-    from course_lib.exercises.ch02 import check_mean_attention_distance
+DISTANCE_WRONG = [
+    (check_mean_attention_distance, signed_distance, "case 1 of 6 (12 heads"),
+    (check_mean_attention_distance, distance_over_padding_rows, "case 2 of 6 (4 heads, 6 real tokens padded"),
+    (check_mean_attention_distance, distance_summed_over_rows, "case 1 of 6"),
+    (check_mean_attention_distance, distance_of_word_pieces_only, "case 1 of 6"),
+    (check_mean_attention_distance, distance_read_by_columns, "case 2 of 6"),
+    (check_mean_attention_distance, squared_distance, "case 1 of 6"),
+]
 
+
+@pytest.mark.parametrize("check, wrong, case", DISTANCE_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_mean_attention_distance_rejects_plausible_mistakes(check, wrong, case):
     with pytest.raises(ExerciseFailure) as err:
-        check_mean_attention_distance(wrong)
+        check(wrong)
     assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+@pytest.mark.parametrize("check", [check_mean_attention_distance])
+def test_mean_attention_distance_says_not_written_yet(check):
+    with pytest.raises(ExerciseFailure, match="not written yet"):
+        check(blank)
+
+
+# ---------------------------------------------------------------- more ways to split and merge heads
+
+
+def split_heads_interleaved(x, n_heads):  # head h takes features h, h + nh, ...: not GPT-2's layout
+    B, T, C = x.shape
+    return x.view(B, T, C // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+def split_heads_without_transpose(x, n_heads):  # (B, T, nh, hs): tokens where heads should be
+    B, T, C = x.shape
+    return x.view(B, T, n_heads, C // n_heads)
+
+
+def split_heads_by_einops_style_permute(x, n_heads):  # (B, hs, nh, T): the wrong axes swapped
+    B, T, C = x.shape
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 3)
+
+
+def merge_heads_interleaved(y):  # features of the heads interleaved, not side by side
+    B, nh, T, hs = y.shape
+    return y.permute(0, 2, 3, 1).reshape(B, T, nh * hs)
+
+
+def merge_heads_summed(y):  # adds the heads up: (B, T, hs)
+    return y.sum(dim=1)
+
+
+HEADS_WRONG = [
+    (check_split_heads, split_heads_interleaved, "case 1 of 4"),
+    (check_split_heads, split_heads_without_transpose, "case 1 of 4"),
+    (check_split_heads, split_heads_by_einops_style_permute, "case 1 of 4"),
+    (check_merge_heads, merge_heads_interleaved, "case 1 of 4"),
+    (check_merge_heads, merge_heads_summed, "shape (1, 2, 2) instead of (1, 2, 4)"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", HEADS_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_more_head_mistakes_fail_naming_the_case(check, wrong, case):
+    with pytest.raises(ExerciseFailure) as err:
+        check(wrong)
+    assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+MUTANTS = WRONG + PREVIOUS_TOKEN_WRONG + ENTROPY_WRONG + HEAD_MAP_WRONG + DISTANCE_WRONG + HEADS_WRONG

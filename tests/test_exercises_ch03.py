@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from functools import partial
 
 import pytest
 import regex
@@ -35,6 +36,7 @@ from course_lib.exercises.ch03 import (
     check_reported_val_loss,
     check_train_bpe,
 )
+from course_lib.layers import FeedForward
 from course_lib.lm_data import eval_windows
 from course_lib.tokenizers import GPT2_SPLIT_PATTERN, BPETokenizer
 
@@ -301,19 +303,29 @@ def test_wrong_answers_fail_on_the_case_that_exposes_them(check, answer, case):
     assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
 
 
-def test_the_reported_bytes_per_token_is_checked_against_the_library():
+def _reported_bytes_per_token():
+    """A tokenizer, its texts, and the right bytes per token and tokens per character on them."""
     texts = ["The economy grew.", "经济增长"]
     merges = train_bpe(texts, 10)
     stats = [len(t.encode()) for t in texts], [len(encode(t, merges)) for t in texts]
-    right = sum(stats[0]) / sum(stats[1])
-    check_reported_bytes_per_token(right, merges, texts)
-    tokens_per_char = sum(stats[1]) / sum(map(len, texts))
-    with pytest.raises(ExerciseFailure, match="tokens per character"):
-        check_reported_bytes_per_token(tokens_per_char, merges, texts)
-    with pytest.raises(ExerciseFailure, match="you reported"):
-        check_reported_bytes_per_token(right + 0.5, merges, texts)
-    with pytest.raises(ExerciseFailure, match="report a number"):
-        check_reported_bytes_per_token(None, merges, texts)
+    return merges, texts, sum(stats[0]) / sum(stats[1]), sum(stats[1]) / sum(map(len, texts))
+
+
+BPT_MERGES, BPT_TEXTS, BYTES_PER_TOKEN, TOKENS_PER_CHAR = _reported_bytes_per_token()
+report_bytes_per_token = partial(check_reported_bytes_per_token, merges=BPT_MERGES, texts=BPT_TEXTS)
+REPORTED_BYTES_WRONG = [
+    (report_bytes_per_token, TOKENS_PER_CHAR, "that is tokens per character"),
+    (report_bytes_per_token, BYTES_PER_TOKEN + 0.5, "you reported"),
+    (report_bytes_per_token, 1 / BYTES_PER_TOKEN, "you reported"),  # tokens per byte
+    (report_bytes_per_token, None, "report a number"),
+]
+
+
+def test_the_reported_bytes_per_token_is_checked_against_the_library():
+    check_reported_bytes_per_token(BYTES_PER_TOKEN, BPT_MERGES, BPT_TEXTS)
+    for check, value, case in REPORTED_BYTES_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(value)
 
 
 def test_library_used_follows_wrappers_and_spares_hand_written_code():
@@ -500,6 +512,26 @@ class MLPNarrow(nn.Module):
 
     def forward(self, x):
         return self.c_proj(gelu(self.c_fc(x)))
+
+
+class MLPWithExactGelu(MLP):  # erf's GELU, not GPT-2's tanh form
+    def __init__(self, d_model):
+        super().__init__(d_model, act=lambda x: 0.5 * x * (1 + torch.erf(x / math.sqrt(2))))
+
+
+class MLPWithoutBiases(nn.Module):
+    def __init__(self, d_model):
+        super().__init__()
+        self.c_fc = nn.Linear(d_model, 4 * d_model, bias=False)
+        self.c_proj = nn.Linear(4 * d_model, d_model, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(gelu(self.c_fc(x)))
+
+
+class MLPFromTheLibrary(FeedForward):
+    def __init__(self, d_model):
+        super().__init__(d_model, 4 * d_model)
 
 
 class Block(nn.Module):
@@ -695,6 +727,9 @@ GPT_WRONG = [
     (check_gelu, gelu_sqrt_pi_over_2, "a few numbers"),
     (check_mlp, MLPWithReLU, "d_model 8"),
     (check_mlp, MLPNarrow, "weights do not load"),
+    (check_mlp, MLPWithExactGelu, "case"),
+    (check_mlp, MLPWithoutBiases, "case 1 of 3"),
+    (check_mlp, MLPFromTheLibrary, "uses the library"),
     (check_block, PostNormBlock, "d_model 16"),
     (check_block, BlockWithoutSecondResidual, "d_model 16"),
     (check_block, LibraryBlock, "uses the library"),
@@ -722,7 +757,8 @@ def test_wrong_gpt_answers_fail_naming_the_case(check, answer, case):
         assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
 
 
-def test_the_reported_validation_loss_is_recomputed():
+def _reported_val_loss():
+    """A tiny GPT, a validation stream, and the model's mean loss over it (summed, then counted)."""
     torch.manual_seed(0)
     cfg = gpt.GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, d_model=8)
     model = gpt.GPT(cfg)
@@ -732,8 +768,24 @@ def test_the_reported_validation_loss_is_recomputed():
         logits, _ = model(x)
         total += F.cross_entropy(logits.view(-1, 20), y.view(-1), ignore_index=-100, reduction="sum").item()
         count += int((y != -100).sum())
-    check_reported_val_loss(total / count, model, val, 8)
-    with pytest.raises(ExerciseFailure, match="you reported"):
-        check_reported_val_loss(math.log(20), model, val, 8)
-    with pytest.raises(ExerciseFailure, match="report a number"):
-        check_reported_val_loss("2.9", model, val, 8)
+    return model, val, total, count
+
+
+VAL_MODEL, VAL_IDS, VAL_TOTAL, VAL_COUNT = _reported_val_loss()
+report_val_loss = partial(check_reported_val_loss, model=VAL_MODEL, val_ids=VAL_IDS, block_size=8)
+REPORTED_LOSS_WRONG = [
+    (report_val_loss, math.log(20), "you reported"),  # the loss of a uniform guess, not of the model
+    (report_val_loss, VAL_TOTAL, "you reported"),  # the sum, not the mean
+    (report_val_loss, math.exp(VAL_TOTAL / VAL_COUNT), "you reported"),  # the perplexity
+    (report_val_loss, "2.9", "report a number"),
+]
+
+
+def test_the_reported_validation_loss_is_recomputed():
+    check_reported_val_loss(VAL_TOTAL / VAL_COUNT, VAL_MODEL, VAL_IDS, 8)
+    for check, value, case in REPORTED_LOSS_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(value)
+
+
+MUTANTS = WRONG + GPT_WRONG + REPORTED_BYTES_WRONG + REPORTED_LOSS_WRONG

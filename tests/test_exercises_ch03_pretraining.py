@@ -218,46 +218,46 @@ def test_right_answers_pass(check, answer, capsys):
     assert "✓" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "check, wrong, case",
-    [
-        (check_bigram_nll, bigram_context_counts_every_token, "V=4, k=1"),
-        (check_bigram_nll, bigram_k_not_times_v, "V=4, k=1"),
-        (check_bigram_nll, bigram_transposed, "V=4, k=1"),
-        (check_bigram_nll, bigram_log2, "V=4, k=1"),
-        (check_clip_gradients, clip_each_tensor, "total norm 5"),
-        (check_clip_gradients, clip_always, "nothing changes"),
-        (check_clip_gradients, clip_without_sqrt, "total norm 5"),
-        (check_clip_gradients, clip_reports_norm_after, "total norm 5"),
-        (check_round_to_bfloat16, bfloat16_truncated, "random normal"),
-        (check_round_to_bfloat16, bfloat16_ties_away, "ties go to"),
-        (check_round_to_bfloat16, bfloat16_as_float16, "random normal"),
-        (check_accumulated_gradients, accumulated_divided_by_count, "only 2"),
-        (check_accumulated_gradients, accumulated_stale, "micro-batches of 2"),
-        (check_accumulated_gradients, accumulated_summed, "micro-batches of 2"),
-        (check_accumulated_gradients, accumulated_zeroed_each_time, "micro-batches of 2"),
-        (check_power_law_fit, power_law_log_a, "exact law"),
-        (check_power_law_fit, power_law_swapped, "exact law"),
-        (check_power_law_fit, power_law_x_on_y, "with noise"),
-        (check_power_law_fit, power_law_semilog, "exact law"),
-    ],
-)
+WRONG = [
+    (check_bigram_nll, bigram_context_counts_every_token, "V=4, k=1"),
+    (check_bigram_nll, bigram_k_not_times_v, "V=4, k=1"),
+    (check_bigram_nll, bigram_transposed, "V=4, k=1"),
+    (check_bigram_nll, bigram_log2, "V=4, k=1"),
+    (check_clip_gradients, clip_each_tensor, "total norm 5"),
+    (check_clip_gradients, clip_always, "nothing changes"),
+    (check_clip_gradients, clip_without_sqrt, "total norm 5"),
+    (check_clip_gradients, clip_reports_norm_after, "total norm 5"),
+    (check_round_to_bfloat16, bfloat16_truncated, "random normal"),
+    (check_round_to_bfloat16, bfloat16_ties_away, "ties go to"),
+    (check_round_to_bfloat16, bfloat16_as_float16, "random normal"),
+    (check_accumulated_gradients, accumulated_divided_by_count, "only 2"),
+    (check_accumulated_gradients, accumulated_stale, "micro-batches of 2"),
+    (check_accumulated_gradients, accumulated_summed, "micro-batches of 2"),
+    (check_accumulated_gradients, accumulated_zeroed_each_time, "micro-batches of 2"),
+    (check_power_law_fit, power_law_log_a, "exact law"),
+    (check_power_law_fit, power_law_swapped, "exact law"),
+    (check_power_law_fit, power_law_x_on_y, "with noise"),
+    (check_power_law_fit, power_law_semilog, "exact law"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", WRONG)
 def test_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match="case") as err:
         check(wrong)
     assert case in str(err.value)
 
 
-@pytest.mark.parametrize(
-    "check, answer, used",
-    [
-        (check_bigram_nll, bigram_library, "BigramLM"),
-        (check_clip_gradients, clip_with_torch, "clip_grad_norm_"),
-        (check_round_to_bfloat16, bfloat16_with_torch, "bfloat16"),
-        (check_power_law_fit, power_law_library, "fit_power_law"),
-        (check_power_law_fit, power_law_polyfit, "polyfit"),
-    ],
-)
+LIBRARY = [
+    (check_bigram_nll, bigram_library, "BigramLM"),
+    (check_clip_gradients, clip_with_torch, "clip_grad_norm_"),
+    (check_round_to_bfloat16, bfloat16_with_torch, "bfloat16"),
+    (check_power_law_fit, power_law_library, "fit_power_law"),
+    (check_power_law_fit, power_law_polyfit, "polyfit"),
+]
+
+
+@pytest.mark.parametrize("check, answer, used", LIBRARY)
 def test_answers_that_call_the_library_are_refused(check, answer, used):
     with pytest.raises(ExerciseFailure, match="uses the library") as err:
         check(answer)
@@ -280,3 +280,6 @@ def test_the_rounding_cases_really_sit_at_and_near_ties():
     ties = torch.tensor([0x3F808000, 0x3F818000], dtype=torch.int32).view(torch.float32)
     assert not torch.equal(bfloat16_truncated(ties), bfloat16_ties_away(ties))
     assert torch.equal(round_to_bfloat16(ties), ties.bfloat16().float())
+
+
+MUTANTS = WRONG + [(check, answer, "uses the library") for check, answer, _ in LIBRARY]

@@ -8,13 +8,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import training_basics
+from course_lib import lm_data, trainer, training_basics
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch03 import (
+    check_adamw_step,
     check_conv2d,
     check_dropout,
+    check_lm_batch,
+    check_logistic_gradient,
     check_numerical_gradient,
     check_per_class_scores,
+    check_two_layer_backward,
+    check_warmup_cosine_lr,
 )
 
 # ------------------------------------------------------------------------- finite differences (3.1b)
@@ -80,20 +85,20 @@ def test_numerical_gradient_right_answer_passes(capsys):
     assert "all 5 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong,case",
-    [
-        (forward_difference, "case 1 of 5"),
-        (divides_by_eps, "case 1 of 5"),
-        (never_puts_x_back, "case 1 of 5"),
-        (aliased_copies, "case 1 of 5"),
-        (flattened, "case 3 of 5"),
-        (calls_the_library, "uses the library"),
-    ],
-)
-def test_numerical_gradient_wrong_answers_fail_naming_the_case(wrong, case):
+GRADIENT_WRONG = [
+    (check_numerical_gradient, forward_difference, "case 1 of 5"),
+    (check_numerical_gradient, divides_by_eps, "case 1 of 5"),
+    (check_numerical_gradient, never_puts_x_back, "case 1 of 5"),
+    (check_numerical_gradient, aliased_copies, "case 1 of 5"),
+    (check_numerical_gradient, flattened, "case 3 of 5"),
+    (check_numerical_gradient, calls_the_library, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", GRADIENT_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_numerical_gradient_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
-        check_numerical_gradient(wrong)
+        check(wrong)
 
 
 # ------------------------------------------------------------------------- inverted dropout (3.2c)
@@ -159,21 +164,21 @@ def test_dropout_right_answers_pass(right, capsys):
     assert "all 8 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong,case",
-    [
-        (forgets_the_scale, "case 1 of 8"),
-        (keeps_with_probability_p, "case 2 of 8"),
-        (scales_at_eval_instead, "case 1 of 8"),
-        (drops_in_eval_mode_too, "case 4 of 8"),
-        (nan_at_p_one, "case 6 of 8"),
-        (ignores_the_generator, "case 8 of 8"),
-        (calls_pytorch, "uses the library"),
-    ],
-)
-def test_dropout_wrong_answers_fail_naming_the_case(wrong, case):
+DROPOUT_WRONG = [
+    (check_dropout, forgets_the_scale, "case 1 of 8"),
+    (check_dropout, keeps_with_probability_p, "case 2 of 8"),
+    (check_dropout, scales_at_eval_instead, "case 1 of 8"),
+    (check_dropout, drops_in_eval_mode_too, "case 4 of 8"),
+    (check_dropout, nan_at_p_one, "case 6 of 8"),
+    (check_dropout, ignores_the_generator, "case 8 of 8"),
+    (check_dropout, calls_pytorch, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", DROPOUT_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_dropout_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
-        check_dropout(wrong)
+        check(wrong)
 
 
 # ------------------------------------------------------------------------- a convolution (3.3a)
@@ -239,21 +244,21 @@ def test_conv2d_right_answers_pass(right, capsys):
     assert "all 7 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong,case",
-    [
-        (flips_the_kernel, "case 1 of 7"),
-        (one_pixel_short, "case 1 of 7"),
-        (pads_one_side_only, "case 2 of 7"),
-        (forgets_the_bias, "case 1 of 7"),
-        (no_sum_over_channels, "case 3 of 7"),
-        (assumes_a_square_kernel, "case 4 of 7"),
-        (calls_pytorch_conv, "uses the library"),
-    ],
-)
-def test_conv2d_wrong_answers_fail_naming_the_case(wrong, case):
+CONV_WRONG = [
+    (check_conv2d, flips_the_kernel, "case 1 of 7"),
+    (check_conv2d, one_pixel_short, "case 1 of 7"),
+    (check_conv2d, pads_one_side_only, "case 2 of 7"),
+    (check_conv2d, forgets_the_bias, "case 1 of 7"),
+    (check_conv2d, no_sum_over_channels, "case 3 of 7"),
+    (check_conv2d, assumes_a_square_kernel, "case 4 of 7"),
+    (check_conv2d, calls_pytorch_conv, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", CONV_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_conv2d_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
-        check_conv2d(wrong)
+        check(wrong)
 
 
 # ------------------------------------------------------------------------- confusion matrix (3.3c)
@@ -317,16 +322,222 @@ def test_per_class_scores_right_answers_pass(right, capsys):
     assert "all 7 cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "wrong,case",
-    [
-        (transposed, "case 1 of 7"),
-        (precision_and_recall_swapped, "case 1 of 7"),
-        (nan_for_zero_over_zero, "case 3 of 7"),
-        (only_the_classes_seen, "case 5 of 7"),
-        (calls_the_course_metrics, "uses the library"),
-    ],
-)
-def test_per_class_scores_wrong_answers_fail_naming_the_case(wrong, case):
+SCORES_WRONG = [
+    (check_per_class_scores, transposed, "case 1 of 7"),
+    (check_per_class_scores, precision_and_recall_swapped, "case 1 of 7"),
+    (check_per_class_scores, nan_for_zero_over_zero, "case 3 of 7"),
+    (check_per_class_scores, only_the_classes_seen, "case 5 of 7"),
+    (check_per_class_scores, calls_the_course_metrics, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", SCORES_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_per_class_scores_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
-        check_per_class_scores(wrong)
+        check(wrong)
+
+
+# ------------------------------------------------------------- gradients by hand, AdamW, the schedule
+
+
+def logistic_gradient(X, y, w, b):
+    error = 1 / (1 + np.exp(-(X @ w + b))) - y  # (N,)
+    return X.T @ error / len(y), float(error.mean())
+
+
+def logistic_gradient_summed(X, y, w, b):  # forgot the 1/N of the mean
+    error = 1 / (1 + np.exp(-(X @ w + b))) - y
+    return X.T @ error, float(error.sum())
+
+
+def logistic_gradient_wrong_sign(X, y, w, b):  # y - p: the gradient of the log-likelihood, not the loss
+    error = y - 1 / (1 + np.exp(-(X @ w + b)))
+    return X.T @ error / len(y), float(error.mean())
+
+
+def logistic_gradient_without_sigmoid(X, y, w, b):  # the residual of a linear model, z - y
+    error = X @ w + b - y
+    return X.T @ error / len(y), float(error.mean())
+
+
+def logistic_gradient_by_autograd(X, y, w, b):
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    F.binary_cross_entropy_with_logits(torch.from_numpy(X) @ wt + bt, torch.from_numpy(y)).backward()
+    return wt.grad.numpy(), float(bt.grad)
+
+
+def logistic_gradient_by_the_library(X, y, w, b):
+    return training_basics.logistic_gradient(X, y, w, b)
+
+
+def two_layer_backward(x, y, W1, b1, W2, b2, relu_mask=True, mean=True, bias_axis=0):
+    z1 = x @ W1 + b1  # (B, H)
+    h = torch.relu(z1)
+    logits = h @ W2 + b2  # (B, C)
+    dz2 = torch.softmax(logits, -1) - F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+    dz2 = dz2 / len(y) if mean else dz2
+    dh = dz2 @ W2.T
+    dz1 = dh * (z1 > 0) if relu_mask else dh
+    return x.T @ dz1, dz1.sum(bias_axis), h.T @ dz2, dz2.sum(bias_axis)
+
+
+def backward_without_the_relu(x, y, W1, b1, W2, b2):  # the ReLU's gradient forgotten: dz1 = dh
+    return two_layer_backward(x, y, W1, b1, W2, b2, relu_mask=False)
+
+
+def backward_summed_over_the_batch(x, y, W1, b1, W2, b2):  # the loss's mean forgotten
+    return two_layer_backward(x, y, W1, b1, W2, b2, mean=False)
+
+
+def backward_transposed_weights(x, y, W1, b1, W2, b2):  # dW = dz.T @ h: the transpose of the gradient
+    dW1, db1, dW2, db2 = two_layer_backward(x, y, W1, b1, W2, b2)
+    return dW1.T, db1, dW2.T, db2
+
+
+def backward_by_autograd(x, y, W1, b1, W2, b2):
+    params = [t.clone().requires_grad_(True) for t in (W1, b1, W2, b2)]
+    F.cross_entropy(torch.relu(x @ params[0] + params[1]) @ params[2] + params[3], y).backward()
+    return tuple(p.grad for p in params)
+
+
+def adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, variant="right"):
+    b1, b2 = betas
+    if variant == "adam with L2":  # decay added to the gradient (Adam), not to the weight (AdamW)
+        grad = grad + weight_decay * param
+    elif variant != "decay after":
+        param = param * (1 - lr * weight_decay)
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad**2
+    m_hat, v_hat = (m, v) if variant == "no bias correction" else (m / (1 - b1**step), v / (1 - b2**step))
+    update = lr * m_hat / ((v_hat + eps).sqrt() if variant == "eps inside" else v_hat.sqrt() + eps)
+    param = param - update
+    if variant == "decay after":  # decay applied to the updated weight
+        param = param * (1 - lr * weight_decay)
+    return param, m, v
+
+
+def adamw_without_bias_correction(param, grad, m, v, step, lr, betas, eps, weight_decay):
+    return adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, "no bias correction")
+
+
+def adam_with_l2_decay(param, grad, m, v, step, lr, betas, eps, weight_decay):
+    return adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, "adam with L2")
+
+
+def adamw_eps_inside_the_root(param, grad, m, v, step, lr, betas, eps, weight_decay):
+    return adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay, "eps inside")
+
+
+def adamw_by_pytorch(param, grad, m, v, step, lr, betas, eps, weight_decay):
+    p = param.clone().requires_grad_(True)
+    opt = torch.optim.AdamW([p], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if step > 1:  # AdamW's state after step - 1 steps
+        opt.state[p] = {"step": torch.tensor(step - 1.0), "exp_avg": m.clone(), "exp_avg_sq": v.clone()}
+    p.grad = grad.clone()
+    opt.step()
+    return p.detach(), opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]
+
+
+def adamw_by_the_library(param, grad, m, v, step, lr, betas, eps, weight_decay):
+    return training_basics.adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay)
+
+
+def warmup_cosine_lr(step, max_steps, warmup_steps, lr, min_lr, variant="right"):
+    if step < warmup_steps:
+        return lr * (step + 1) / (warmup_steps if variant == "warmup reaches lr early" else warmup_steps + 1)
+    if step > max_steps and variant != "no floor":
+        return min_lr
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    low = 0.0 if variant == "decays to zero" else min_lr
+    return low + (lr - low) * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+def lr_warmup_one_step_early(step, max_steps, warmup_steps, lr, min_lr):  # lr * (step + 1) / W
+    return warmup_cosine_lr(step, max_steps, warmup_steps, lr, min_lr, "warmup reaches lr early")
+
+
+def lr_decaying_to_zero(step, max_steps, warmup_steps, lr, min_lr):  # min_lr ignored
+    return warmup_cosine_lr(step, max_steps, warmup_steps, lr, min_lr, "decays to zero")
+
+
+def lr_rising_again_after_the_end(step, max_steps, warmup_steps, lr, min_lr):  # the cosine goes on
+    return warmup_cosine_lr(step, max_steps, warmup_steps, lr, min_lr, "no floor")
+
+
+def lr_by_the_library(step, max_steps, warmup_steps, lr, min_lr):
+    config = trainer.TrainConfig(max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, min_lr=min_lr)
+    return trainer.lr_at(step, config)
+
+
+def lm_batch(data, batch_size, block_size, generator=None, shift=1, bound=0, dtype=torch.long):
+    starts = torch.randint(len(data) - block_size + bound, (batch_size,), generator=generator)
+    x = torch.stack([data[s : s + block_size] for s in starts]).to(dtype)
+    y = torch.stack([data[s + shift : s + shift + block_size] for s in starts]).to(dtype)
+    return x, y
+
+
+def lm_batch_unshifted(data, batch_size, block_size, generator=None):  # y = x: nothing to predict
+    return lm_batch(data, batch_size, block_size, generator, shift=0)
+
+
+def lm_batch_start_bound_off_by_one(data, batch_size, block_size, generator=None):  # a start may overrun
+    return lm_batch(data, batch_size, block_size, generator, bound=1)
+
+
+def lm_batch_int32(data, batch_size, block_size, generator=None):  # ids as int32: cross_entropy refuses
+    return lm_batch(data, batch_size, block_size, generator, dtype=torch.int32)
+
+
+def lm_batch_by_the_library(data, batch_size, block_size, generator=None):
+    return lm_data.get_batch(data, batch_size, block_size, generator, device="cpu")
+
+
+TRAINING_RIGHT = [
+    (check_logistic_gradient, logistic_gradient),
+    (check_two_layer_backward, two_layer_backward),
+    (check_adamw_step, adamw_step),
+    (check_warmup_cosine_lr, warmup_cosine_lr),
+    (check_lm_batch, lm_batch),
+]
+
+TRAINING_WRONG = [
+    (check_logistic_gradient, logistic_gradient_summed, "case 1 of 5 (8 examples"),
+    (check_logistic_gradient, logistic_gradient_wrong_sign, "case 1 of 5"),
+    (check_logistic_gradient, logistic_gradient_without_sigmoid, "case 1 of 5"),
+    (check_logistic_gradient, logistic_gradient_by_autograd, "uses the library (PyTorch's backward"),
+    (check_logistic_gradient, logistic_gradient_by_the_library, "course_lib.training_basics"),
+    (check_two_layer_backward, backward_without_the_relu, "case 1 of 4 (batch 4"),
+    (check_two_layer_backward, backward_summed_over_the_batch, "case 1 of 4"),
+    (check_two_layer_backward, backward_transposed_weights, "item 0: shape (5, 3) instead of (3, 5)"),
+    (check_two_layer_backward, backward_by_autograd, "uses the library (PyTorch's backward"),
+    (check_adamw_step, adamw_without_bias_correction, "case 1 of 4 (the first step"),
+    (check_adamw_step, adam_with_l2_decay, "case 1 of 4"),
+    (check_adamw_step, adamw_eps_inside_the_root, "case 1 of 4"),
+    (check_adamw_step, adamw_by_pytorch, "uses the library"),
+    (check_adamw_step, adamw_by_the_library, "uses the library (course_lib.training_basics"),
+    (check_warmup_cosine_lr, lr_warmup_one_step_early, "case 1 of 14 (step 0 of 1000, warmup 100)"),
+    (check_warmup_cosine_lr, lr_decaying_to_zero, "step 101 of 1000"),
+    (check_warmup_cosine_lr, lr_rising_again_after_the_end, "step 1200 of 1000"),
+    (check_warmup_cosine_lr, lr_by_the_library, "course_lib.trainer"),
+    (check_lm_batch, lm_batch_unshifted, "case 1 of 5 (4 windows of 8)"),
+    (check_lm_batch, lm_batch_start_bound_off_by_one, "case 1 of 5"),
+    (check_lm_batch, lm_batch_int32, "int64 (torch.long)"),
+    (check_lm_batch, lm_batch_by_the_library, "course_lib.lm_data"),
+]
+
+
+@pytest.mark.parametrize("check, right", TRAINING_RIGHT, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_training_right_answers_pass(check, right, capsys):
+    check(right)
+    assert "cases pass" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, wrong, case", TRAINING_WRONG, ids=lambda x: getattr(x, "__name__", str(x)))
+def test_training_wrong_answers_fail_naming_the_case(check, wrong, case):
+    with pytest.raises(ExerciseFailure) as err:
+        check(wrong)
+    assert case in str(err.value), f"{case!r} not in the feedback: {err.value}"
+
+
+MUTANTS = GRADIENT_WRONG + DROPOUT_WRONG + CONV_WRONG + SCORES_WRONG + TRAINING_WRONG

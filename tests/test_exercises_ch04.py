@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
 from torch import nn
 
+from course_lib.chat_template import render_chat
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch04 import (
     check_last_token_pool,
@@ -14,6 +16,10 @@ from course_lib.exercises.ch04 import (
     check_macro_f1,
     check_mask_prompt,
 )
+from course_lib.heads import last_token_pool as library_last_token_pool
+from course_lib.lm_data import prompt_completion_example
+from course_lib.lora import LoRALinear
+from course_lib.preference import dpo_loss as library_dpo_loss
 
 
 def pool_any_padding(hidden, mask):
@@ -45,6 +51,38 @@ class LoraNoScale(Lora):
         return self.base(x) + x @ self.lora_A.T @ self.lora_B.T
 
 
+def pool_first_token(hidden, mask):  # the first token, as BERT's [CLS]: not the last real one
+    return hidden[:, 0]
+
+
+def pool_last_column(hidden, mask):  # ignores the mask: a padding position under right padding
+    return hidden[:, -1]
+
+
+def pool_by_the_library(hidden, mask):
+    return library_last_token_pool(hidden, mask)
+
+
+class LoraFromTheLibrary(LoRALinear):
+    pass
+
+
+class LoraWithTrainableBase(Lora):  # forgets to freeze the pretrained weight
+    def __init__(self, base, r, alpha):
+        super().__init__(base, r, alpha)
+        self.base.requires_grad_(True)
+
+
+class LoraTransposedFactors(Lora):  # lora_A (in, r) and lora_B (r, out): PyTorch's weight layout not kept
+    def __init__(self, base, r, alpha):
+        super().__init__(base, r, alpha)
+        self.lora_A = nn.Parameter(torch.randn(base.in_features, r) * 0.01)
+        self.lora_B = nn.Parameter(torch.zeros(r, base.out_features))
+
+    def forward(self, x):
+        return self.base(x) + self.scale * x @ self.lora_A @ self.lora_B
+
+
 def macro_f1(cm):
     cm = np.asarray(cm, dtype=float)
     tp = np.diag(cm)
@@ -59,6 +97,40 @@ def macro_f1_skipping_empty(cm):
     return float(np.mean(2 * tp[den > 0] / den[den > 0]))
 
 
+def macro_f1_is_accuracy(cm):  # micro-averaged F1 of single-label data: the accuracy
+    cm = np.asarray(cm, dtype=float)
+    return float(np.trace(cm) / cm.sum())
+
+
+def macro_f1_without_the_zero_guard(cm):  # 0/0 gives nan for a class never seen nor predicted
+    cm = np.asarray(cm, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return float(np.mean(2 * np.diag(cm) / (cm.sum(0) + cm.sum(1))))
+
+
+def macro_f1_by_sklearn(cm):
+    cm = np.asarray(cm)
+    y_true = np.repeat(np.arange(len(cm)), cm.sum(1))
+    y_pred = np.concatenate([np.repeat(np.arange(len(cm)), row) for row in cm])
+    return f1_score(y_true, y_pred, labels=list(range(len(cm))), average="macro", zero_division=0)
+
+
+def mask_prompt(p, c, e):
+    return p + c + [e], [-100] * len(p) + c + [e]
+
+
+def mask_prompt_without_eos(p, c, e):  # the model never learns to stop
+    return p + c, [-100] * len(p) + c
+
+
+def mask_prompt_masking_the_completion(p, c, e):  # the mask on the wrong part
+    return p + c + [e], list(p) + [-100] * (len(c) + 1)
+
+
+def mask_prompt_by_the_library(p, c, e):
+    return prompt_completion_example(p, c, e)
+
+
 def test_right_answers_pass(capsys):
     check_last_token_pool(pool_any_padding)
     check_lora_linear(Lora)
@@ -67,19 +139,32 @@ def test_right_answers_pass(capsys):
     assert capsys.readouterr().out.count("✓") == 4
 
 
-@pytest.mark.parametrize(
-    "check,wrong,match",
-    [
-        (check_last_token_pool, pool_right_padding_only, "left padding"),
-        (check_lora_linear, lambda base, r, alpha: Lora(base, r, alpha, zero_b=False), "start B at zero"),
-        (check_lora_linear, LoraNoScale, "alpha / r"),
-        (check_macro_f1, macro_f1_skipping_empty, "never seen nor predicted"),
-        (check_mask_prompt, lambda p, c, e: (p + c + [e], [-100] * (len(p) + 1) + c[1:] + [e]), "case 1"),
-    ],
-)
+TYPICAL_WRONG = [
+    (check_last_token_pool, pool_right_padding_only, "left padding"),
+    (check_lora_linear, lambda base, r, alpha: Lora(base, r, alpha, zero_b=False), "start B at zero"),
+    (check_lora_linear, LoraNoScale, "alpha / r"),
+    (check_macro_f1, macro_f1_skipping_empty, "never seen nor predicted"),
+    (check_mask_prompt, lambda p, c, e: (p + c + [e], [-100] * (len(p) + 1) + c[1:] + [e]), "case 1"),
+    (check_last_token_pool, pool_first_token, "case 1 of 5 (no padding)"),
+    (check_last_token_pool, pool_last_column, "case 2 of 5 (right padding"),
+    (check_last_token_pool, pool_by_the_library, "uses the library"),
+    (check_lora_linear, LoraFromTheLibrary, "uses the library (course_lib.lora.LoRALinear)"),
+    (check_lora_linear, LoraWithTrainableBase, "the base layer must be frozen"),
+    (check_lora_linear, LoraTransposedFactors, "lora_A must be an nn.Parameter of shape"),
+    (check_macro_f1, macro_f1_is_accuracy, "case 2 of 6 (binary)"),
+    (check_macro_f1, macro_f1_without_the_zero_guard, "never seen nor predicted"),
+    (check_macro_f1, macro_f1_by_sklearn, "uses the library"),
+    (check_mask_prompt, mask_prompt_without_eos, "case 1 of 4"),
+    (check_mask_prompt, mask_prompt_masking_the_completion, "case 1 of 4"),
+    (check_mask_prompt, mask_prompt_by_the_library, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check,wrong,match", TYPICAL_WRONG)
 def test_typical_mistakes_are_caught(check, wrong, match):
-    with pytest.raises(ExerciseFailure, match=match):
+    with pytest.raises(ExerciseFailure) as err:
         check(wrong)
+    assert match in str(err.value), f"{match!r} not in the feedback: {err.value}"
 
 
 # ----------------------------------------------------------------------------- post-training exercises
@@ -100,15 +185,19 @@ def chatml(messages, generation_prompt=True, trailing_newline=True):
     return text + ("<|im_start|>assistant\n" if generation_prompt else "")
 
 
+CHATML_WRONG = [
+    (check_to_chatml, lambda m: chatml(m, generation_prompt=False), "case"),
+    (check_to_chatml, lambda m: chatml(m, trailing_newline=False), "case"),
+    (check_to_chatml, lambda m: chatml(m).replace("<|im_end|>", "</s>"), "case"),
+    (check_to_chatml, lambda m: render_chat(m, system_prompt=None), "uses the library"),
+]
+
+
 def test_to_chatml_check():
     check_to_chatml(chatml)
-    for wrong in (
-        lambda m: chatml(m, generation_prompt=False),
-        lambda m: chatml(m, trailing_newline=False),
-        lambda m: chatml(m).replace("<|im_end|>", "</s>"),
-    ):
-        with pytest.raises(ExerciseFailure):
-            check_to_chatml(wrong)
+    for check, wrong, case in CHATML_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def answer_logprobs(logits, ids, mask, shift=True, normalise=True, drop_prompt=True):
@@ -122,11 +211,17 @@ def answer_logprobs(logits, ids, mask, shift=True, normalise=True, drop_prompt=T
     return (tok * m).sum(-1) if drop_prompt else tok.sum(-1)
 
 
+LOGPROBS_WRONG = [
+    (check_answer_logprobs, lambda a, b, c, kw=kwargs: answer_logprobs(a, b, c, **kw), "case")
+    for kwargs in ({"shift": False}, {"normalise": False}, {"drop_prompt": False})
+]
+
+
 def test_answer_logprobs_check():
     check_answer_logprobs(answer_logprobs)
-    for kwargs in ({"shift": False}, {"normalise": False}, {"drop_prompt": False}):
-        with pytest.raises(ExerciseFailure):
-            check_answer_logprobs(lambda a, b, c, kw=kwargs: answer_logprobs(a, b, c, **kw))
+    for check, wrong, case in LOGPROBS_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def sft_labels(prompt, answer, end, shift=True, mask=True, end_token=True):
@@ -135,11 +230,17 @@ def sft_labels(prompt, answer, end, shift=True, mask=True, end_token=True):
     return (ids[:-1], labels[1:]) if shift else (ids, labels)
 
 
+SFT_LABELS_WRONG = [
+    (check_sft_labels, lambda p, a, e, kw=kwargs: sft_labels(p, a, e, **kw), "case")
+    for kwargs in ({"shift": False}, {"mask": False}, {"end_token": False})
+]
+
+
 def test_sft_labels_check():
     check_sft_labels(sft_labels)
-    for kwargs in ({"shift": False}, {"mask": False}, {"end_token": False}):
-        with pytest.raises(ExerciseFailure):
-            check_sft_labels(lambda p, a, e, kw=kwargs: sft_labels(p, a, e, **kw))
+    for check, wrong, case in SFT_LABELS_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def dpo(pc, pr, rc, rr, beta, variant="right"):
@@ -155,17 +256,33 @@ def dpo(pc, pr, rc, rr, beta, variant="right"):
     return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
+DPO_WRONG = [
+    (check_dpo_loss, lambda *a, v=variant: dpo(*a, variant=v), "case")
+    for variant in ("no beta", "reference added", "naive log of sigmoid", "sum")
+] + [
+    (
+        check_dpo_loss,
+        lambda pc, pr, rc, rr, beta: library_dpo_loss(pc, pr, rc, rr, beta).loss,
+        "uses the library",
+    )
+]
+
+
 def test_dpo_loss_check():
     check_dpo_loss(dpo)
-    for variant in ("no beta", "reference added", "naive log of sigmoid", "sum"):
-        with pytest.raises(ExerciseFailure):
-            check_dpo_loss(lambda *a, v=variant: dpo(*a, variant=v))
+    for check, wrong, case in DPO_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 # ------------------------------------------------------------------------- 4.2, 4.3 and 4.4: more exercises
 
 from collections import Counter  # noqa: E402
 
+from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
+
+from course_lib.datasets import stratified_split  # noqa: E402
 from course_lib.exercises.ch04 import (  # noqa: E402
     check_char_ngrams,
     check_confusion_counts,
@@ -176,7 +293,7 @@ from course_lib.exercises.ch04 import (  # noqa: E402
     check_stratified_split,
 )
 from course_lib.heads import mean_pool as library_mean_pool  # noqa: E402
-from course_lib.metrics import rouge_tokens  # noqa: E402
+from course_lib.metrics import bootstrap_interval, rouge_l, rouge_tokens  # noqa: E402
 
 
 def mean_pool_mine(hidden, mask, variant="right"):
@@ -190,13 +307,17 @@ def mean_pool_mine(hidden, mask, variant="right"):
     return (hidden * m[..., None]).sum(1) / m.sum(1, keepdim=True)
 
 
+MEAN_POOL_WRONG = [
+    (check_mean_pool, lambda h, m, v=variant: mean_pool_mine(h, m, v), "case")
+    for variant in ("ignores the mask", "divides by T", "divides by the batch's tokens")
+] + [(check_mean_pool, lambda h, m: library_mean_pool(h, m), "uses the library")]
+
+
 def test_mean_pool_check():
     check_mean_pool(mean_pool_mine)
-    for variant in ("ignores the mask", "divides by T", "divides by the batch's tokens"):
-        with pytest.raises(ExerciseFailure, match="case"):
-            check_mean_pool(lambda h, m, v=variant: mean_pool_mine(h, m, v))
-    with pytest.raises(ExerciseFailure, match="uses the library"):
-        check_mean_pool(lambda h, m: library_mean_pool(h, m))
+    for check, wrong, case in MEAN_POOL_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def confusion_mine(y_true, y_pred, n_classes, variant="right"):
@@ -214,15 +335,23 @@ def confusion_mine(y_true, y_pred, n_classes, variant="right"):
     return cm
 
 
+CONFUSION_WRONG = [
+    (check_confusion_counts, lambda t, p, n, v=variant: confusion_mine(t, p, n, v), "case")
+    for variant in ("transposed", "size from the labels", "fancy-index +=")
+] + [
+    (
+        check_confusion_counts,
+        lambda t, p, n: confusion_matrix(t, p, labels=list(range(n))),
+        "confusion_matrix from sklearn.metrics",
+    )
+]
+
+
 def test_confusion_counts_check():
     check_confusion_counts(confusion_mine)
-    for variant in ("transposed", "size from the labels", "fancy-index +="):
-        with pytest.raises(ExerciseFailure, match="case"):
-            check_confusion_counts(lambda t, p, n, v=variant: confusion_mine(t, p, n, v))
-    from sklearn.metrics import confusion_matrix
-
-    with pytest.raises(ExerciseFailure, match="confusion_matrix from sklearn.metrics"):
-        check_confusion_counts(lambda t, p, n: confusion_matrix(t, p, labels=list(range(n))))
+    for check, wrong, case in CONFUSION_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def split_mine(labels, fractions, seed, variant="right"):
@@ -251,24 +380,27 @@ def split_mine(labels, fractions, seed, variant="right"):
     return tuple(np.concatenate(p) for p in parts)
 
 
-def test_stratified_split_check(capsys):
-    check_stratified_split(split_mine)
-    assert "all 5 cases pass" in capsys.readouterr().out
+SPLIT_WRONG = [
+    (check_stratified_split, lambda y, f, s, v=variant: split_mine(y, f, s, v), match)
     for variant, match in [
         ("not stratified", "not stratified"),
         ("no shuffle", "seeds 0 and 1"),
         ("unseeded", "same seed"),
         ("overlapping cuts", "overlap"),
         ("int() cuts, last one too", "exactly one part"),
-    ]:
-        with pytest.raises(ExerciseFailure, match=match):
-            check_stratified_split(lambda y, f, s, v=variant: split_mine(y, f, s, v))
-    from course_lib.datasets import stratified_split
+    ]
+] + [
+    (check_stratified_split, lambda y, f, s: stratified_split(y, f, s), "uses the library"),
+    (check_stratified_split, lambda y, f, s: None, "three index arrays"),
+]
 
-    with pytest.raises(ExerciseFailure, match="uses the library"):
-        check_stratified_split(lambda y, f, s: stratified_split(y, f, s))
-    with pytest.raises(ExerciseFailure, match="three index arrays"):
-        check_stratified_split(lambda y, f, s: None)
+
+def test_stratified_split_check(capsys):
+    check_stratified_split(split_mine)
+    assert "all 5 cases pass" in capsys.readouterr().out
+    for check, wrong, case in SPLIT_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def ngrams_mine(text, n_min, n_max, variant="right"):
@@ -280,17 +412,23 @@ def ngrams_mine(text, n_min, n_max, variant="right"):
     return sorted(set(out)) if variant == "no repeats" else out
 
 
+NGRAMS_WRONG = [
+    (check_char_ngrams, lambda t, a, b, v=variant: ngrams_mine(t, a, b, v), "case")
+    for variant in ("n_max excluded", "off by one", "no repeats")
+] + [
+    (
+        check_char_ngrams,
+        lambda t, a, b: TfidfVectorizer(analyzer="char", ngram_range=(a, b)).build_analyzer()(t),
+        "TfidfVectorizer from sklearn",
+    )
+]
+
+
 def test_char_ngrams_check():
     check_char_ngrams(ngrams_mine)
-    for variant in ("n_max excluded", "off by one", "no repeats"):
-        with pytest.raises(ExerciseFailure, match="case"):
-            check_char_ngrams(lambda t, a, b, v=variant: ngrams_mine(t, a, b, v))
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    with pytest.raises(ExerciseFailure, match="TfidfVectorizer from sklearn"):
-        check_char_ngrams(
-            lambda t, a, b: TfidfVectorizer(analyzer="char", ngram_range=(a, b)).build_analyzer()(t)
-        )
+    for check, wrong, case in NGRAMS_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def bootstrap_mine(a, b, confidence, n_resamples, seed, variant="right"):
@@ -312,17 +450,23 @@ def bootstrap_mine(a, b, confidence, n_resamples, seed, variant="right"):
     return float(lo), float(hi)
 
 
+BOOTSTRAP_WRONG = [
+    (check_paired_bootstrap, lambda *args, v=variant: bootstrap_mine(*args, variant=v), "case")
+    for variant in ("unpaired", "both tails at 1 - confidence", "normal approximation")
+] + [
+    (
+        check_paired_bootstrap,
+        lambda a, b, c, n, s: bootstrap_interval(np.subtract(a, b), c, n_resamples=n, seed=s),
+        "uses the library",
+    )
+]
+
+
 def test_paired_bootstrap_check():
     check_paired_bootstrap(bootstrap_mine)
-    for variant in ("unpaired", "both tails at 1 - confidence", "normal approximation"):
-        with pytest.raises(ExerciseFailure, match="case"):
-            check_paired_bootstrap(lambda *args, v=variant: bootstrap_mine(*args, variant=v))
-    from course_lib.metrics import bootstrap_interval
-
-    with pytest.raises(ExerciseFailure, match="uses the library"):
-        check_paired_bootstrap(
-            lambda a, b, c, n, s: bootstrap_interval(np.subtract(a, b), c, n_resamples=n, seed=s)
-        )
+    for check, wrong, case in BOOTSTRAP_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def lcs(x, y):
@@ -361,15 +505,17 @@ def rouge_mine(candidate, reference, variant="right"):
     return (p + rec) / 2 if variant == "arithmetic mean" else 2 * p * rec / (p + rec)
 
 
+ROUGE_WRONG = [
+    (check_rouge_l, lambda c, r, v=variant: rouge_mine(c, r, v), "case")
+    for variant in ("bag of words", "contiguous run", "arithmetic mean", "no zero guard")
+] + [(check_rouge_l, lambda c, r: rouge_l(c, r), "uses the library")]
+
+
 def test_rouge_l_check():
     check_rouge_l(rouge_mine)
-    for variant in ("bag of words", "contiguous run", "arithmetic mean", "no zero guard"):
-        with pytest.raises(ExerciseFailure, match="case"):
-            check_rouge_l(lambda c, r, v=variant: rouge_mine(c, r, v))
-    from course_lib.metrics import rouge_l
-
-    with pytest.raises(ExerciseFailure, match="uses the library"):
-        check_rouge_l(lambda c, r: rouge_l(c, r))
+    for check, wrong, case in ROUGE_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
 
 
 def masked_loss_mine(logits, labels, variant="right"):
@@ -385,14 +531,36 @@ def masked_loss_mine(logits, labels, variant="right"):
     return -(picked * keep).sum() / keep.sum()
 
 
+MASKED_LOSS_WRONG = [
+    (check_masked_lm_loss, lambda lg, lb, v=variant: masked_loss_mine(lg, lb, v), "case")
+    for variant in ("no log_softmax", "mask ignored", "divides by every position", "mean of row means")
+] + [
+    (
+        check_masked_lm_loss,
+        lambda lg, lb: torch.nn.functional.cross_entropy(lg.flatten(0, 1), lb.flatten(), ignore_index=-100),
+        "cross_entropy",
+    )
+]
+
+
 def test_masked_lm_loss_check():
     check_masked_lm_loss(masked_loss_mine)
-    for variant in ("no log_softmax", "mask ignored", "divides by every position", "mean of row means"):
-        with pytest.raises(ExerciseFailure, match="case"):
-            check_masked_lm_loss(lambda lg, lb, v=variant: masked_loss_mine(lg, lb, v))
-    with pytest.raises(ExerciseFailure, match="cross_entropy"):
-        check_masked_lm_loss(
-            lambda lg, lb: torch.nn.functional.cross_entropy(
-                lg.flatten(0, 1), lb.flatten(), ignore_index=-100
-            )
-        )
+    for check, wrong, case in MASKED_LOSS_WRONG:
+        with pytest.raises(ExerciseFailure, match=case):
+            check(wrong)
+
+
+MUTANTS = (
+    TYPICAL_WRONG
+    + CHATML_WRONG
+    + LOGPROBS_WRONG
+    + SFT_LABELS_WRONG
+    + DPO_WRONG
+    + MEAN_POOL_WRONG
+    + CONFUSION_WRONG
+    + SPLIT_WRONG
+    + NGRAMS_WRONG
+    + BOOTSTRAP_WRONG
+    + ROUGE_WRONG
+    + MASKED_LOSS_WRONG
+)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from course_lib.compress import quantize_tensor_int8
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch05 import (
     _reference_macro_f1,
@@ -31,7 +34,9 @@ from course_lib.exercises.ch05 import (
 )
 from course_lib.gpt import sample_next_token
 from course_lib.heads import mean_pool
+from course_lib.lm_data import pad_collate
 from course_lib.semantic_search import mean_reciprocal_rank, ranks_from_scores
+from course_lib.semantic_search import recall_at_k as library_recall_at_k
 
 # ------------------------------------------------------------------------- answers a learner may write
 
@@ -97,6 +102,20 @@ def recall(query_embs, doc_embs, true_idx, k):
     scores = F.normalize(query_embs, dim=-1) @ F.normalize(doc_embs, dim=-1).T
     top = scores.topk(k, dim=-1).indices  # (nq, k)
     return (top == true_idx[:, None]).any(dim=-1).float().mean().item()
+
+
+def pad_by_the_library(id_lists, pad_id):
+    batch = pad_collate([(ids, 0) for ids in id_lists], pad_id)
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def recall_as_a_count(query_embs, doc_embs, true_idx, k):  # the number of hits, not their share
+    scores = F.normalize(query_embs, dim=-1) @ F.normalize(doc_embs, dim=-1).T
+    return float((scores.topk(k, dim=-1).indices == true_idx[:, None]).any(dim=-1).sum())
+
+
+def recall_by_the_library(query_embs, doc_embs, true_idx, k):
+    return library_recall_at_k(query_embs, doc_embs, true_idx, ks=(k,))[k]
 
 
 def recall_by_dot_product(query_embs, doc_embs, true_idx, k):  # long documents win
@@ -174,27 +193,31 @@ def test_right_answers_pass(check, right, capsys):
     assert "cases pass" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "check, wrong, case",
-    [
-        (check_nucleus_mask, nucleus_stopping_before_p, "keeps three"),
-        (check_nucleus_mask, nucleus_unsorted, "shuffled"),
-        (check_nucleus_mask, nucleus_in_sorted_order, "shuffled"),
-        (check_nucleus_mask, nucleus_by_threshold, "three rows of 50"),
-        (check_pad_batch, pad_left, "3 and 5 tokens"),
-        (check_pad_batch, pad_with_zeros, "not 0"),
-        (check_pad_batch, pad_mask_inverted, "3 and 5 tokens"),
-        (check_pad_batch, pad_to_the_first, "3 and 5 tokens"),
-        (check_recall_at_k, recall_by_dot_product, "5 queries, 20 documents"),
-        (check_recall_at_k, recall_of_the_first_hit_only, "k=3"),
-        (check_quantize_int8, quantize_per_tensor, "a 4 x 8 weight"),
-        (check_quantize_int8, quantize_truncating, "a 4 x 8 weight"),
-        (check_quantize_int8, quantize_dividing_by_zero, "a row of zeros"),
-        (check_magnitude_mask, mask_by_value, "half of a 4 x 4 weight"),
-        (check_magnitude_mask, mask_inverted, "half of a 4 x 4 weight"),
-        (check_magnitude_mask, mask_per_row, "half of a 4 x 4 weight"),
-    ],
-)
+WRONG = [
+    (check_nucleus_mask, nucleus_stopping_before_p, "keeps three"),
+    (check_nucleus_mask, nucleus_unsorted, "shuffled"),
+    (check_nucleus_mask, nucleus_in_sorted_order, "shuffled"),
+    (check_nucleus_mask, nucleus_by_threshold, "three rows of 50"),
+    (check_pad_batch, pad_left, "3 and 5 tokens"),
+    (check_pad_batch, pad_with_zeros, "not 0"),
+    (check_pad_batch, pad_mask_inverted, "3 and 5 tokens"),
+    (check_pad_batch, pad_to_the_first, "3 and 5 tokens"),
+    (check_recall_at_k, recall_by_dot_product, "5 queries, 20 documents"),
+    (check_recall_at_k, recall_of_the_first_hit_only, "k=3"),
+    (check_recall_at_k, recall_as_a_count, "case 1 of 5"),
+    (check_recall_at_k, recall_by_the_library, "uses the library"),
+    (check_quantize_int8, quantize_per_tensor, "a 4 x 8 weight"),
+    (check_quantize_int8, quantize_truncating, "a 4 x 8 weight"),
+    (check_quantize_int8, quantize_dividing_by_zero, "a row of zeros"),
+    (check_magnitude_mask, mask_by_value, "half of a 4 x 4 weight"),
+    (check_magnitude_mask, mask_inverted, "half of a 4 x 4 weight"),
+    (check_magnitude_mask, mask_per_row, "half of a 4 x 4 weight"),
+    (check_quantize_int8, lambda w: quantize_tensor_int8(w), "uses the library"),
+    (check_pad_batch, pad_by_the_library, "uses the library"),
+]
+
+
+@pytest.mark.parametrize("check, wrong, case", WRONG)
 def test_usual_mistakes_fail_and_name_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
         check(wrong)
@@ -229,26 +252,56 @@ def test_the_nucleus_reference_is_the_support_of_gpt_top_p_sampling():
         assert torch.equal(drawn, keep), p  # nothing outside the nucleus, everything inside it
 
 
-def test_leaked_share_takes_the_measured_share_and_names_each_mistake(capsys):
+@cache
+def _leak_counts() -> tuple[int, int, int, int]:
+    """(test bodies also in training, test articles, training articles, training bodies also in test)."""
     train, test = bbc_split_with_copies()
-    seen = set(train)
-    n = sum(b in seen for b in test)
-    assert (n, len(test)) == (19, 223)  # the figure issue 18 quotes for the split with copies
-    check_leaked_share(lambda: n / len(test))
+    seen, tested = set(train), set(test)
+    return sum(b in seen for b in test), len(test), len(train), sum(b in tested for b in train)
+
+
+def leaked_count():  # a count, not a share
+    return float(_leak_counts()[0])
+
+
+def leaked_none():  # the de-duplicated split
+    return 0.0
+
+
+def leaked_percentage():
+    n, n_test, _, _ = _leak_counts()
+    return 100 * n / n_test
+
+
+def leaked_over_both_splits():
+    n, n_test, n_train, _ = _leak_counts()
+    return n / (n_train + n_test)
+
+
+def leaked_the_other_way():  # training bodies found in test
+    _, _, n_train, back = _leak_counts()
+    return back / n_train
+
+
+LEAKED_WRONG = [
+    (check_leaked_share, leaked_count, "a count, not a share"),
+    (check_leaked_share, leaked_none, "de-duplicated split"),
+    (check_leaked_share, leaked_percentage, "a percentage"),
+    (check_leaked_share, leaked_over_both_splits, "training and test articles together"),
+    (check_leaked_share, leaked_the_other_way, "training bodies found in test"),
+    (check_leaked_share, lambda: 0.25, "another value"),
+    (check_leaked_share, lambda: None, "must return a number"),
+]
+
+
+def test_leaked_share_takes_the_measured_share_and_names_each_mistake(capsys):
+    n, n_test, _, _ = _leak_counts()
+    assert (n, n_test) == (19, 223)  # the figure issue 18 quotes for the split with copies
+    check_leaked_share(lambda: n / n_test)
     assert "0.0852" in capsys.readouterr().out
-    wrong = {
-        float(n): "a count, not a share",
-        0.0: "de-duplicated split",
-        100 * n / len(test): "a percentage",
-        n / (len(train) + len(test)): "training and test articles together",
-        sum(b in set(test) for b in train) / len(train): "training bodies found in test",
-        0.25: "another value",
-    }
-    for value, case in wrong.items():
+    for check, wrong, case in LEAKED_WRONG:
         with pytest.raises(ExerciseFailure, match=case):
-            check_leaked_share(lambda v=value: v)
-    with pytest.raises(ExerciseFailure, match="must return a number"):
-        check_leaked_share(lambda: None)
+            check(wrong)
 
 
 # ------------------------------------------------------------- the exercises added for issue 21 (e6)
@@ -622,3 +675,6 @@ def test_the_mrr_reference_is_the_library_mrr_of_cosines():
     true = torch.randint(0, 40, (15,), generator=g)
     cosines = F.normalize(q, dim=-1) @ F.normalize(d, dim=-1).T
     assert abs(_reference_mrr(cosines, true) - mean_reciprocal_rank(q, d, true)) < 1e-12
+
+
+MUTANTS = WRONG + LEAKED_WRONG + NEW_WRONG

@@ -181,27 +181,28 @@ def test_right_answers_pass(check, answer, capsys):
     assert "✓" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "check, wrong, case",
-    [
-        (check_distillation_loss, distill_without_t_squared, "T=2, alpha=0.5"),
-        (check_distillation_loss, distill_kl_div_mean, "T=2, alpha=0.5"),
-        (check_distillation_loss, distill_reversed_kl, "T=2, alpha=0.5"),
-        (check_distillation_loss, distill_swapped_weights, "alpha=1"),
-        (check_distillation_loss, distill_cross_entropy_softened, "T=2, alpha=0.5"),
-        (check_to_digit, to_digit_never_inverted, "dark ink on white"),
-        (check_to_digit, to_digit_always_inverted, "bright ink on black"),
-        (check_to_digit, to_digit_wrong_blocks, "dark ink on white"),
-        (check_to_digit, to_digit_strided, "dark ink on white"),
-        (check_to_digit, to_digit_square_blocks, "16 x 24"),
-        (check_dynamic_batches, batches_strict_window, "exactly max_wait"),
-        (check_dynamic_batches, batches_sliding_window, "4 ms apart"),
-        (check_dynamic_batches, batches_no_size_limit, "larger than max_batch"),
-        (check_dynamic_batches, batches_one_too_many, "larger than max_batch"),
-        (check_dynamic_batches, batches_fixed_grid, "4 ms apart"),
-        (check_dynamic_batches, batches_of_times, "three quick requests"),
-    ],
-)
+WRONG = [
+    (check_distillation_loss, distill_without_t_squared, "T=2, alpha=0.5"),
+    (check_distillation_loss, distill_kl_div_mean, "T=2, alpha=0.5"),
+    (check_distillation_loss, distill_reversed_kl, "T=2, alpha=0.5"),
+    (check_distillation_loss, distill_swapped_weights, "alpha=1"),
+    (check_distillation_loss, distill_cross_entropy_softened, "T=2, alpha=0.5"),
+    (check_to_digit, to_digit_never_inverted, "dark ink on white"),
+    (check_to_digit, to_digit_always_inverted, "bright ink on black"),
+    (check_to_digit, to_digit_wrong_blocks, "dark ink on white"),
+    (check_to_digit, to_digit_strided, "dark ink on white"),
+    (check_to_digit, to_digit_square_blocks, "16 x 24"),
+    (check_dynamic_batches, batches_strict_window, "exactly max_wait"),
+    (check_dynamic_batches, batches_sliding_window, "4 ms apart"),
+    (check_dynamic_batches, batches_no_size_limit, "larger than max_batch"),
+    (check_dynamic_batches, batches_one_too_many, "larger than max_batch"),
+    (check_dynamic_batches, batches_fixed_grid, "4 ms apart"),
+    (check_dynamic_batches, batches_of_times, "three quick requests"),
+]
+MUTANTS = WRONG + [(check_distillation_loss, distill_library, "uses the library")]
+
+
+@pytest.mark.parametrize("check, wrong, case", WRONG)
 def test_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
         check(wrong)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from course_lib import rag
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises.ch05_rag import check_contains_match, check_crop_to_tokens, check_recall_at_k_ids
 from course_lib.rag import normalise
@@ -68,20 +69,27 @@ def test_right_answers_pass(check, answer, capsys):
     assert "✓" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "check, wrong, case",
-    [
-        (check_contains_match, contains_substring, "part of a word"),
-        (check_contains_match, contains_case_sensitive, "other case"),
-        (check_contains_match, exact, "other case"),
-        (check_recall_at_k_ids, recall_off_by_one, "k=1"),
-        (check_recall_at_k_ids, recall_top1_only, "k=2"),
-        (check_recall_at_k_ids, recall_as_count, "k=1"),
-        (check_crop_to_tokens, crop_characters, "3 tokens"),
-        (check_crop_to_tokens, crop_one_short, "3 tokens"),
-        (check_crop_to_tokens, crop_four_characters_per_token, "3 tokens"),
-    ],
-)
+WRONG = [
+    (check_contains_match, contains_substring, "part of a word"),
+    (check_contains_match, contains_case_sensitive, "other case"),
+    (check_contains_match, exact, "other case"),
+    (check_recall_at_k_ids, recall_off_by_one, "k=1"),
+    (check_recall_at_k_ids, recall_top1_only, "k=2"),
+    (check_recall_at_k_ids, recall_as_count, "k=1"),
+    (check_crop_to_tokens, crop_characters, "3 tokens"),
+    (check_crop_to_tokens, crop_one_short, "3 tokens"),
+    (check_crop_to_tokens, crop_four_characters_per_token, "3 tokens"),
+    (
+        check_contains_match,
+        lambda prediction, answer: rag.contains_match(prediction, answer),
+        "uses the library",
+    ),
+    (check_crop_to_tokens, lambda text, tok, n: rag.crop_to_tokens(text, tok, n), "uses the library"),
+]
+MUTANTS = WRONG
+
+
+@pytest.mark.parametrize("check, wrong, case", WRONG)
 def test_wrong_answers_fail_naming_the_case(check, wrong, case):
     with pytest.raises(ExerciseFailure, match=case):
         check(wrong)

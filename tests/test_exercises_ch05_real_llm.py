@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from course_lib import gguf_file
 from course_lib.exercises import ExerciseFailure
 from course_lib.exercises import ch05_real_llm as ex
 
@@ -92,6 +93,26 @@ def percentile_nearest_rank(values, p):
     return v[min(len(v) - 1, int(p / 100 * len(v)))]
 
 
+def percentile_by_numpy(values, p):
+    return float(np.percentile(values, p))
+
+
+def percentile_over_n(values, p):  # position p/100 * n, not (n - 1) * p / 100
+    v = sorted(values)
+    pos = min(len(v) - 1, len(v) * p / 100)
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def unpack_by_the_library(qs):
+    return gguf_file._unpack_nibbles(qs[None])[0]
+
+
+def unpack_without_the_mask(qs):  # the low half keeps the high bits: codes above 15
+    return np.concatenate([qs, qs >> 4]).astype(np.uint8)
+
+
 def percentile_unsorted(values, p):
     pos = (len(values) - 1) * p / 100
     lo = int(pos)
@@ -168,6 +189,11 @@ WRONG = [
     (ex.check_q8_0_block, q8_0_by_128, "case 1 of"),
     (ex.check_q8_0_block, q8_0_truncating, "case 1 of"),
     (ex.check_q8_0_block, q8_0_int16, "int16, expected int8"),
+    (
+        ex.check_q8_0_block,
+        lambda x: (float(np.abs(x).max() / 127), gguf_file.quantize_q8_0(x[None])["qs"][0]),
+        "uses the library",
+    ),
     (ex.check_q4_1_block, q4_1_by_16, "case 1 of"),
     (ex.check_q4_1_block, q4_1_truncating, "case 1 of"),
     (ex.check_q4_1_block, q4_1_no_minimum, "case 1 of"),
@@ -175,6 +201,10 @@ WRONG = [
     (ex.check_unpack_nibbles, unpack_high_first, "low nibbles"),
     (ex.check_percentile, percentile_nearest_rank, "median of 4"),
     (ex.check_percentile, percentile_unsorted, "median of 4"),
+    (ex.check_percentile, percentile_by_numpy, "uses the library \\(percentile"),
+    (ex.check_percentile, percentile_over_n, "case"),
+    (ex.check_unpack_nibbles, unpack_by_the_library, "uses the library"),
+    (ex.check_unpack_nibbles, unpack_without_the_mask, "case 1 of 3"),
     (ex.check_throughput, throughput_mean_of_rates, "four requests"),
     (ex.check_throughput, throughput_sum_of_durations, "four requests"),
     (ex.check_throughput, throughput_from_zero, "overlapping requests"),
@@ -182,6 +212,7 @@ WRONG = [
     (ex.check_stream_text, stream_text_past_done, "after \\[DONE\\]"),
     (ex.check_stream_text, stream_text_every_line, "two pieces"),
 ]
+MUTANTS = WRONG  # listed by tests/test_exercise_audit.py
 
 
 @pytest.mark.parametrize("check, right", RIGHT)

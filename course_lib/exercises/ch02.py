@@ -50,8 +50,9 @@ def check_softmax(fn) -> None:
         _softmax_cases(),
         atol=1e-6,  # weights lie in [0, 1]; float32 rounding is ~1e-7
         rtol=1e-5,
-        hint="subtract each row's maximum (x.amax(dim=-1, keepdim=True)) before exp: the result does not "
-        "change, but exp never sees a number above 0; then divide by the row sums (keepdim=True)",
+        hint="subtract each row's own maximum before taking exp: the result does not change, but exp never "
+        "sees a number above 0; each row is its own distribution, so reduce over the last dimension only "
+        "and keep that dimension for broadcasting",
     )
 
 
@@ -89,8 +90,9 @@ def check_scaled_dot_product_attention(fn) -> None:
         _attention_cases(),
         atol=1e-5,  # outputs are sums of O(1) values; the order of the sums differs from the reference
         rtol=1e-4,
-        hint="scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)); where the mask is False put -inf "
-        "(scores.masked_fill(~mask, float('-inf'))); softmax over the last dimension; multiply by v",
+        hint="each query's scores are its dot products with every key (swap the last two axes of k), "
+        "divided by the square root of the head size; positions the mask forbids get minus infinity "
+        "before the softmax over the keys, not zero after it; then weight the values",
     )
 
 
@@ -121,6 +123,7 @@ def _reference_split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def check_split_heads(fn) -> None:
     """``fn(x, n_heads)``: (B, T, C) -> (B, n_heads, T, C // n_heads)."""
+    require_own_code(fn, "split_heads")
     cases = [
         Case("(1, 2, 4) into 2 heads, numbered entries", (torch.arange(8.0).view(1, 2, 4), 2)),
         Case("(2, 5, 12) into 3 heads", (_randn(2, 5, 12, seed=30), 3)),
@@ -146,6 +149,7 @@ def _reference_merge_heads(y: torch.Tensor) -> torch.Tensor:
 
 def check_merge_heads(fn) -> None:
     """``fn(y)``: (B, nh, T, hs) -> (B, T, nh * hs), the inverse of split_heads."""
+    require_own_code(fn, "merge_heads")
     made_by_transpose = _randn(2, 6, 3, 4, seed=42).transpose(1, 2)  # (2, 3, 6, 4), not contiguous
     cases = [
         Case("(1, 2, 2, 2), numbered entries", (torch.arange(8.0).view(1, 2, 2, 2),)),
@@ -160,8 +164,9 @@ def check_merge_heads(fn) -> None:
         cases,
         atol=0.0,
         rtol=0.0,
-        hint="undo split_heads: .transpose(1, 2) back to (B, T, nh, hs), then .reshape(B, T, nh * hs) "
-        "(.view needs .contiguous() first, because the transpose only changed strides)",
+        hint="undo split_heads step by step: first bring the token axis back in front of the head axis, "
+        "then flatten the last two axes into one of nh * hs features; a view after a transpose needs a "
+        "contiguous copy first (the transpose only changed the strides)",
     )
 
 

@@ -21,6 +21,8 @@ from course_lib.trainer import TrainConfig, lr_at
 
 # ----------------------------------------------------------------------------- logistic regression
 
+_AUTOGRAD = ("backward", "grad", "vjp", "jacobian")  # the gradient exercises are by hand, not autograd
+
 
 def _logistic_case(
     label: str, n: int, d: int, seed: int, scale: float = 1.0, y_value: int | None = None
@@ -44,6 +46,7 @@ def _reference_logistic_gradient(X: np.ndarray, y: np.ndarray, w: np.ndarray, b:
 
 def check_logistic_gradient(fn) -> None:
     """``fn(X, y, w, b) -> (grad_w, grad_b)`` of the mean cross-entropy of sigmoid(X w + b)."""
+    require_own_code(fn, "logistic_gradient", forbidden=_AUTOGRAD)
     cases = [
         _logistic_case("8 examples, 3 features", 8, 3, 0),
         _logistic_case("one example", 1, 4, 1),
@@ -144,6 +147,7 @@ def _reference_two_layer_backward(x, y, W1, b1, W2, b2):
 
 def check_two_layer_backward(fn) -> None:
     """``fn(x, y, W1, b1, W2, b2) -> (dW1, db1, dW2, db2)`` for a ReLU MLP with mean cross-entropy."""
+    require_own_code(fn, "two_layer_backward", forbidden=_AUTOGRAD)
     cases = [
         _mlp_case("batch 4, 3 -> 5 -> 2", 4, 3, 5, 2, 0),
         _mlp_case("one example", 1, 6, 4, 3, 1),
@@ -157,8 +161,10 @@ def check_two_layer_backward(fn) -> None:
         cases,
         atol=1e-10,
         rtol=1e-8,
-        hint="dz2 = (softmax(logits) - onehot(y)) / B; dW2 = h.T @ dz2; db2 = dz2.sum(0); "
-        "dh = dz2 @ W2.T; dz1 = dh * (z1 > 0); dW1 = x.T @ dz1; db1 = dz1.sum(0)",
+        hint="go backwards one layer at a time: the loss's gradient with respect to the logits is the "
+        "softmax minus the one-hot targets, divided by the batch size (the loss is a mean); a weight's "
+        "gradient is its layer's input transposed times the gradient at its output, a bias's the sum over "
+        "the batch; the ReLU passes gradient only where its input was positive",
     )
 
 
@@ -191,6 +197,7 @@ def _reference_adamw_step(param, grad, m, v, step, lr, betas, eps, weight_decay)
 
 def check_adamw_step(fn) -> None:
     """``fn(param, grad, m, v, step, lr, betas, eps, weight_decay) -> (param, m, v)``, step counted from 1."""
+    require_own_code(fn, "adamw_step", forbidden=("AdamW", "Adam", "adamw", "adam"))
     cases = [
         _adamw_case("the first step", (5,), 1, 1e-2, (0.9, 0.999), 1e-8, 0.01, 0),
         _adamw_case("step 10, a matrix", (3, 4), 10, 1e-3, (0.9, 0.95), 1e-8, 0.1, 1),
@@ -218,6 +225,7 @@ def _reference_lr(step: int, max_steps: int, warmup_steps: int, lr: float, min_l
 
 def check_warmup_cosine_lr(fn) -> None:
     """``fn(step, max_steps, warmup_steps, lr, min_lr) -> float``: the Trainer's schedule."""
+    require_own_code(fn, "warmup_cosine_lr", forbidden=("LambdaLR", "CosineAnnealingLR", "OneCycleLR"))
     grid = [(s, 1000, 100, 1e-3, 1e-4) for s in (0, 1, 50, 99, 100, 101, 550, 999, 1000, 1200)]
     cases = [Case(f"step {s} of {m}, warmup {w}", (s, m, w, lr, lo)) for s, m, w, lr, lo in grid]
     cases += [
@@ -332,9 +340,15 @@ def check_dropout(fn) -> None:
 
 def check_lm_batch(fn) -> None:
     """``fn(data, batch_size, block_size, generator) -> (x, y)``: random windows, y = x shifted by one."""
+    require_own_code(fn, "lm_batch")
 
     def learner(data, batch_size, block_size, seed):
-        return fn(data, batch_size, block_size, torch.Generator().manual_seed(seed))
+        out = fn(data, batch_size, block_size, torch.Generator().manual_seed(seed))
+        parts = out if isinstance(out, (tuple, list)) else ()
+        wrong = [t.dtype for t in parts if isinstance(t, torch.Tensor) and t.dtype != torch.int64]
+        if wrong:  # nn.Embedding takes int32, but cross_entropy's targets must be int64: catch it here
+            raise TypeError(f"x and y must be int64 (torch.long) tensors of token ids, got {wrong[0]}")
+        return out
 
     def reference(data, batch_size, block_size, seed):
         return get_batch(data, batch_size, block_size, torch.Generator().manual_seed(seed), device="cpu")
@@ -427,6 +441,9 @@ def _reference_batch_norm(x, gamma, beta, eps):
 
 def check_batch_norm_train(fn) -> None:
     """``fn(x, gamma, beta, eps) -> y``: training-mode batch norm of images x (B, C, H, W), per channel."""
+    require_own_code(
+        fn, "batch_norm_train", forbidden=("batch_norm", "BatchNorm2d", "BatchNorm1d", "instance_norm")
+    )
     cases = [
         _bn_case("a batch of 8 images, 3 channels, 4x4", (8, 3, 4, 4), 0),
         _bn_case("two 1x1 images per channel (few values: the variance's divisor shows)", (2, 5, 1, 1), 1),
@@ -710,8 +727,9 @@ def check_bpe_decode(fn) -> None:
         lambda ids, v: fn(list(ids), dict(v)),
         lambda ids, v: tok.decode(ids),
         cases,
-        hint="b''.join(vocab[i] for i in ids) first, then .decode('utf-8', errors='replace') once: a "
-        "character's bytes can lie in two tokens, and bytes that are not valid UTF-8 become '\\ufffd'",
+        hint="join the bytes of all the tokens first and decode the whole byte string once, replacing "
+        "invalid bytes: a character's bytes can lie in two tokens, and bytes that are not valid UTF-8 "
+        "become the replacement character U+FFFD",
     )
 
 
@@ -973,8 +991,8 @@ def check_gelu(fn) -> None:
         cases,
         atol=1e-6,
         rtol=1e-5,
-        hint="0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))): the tanh form "
-        "GPT-2 uses, not the exact erf form, with exactly these constants",
+        hint="GPT-2 uses the tanh approximation of GELU, not the exact erf form: check the formula in the "
+        "text term by term (the square root of 2 / pi, the cubic term's coefficient 0.044715)",
     )
 
 
@@ -1184,9 +1202,10 @@ def check_generate(fn) -> None:
         cases,
         atol=0,
         rtol=0,
-        hint="per step: logits, _ = model(idx[:, -block_size:]); take logits[:, -1, :] / temperature; with "
-        "top_k, v = torch.topk(logits, top_k).values and set logits < v[:, [-1]] to -inf; probs = softmax; "
-        "next = torch.multinomial(probs, 1, generator=generator); idx = torch.cat([idx, next], dim=1)",
+        hint="each step feeds the model at most the last block_size tokens and uses only the logits of the "
+        "last position, divided by the temperature; with top_k, every logit below the k-th largest of its "
+        "row becomes minus infinity; draw one token per row from the softmax with the generator passed "
+        "in, and append it along the time axis",
     )
 
 

@@ -38,6 +38,7 @@ def _pool_case(label: str, lengths: list[int], T: int, d: int, seed: int, left: 
 
 def check_last_token_pool(fn) -> None:
     """``fn(hidden (B, T, d), attention_mask (B, T)) -> (B, d)``: the hidden state of each last real token."""
+    require_own_code(fn, "last_token_pool")
     cases = [
         _pool_case("no padding", [6, 6], 6, 4, 0),
         _pool_case("right padding, different lengths", [5, 2, 7, 1], 7, 3, 1),
@@ -68,6 +69,7 @@ def check_lora_linear(cls) -> None:
     and, with A and B set to the same random values as :class:`course_lib.lora.LoRALinear`, the output
     ``base(x) + (alpha / r) * x A^T B^T`` and the gradients of A and B.
     """
+    require_own_code(cls, "the LoRA layer", packages=("peft",))
     for i, (n_in, n_out, r, alpha) in enumerate([(8, 6, 2, 4.0), (16, 16, 4, 4.0), (5, 3, 1, 16.0)], 1):
         where = f"LoRA layer, case {i} of 3 (in={n_in}, out={n_out}, r={r}, alpha={alpha})"
         try:
@@ -137,6 +139,7 @@ def _reference_macro_f1(cm: np.ndarray) -> float:
 
 def check_macro_f1(fn) -> None:
     """``fn(cm) -> float``: macro-F1 from a confusion matrix (rows = true class, columns = predicted)."""
+    require_own_code(fn, "macro_f1", forbidden=("f1_score",), packages=("sklearn",))
     rng = np.random.default_rng(0)
     cases = [
         Case("perfect", (np.diag([5, 3, 7]),)),
@@ -163,6 +166,7 @@ def check_macro_f1(fn) -> None:
 
 def check_mask_prompt(fn) -> None:
     """``fn(prompt_ids, completion_ids, eos_id) -> (input_ids, labels)``, labels aligned with input_ids."""
+    require_own_code(fn, "mask_prompt")
     cases = [
         Case("short", ([5, 6, 7], [8, 9], 0)),
         Case("one-token completion", ([1, 2, 3, 4], [10], 99)),
@@ -186,6 +190,7 @@ def check_mask_prompt(fn) -> None:
 
 def check_to_chatml(fn) -> None:
     """``fn(messages) -> str``: ChatML without a default system prompt, ending with the assistant opener."""
+    require_own_code(fn, "to_chatml", forbidden=("apply_chat_template",), packages=("jinja2",))
     cases = [
         Case("one user message", ([{"role": "user", "content": "Hi!"}],)),
         Case(
@@ -230,6 +235,7 @@ def _answer_logprobs_reference(logits: torch.Tensor, ids: torch.Tensor, mask: to
 
 def check_answer_logprobs(fn) -> None:
     """``fn(logits (B, T, V), input_ids (B, T), answer_mask (B, T)) -> (B,)``: summed answer log-probs."""
+    require_own_code(fn, "answer_logprobs")
     cases = [
         _logprob_case("one answer token at the end", 1, 5, 7, [4], [5], 0),
         _logprob_case("answers of different lengths", 3, 8, 11, [3, 5, 2], [8, 7, 6], 1),
@@ -242,14 +248,15 @@ def check_answer_logprobs(fn) -> None:
         cases,
         atol=1e-5,
         rtol=1e-5,
-        hint="the token at position t is predicted by the logits at t - 1: take log_softmax over the "
-        "vocabulary of logits[:, :-1], pick the entry of input_ids[:, 1:], keep it where answer_mask[:, 1:] "
-        "is 1, and sum over t",
+        hint="the token at position t is predicted by the logits at t - 1, so drop the last position of the "
+        "logits and the first of the ids and of the mask; normalise over the vocabulary (log-softmax), pick "
+        "each next token's entry, keep the answer positions and sum over time",
     )
 
 
 def check_sft_labels(fn) -> None:
     """``fn(prompt_ids, answer_ids, end_id) -> (input_ids, labels)``, labels shifted for course_lib's GPT."""
+    require_own_code(fn, "sft_labels")
     cases = [
         Case("short", ([5, 6, 7], [8, 9], 2)),
         Case("one-token answer", ([1, 2, 3, 4], [10], 99)),
@@ -271,6 +278,7 @@ def check_sft_labels(fn) -> None:
 
 def check_dpo_loss(fn) -> None:
     """``fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> scalar``: the mean DPO loss."""
+    require_own_code(fn, "dpo_loss", packages=("trl",))
     g = torch.Generator().manual_seed(0)
 
     def four(B: int, scale: float) -> tuple[torch.Tensor, ...]:
@@ -301,8 +309,9 @@ def check_dpo_loss(fn) -> None:
         cases,
         atol=1e-6,
         rtol=1e-6,
-        hint="margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)); the loss "
-        "is -logsigmoid(margin) averaged over the batch (F.logsigmoid stays finite for large margins)",
+        hint="for each answer take the policy's log-probability minus the reference's; the margin is the "
+        "chosen answer's difference minus the rejected one's, times beta; the loss is minus the log of the "
+        "sigmoid of the margin, averaged over the batch (use the log-sigmoid function: it stays finite)",
     )
 
 

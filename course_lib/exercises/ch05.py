@@ -54,6 +54,7 @@ def _probs_case(label: str, rows: list[list[float]], p: float) -> Case:
 def check_nucleus_mask(fn) -> None:
     """``fn(probs, p) -> mask``: probs (B, V) rows summing to 1; mask (B, V) bool, True for the smallest
     set of most likely tokens of each row whose probabilities add up to at least ``p``."""
+    require_own_code(fn, "nucleus_mask")
     g = torch.Generator().manual_seed(0)
     random_rows = torch.softmax(2.0 * torch.randn(3, 50, generator=g), dim=-1)
     cases = [
@@ -154,6 +155,7 @@ def _reference_recall(query_embs, doc_embs, true_idx, k):
 def check_recall_at_k(fn) -> None:
     """``fn(query_embs, doc_embs, true_idx, k) -> float``: the share of queries whose document is in the
     top k by cosine similarity."""
+    require_own_code(fn, "recall_at_k")
     cases = [
         _retrieval_case("5 queries, 20 documents, k=1", 5, 20, 8, 1, 0),
         _retrieval_case("k=3", 12, 30, 8, 3, 1),
@@ -183,6 +185,7 @@ def _weight_case(label: str, shape: tuple[int, int], seed: int, scale: float = 1
 
 def check_quantize_int8(fn) -> None:
     """``fn(w) -> (q, scale)``: symmetric int8 with one scale per row (output channel) of a Linear weight."""
+    require_own_code(fn, "quantize_int8", forbidden=("quantize_per_channel", "quantize_dynamic"))
     zero_row = _weight_case("a row of zeros", (3, 5), 3)
     zero_row.args[0][1] = 0.0
     outlier = _weight_case("one large outlier in a row", (4, 16), 4)
@@ -201,9 +204,9 @@ def check_quantize_int8(fn) -> None:
         cases,
         atol=1e-7,
         rtol=1e-6,
-        hint="scale = (largest |w| of each row) / 127, at least torch.finfo(torch.float32).eps; "
-        "q = round(w / scale) clamped to [-127, 127] and converted with .to(torch.int8); "
-        "return (q, scale) with scale of shape (rows,)",
+        hint="one scale per row: the row's largest absolute value divided by 127, kept above float32's "
+        "machine epsilon so that a row of zeros does not divide by zero; codes are the rounded (not "
+        "truncated) ratios, clamped to -127..127 and stored as int8; return the codes and the (rows,) scales",
     )
 
 
@@ -220,6 +223,7 @@ def _reference_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
 def check_magnitude_mask(fn) -> None:
     """``fn(w, sparsity) -> mask``: a bool tensor shaped like ``w``, False at the
     ``round(sparsity * w.numel())`` weights of smallest magnitude, True elsewhere."""
+    require_own_code(fn, "magnitude_mask", forbidden=("l1_unstructured", "global_unstructured"))
     cases = [
         Case("half of a 4 x 4 weight", (torch.randn(4, 4, generator=torch.Generator().manual_seed(0)), 0.5)),
         Case(
@@ -262,6 +266,7 @@ def check_pad_batch(fn) -> None:
     """``fn(id_lists, pad_id) -> (input_ids, attention_mask)``: token-id lists of different lengths,
     padded on the right to the longest into (B, T) long tensors; the mask is 1 on real tokens, 0 on
     padding."""
+    require_own_code(fn, "pad_batch", forbidden=("pad_sequence",))
     cases = [
         Case("two texts of 3 and 5 tokens, pad id 0", ([[101, 7, 102], [101, 8, 9, 10, 102]], 0)),
         Case(

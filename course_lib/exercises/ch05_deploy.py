@@ -96,6 +96,7 @@ def _page(label: str, height: int, width: int, seed: int, ink_is_dark: bool, str
 def check_to_digit(fn) -> None:
     """``fn(page) -> image``: a uint8 grey page (H, W), 255 = white, H and W multiples of 8, to the
     (8, 8) float tensor in [0, 1] the digit models read: block means, 1 = ink."""
+    require_own_code(fn, "to_digit")
     cases = [
         _page("a 64 x 64 page, dark ink on white", 64, 64, 0, True, (8, 56, 24, 40)),
         _page("bright ink on black: no inversion", 64, 64, 1, False, (16, 48, 8, 40)),
@@ -137,6 +138,7 @@ def check_dynamic_batches(fn) -> None:
     """``fn(arrivals, max_batch, max_wait) -> batches``: arrival times in ms (ascending); a batch opens
     when a request arrives and no batch is open, and closes when it holds ``max_batch`` requests or
     ``max_wait`` ms after it opened; a list of batches, each the list of its requests' indices."""
+    require_own_code(fn, "dynamic_batches")
     rng = np.random.default_rng(0)
     busy = np.cumsum(rng.exponential(2.0, 40)).round(2).tolist()  # 40 requests, one every 2 ms on average
     cases = [

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from course_lib.exercises import Case, ExerciseFailure, check_function
+from course_lib.exercises import Case, ExerciseFailure, check_function, require_own_code
 from course_lib.gguf_file import Q4_1_BLOCK, QK, _unpack_nibbles, quantize_q4_1, quantize_q8_0
 
 # ----------------------------------------------------------------------------- 5.7 GGUF blocks
@@ -48,6 +48,7 @@ def _reference_q8_0(x: np.ndarray) -> tuple[float, np.ndarray]:
 
 def check_q8_0_block(fn) -> None:
     """``fn(x) -> (d, q)``: one Q8_0 block of 32 float32 values -> its float32 scale and int8 codes."""
+    require_own_code(fn, "q8_0_block", packages=("gguf",))
     cases = _block_cases()
     check_function(
         "q8_0_block",
@@ -71,6 +72,7 @@ def _reference_q4_1(x: np.ndarray) -> tuple[float, float, np.ndarray]:
 def check_q4_1_block(fn) -> None:
     """``fn(x) -> (d, m, q)``: one Q4_1 block -> float32 scale d, minimum m and 4-bit codes q (uint8, 0..15),
     so that x is close to q * d + m."""
+    require_own_code(fn, "q4_1_block", packages=("gguf",))
     cases = _block_cases()
     check_function(
         "q4_1_block",
@@ -92,6 +94,7 @@ def _packed_case(label: str, seed: int) -> Case:
 
 def check_unpack_nibbles(fn) -> None:
     """``fn(qs) -> q``: the 16 bytes of a 4-bit block -> its 32 codes (uint8, 0..15) in the block's order."""
+    require_own_code(fn, "unpack_nibbles", packages=("gguf",))
     ramp = np.arange(16, dtype=np.uint8) | (np.arange(15, -1, -1, dtype=np.uint8) << 4)
     cases = [
         Case("codes 0..15 in the low nibbles, 15..0 in the high", (ramp,)),
@@ -121,6 +124,7 @@ def _reference_percentile(values: list[float], p: float) -> float:
 def check_percentile(fn) -> None:
     """``fn(values, p) -> float``: the p-th percentile (0..100) with linear interpolation between the
     sorted values (numpy's default)."""
+    require_own_code(fn, "percentile", forbidden=("percentile", "quantile", "nanpercentile"))
     cases = [
         Case("the median of 4 values (between the middle two)", ([0.4, 0.1, 0.3, 0.2], 50.0)),
         Case("p90 of 11 unsorted values", ([5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 10.0, 0.0], 90.0)),
@@ -148,6 +152,7 @@ def _reference_throughput(starts: list[float], ends: list[float], n_tokens: list
 def check_throughput(fn) -> None:
     """``fn(starts, ends, n_tokens) -> float``: tokens per second that a server delivered to requests
     sent at ``starts`` and finished at ``ends`` (seconds), request i receiving ``n_tokens[i]`` tokens."""
+    require_own_code(fn, "throughput")
     cases = [
         Case("one request", ([0.0], [2.0], [40])),
         Case(
@@ -193,6 +198,7 @@ def _chunk(content: str | None = None, role: str | None = None, usage: bool = Fa
 def check_stream_text(fn) -> None:
     """``fn(lines) -> str``: the answer carried by the lines of a streamed chat completion (server-sent
     events: ``data: {json chunk}`` lines, blank lines between them, ``data: [DONE]`` at the end)."""
+    require_own_code(fn, "stream_text")
     basic = [
         _chunk(role="assistant", content=""),
         "",
