@@ -324,12 +324,19 @@ print(f"dynamic int8 stores {sizes['dynamic int8'] / 1e6:.0f} MB: its tied embed
 #   embedding, and Q8_0 gives back only the embedding (the counts printed above). Q8_0, with 256
 #   levels per block, moves the weights very little (the RMS error in 5.7.3); compare its
 #   perplexity change and interval in the table.
-# * **Q4_0** is the one that costs: its 16 levels are symmetric around zero, so a block whose
-#   values are not centred wastes some of them; the table shows the perplexity change and its
-#   interval. Whether the topic accuracy changes is within the intervals of so few articles.
-# * PyTorch's **dynamic int8** is a different trade: it is what PyTorch can *run* in int8 on a
-#   CPU, while the block formats are what llama.cpp runs; their kernels dequantize each block on
-#   the fly inside the matrix product.
+# * Of the block formats, **Q4_0** is the one that costs: its 16 levels are symmetric around zero,
+#   so a block whose values are not centred wastes some of them; the table shows the perplexity
+#   change and its interval. Whether the topic accuracy changes is within the intervals of so few
+#   articles.
+# * PyTorch's **dynamic int8** costs far more perplexity than any block format, Q4_0 included,
+#   although it keeps 8 bits per weight. It is a different trade: it is what PyTorch can *run* in
+#   int8 on a CPU, and it quantizes more than the weights. Each weight row shares one scale (576
+#   or 1,536 values, where a block format gives every 32 values their own), and each layer's
+#   *input* is rounded to 8 bits on the fly with one scale for the whole tensor, so a few large
+#   activations, which language models are known to have in some features, squeeze every other
+#   value into a handful of levels. The block formats touch only the weights; llama.cpp's kernels
+#   dequantize each block on the fly inside the matrix product and keep the activations in
+#   floating point.
 #
 # The test that the block formats are right is in `tests/test_gguf_file.py`: the bytes
 # `course_lib` writes equal those of the `gguf` package, and re-quantizing every tensor of the
