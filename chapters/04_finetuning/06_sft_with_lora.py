@@ -292,3 +292,20 @@ format_table([{"method": "lead-8 baseline", "ROUGE-L [95% CI]": lead_text},
 # %%
 print(f"evaluated on {N_TEST} held-out articles, trained {config.max_steps} steps")
 print(f"RESULT headline rouge_l: zero-shot {zs_mean:.3f} | baseline {lead_mean:.3f} | SFT {sft_mean:.3f}")
+
+# %% [markdown]
+# **Reading the table.** SFT has the highest mean of the three, and its interval lies mostly above
+# the zero-shot model's; but it overlaps the lead-8 baseline's interval, so on these 100 held-out
+# articles this run cannot claim that tuning beats copying the article's first eight words. Two cheap
+# ways to find out: score the *difference* per article (a paired bootstrap: both methods are scored on
+# the same articles, so much of the article-to-article spread cancels), or hold out more articles. The
+# samples above also show what ROUGE-L rewards and misses: a tuned headline can share the words of the
+# real one while stating something the article does not say.
+
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.6a — did supervised fine-tuning work?
+# Using the summary table, say whether this run shows that SFT writes better headlines than (1) the
+# zero-shot model and (2) the lead-8 baseline, citing the numbers, and say what you would change in the
+# evaluation (not in the training) to settle the question.
+#
+# YOUR ANSWER HERE

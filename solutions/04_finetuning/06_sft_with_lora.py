@@ -300,3 +300,32 @@ format_table([{"method": "lead-8 baseline", "ROUGE-L [95% CI]": lead_text},
 # %%
 print(f"evaluated on {N_TEST} held-out articles, trained {config.max_steps} steps")
 print(f"RESULT headline rouge_l: zero-shot {zs_mean:.3f} | baseline {lead_mean:.3f} | SFT {sft_mean:.3f}")
+
+# %% [markdown]
+# **Reading the table.** SFT has the highest mean of the three, and its interval lies mostly above
+# the zero-shot model's; but it overlaps the lead-8 baseline's interval, so on these 100 held-out
+# articles this run cannot claim that tuning beats copying the article's first eight words. Two cheap
+# ways to find out: score the *difference* per article (a paired bootstrap: both methods are scored on
+# the same articles, so much of the article-to-article spread cancels), or hold out more articles. The
+# samples above also show what ROUGE-L rewards and misses: a tuned headline can share the words of the
+# real one while stating something the article does not say.
+
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.6a — did supervised fine-tuning work?
+# Using the summary table, say whether this run shows that SFT writes better headlines than (1) the
+# zero-shot model and (2) the lead-8 baseline, citing the numbers, and say what you would change in the
+# evaluation (not in the training) to settle the question.
+#
+# ### BEGIN SOLUTION
+# SFT's mean ROUGE-L is 0.194 against 0.142 zero-shot and 0.154 for lead-8, so it is highest on
+# average. Its 95% interval, [0.158, 0.231], overlaps both others: the zero-shot interval ends at 0.162
+# and lead-8's at 0.180, so by the rule of this chapter the run does not establish either win,
+# although against the zero-shot model the overlap is small. The intervals treat the methods as
+# independent samples; all three are scored on the same 100 articles, so a paired bootstrap of the
+# per-article differences (SFT minus lead-8, SFT minus zero-shot) would be the sharper test, and more
+# held-out articles would narrow every interval.
+#
+# Rubric: 1 point for reading the three means and the overlapping intervals correctly (no win
+# established against lead-8; highest mean); 1 point for a sound change to the evaluation (paired
+# differences on the same articles, or more held-out articles), not to the training.
+# ### END SOLUTION
