@@ -225,3 +225,11 @@ print(f"topic accuracy: generation {sum(gen_correct) / N_TEST:.3f}, "
       f"label log-likelihood {sum(ll_correct) / N_TEST:.3f}")
 print(f"RESULT headline rouge_l: zero-shot {sum(zs_scores) / N_TEST:.3f} | "
       f"baseline {sum(lead_scores) / N_TEST:.3f}")
+
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.5a — what does the untuned model know?
+# Read the summary table. (1) Does zero-shot SmolLM2 write better or worse headlines than copying the
+# article's first eight words? (2) Five topics are equally likely to be guessed at random: is either
+# way of asking the model for the topic better than guessing? Cite the intervals.
+#
+# YOUR ANSWER HERE

@@ -236,3 +236,22 @@ print(f"topic accuracy: generation {sum(gen_correct) / N_TEST:.3f}, "
       f"label log-likelihood {sum(ll_correct) / N_TEST:.3f}")
 print(f"RESULT headline rouge_l: zero-shot {sum(zs_scores) / N_TEST:.3f} | "
       f"baseline {sum(lead_scores) / N_TEST:.3f}")
+
+# %% [markdown] tags=["answer", "points=2"]
+# ### Question 4.5a — what does the untuned model know?
+# Read the summary table. (1) Does zero-shot SmolLM2 write better or worse headlines than copying the
+# article's first eight words? (2) Five topics are equally likely to be guessed at random: is either
+# way of asking the model for the topic better than guessing? Cite the intervals.
+#
+# ### BEGIN SOLUTION
+# (1) Neither can be said: zero-shot ROUGE-L is 0.133 [0.114, 0.152] and lead-8 0.154 [0.131, 0.180];
+# the means favour lead-8 but the intervals overlap. (2) Guessing gets 1 in 5, 0.2, right. Generation
+# scores 0.040 [0.010, 0.080], far *below* guessing, which says the free answers rarely start with one
+# of the five topic words rather than that the model has the topics backwards. Label log-likelihood
+# scores 0.270 [0.180, 0.360]: its interval contains 0.2, so on 100 articles it is not shown to beat
+# guessing either. The untuned model is a weak baseline on both tasks, which is what 4.6 starts from.
+#
+# Rubric: 1 point for (1), overlap so no winner, with the numbers; 1 point for (2), comparing both
+# accuracies with chance 0.2 (generation below it and why that can happen; the likelihood interval
+# containing 0.2).
+# ### END SOLUTION
