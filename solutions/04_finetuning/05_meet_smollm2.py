@@ -246,8 +246,10 @@ print(f"RESULT headline rouge_l: zero-shot {sum(zs_scores) / N_TEST:.3f} | "
 # ### BEGIN SOLUTION
 # (1) Neither can be said: zero-shot ROUGE-L is 0.133 [0.114, 0.152] and lead-8 0.154 [0.131, 0.180];
 # the means favour lead-8 but the intervals overlap. (2) Guessing gets 1 in 5, 0.2, right. Generation
-# scores 0.040 [0.010, 0.080], far *below* guessing, which says the free answers rarely start with one
-# of the five topic words rather than that the model has the topics backwards. Label log-likelihood
+# scores 0.040 [0.010, 0.080], far *below* guessing: an answer counts only when the first of the five
+# topic words in it is the right one, and an answer in words of its own ("economy", "finance") or with
+# none counts as wrong, so this measures how seldom the model answers in the requested words as much
+# as what it knows. Label log-likelihood
 # scores 0.270 [0.180, 0.360]: its interval contains 0.2, so on 100 articles it is not shown to beat
 # guessing either. The untuned model is a weak baseline on both tasks, which is what 4.6 starts from.
 #
