@@ -227,6 +227,13 @@ LAYOUT = r"""(legible) => {
         + ' "' + (el.innerText || el.alt || el.src || '').slice(0, 60).replace(/\s+/g, ' ') + '"';
     const boxes = document.querySelectorAll(['main pre', 'main .cell_output img', 'main .cell_output table',
         'main .jupyter-widgets', 'main mjx-container[display="true"] > mjx-math'].join(', '));
+    const main = document.querySelector('main');
+    if (main) {  // code named in the text: past the text column's right edge is off a phone's screen
+        const column = main.getBoundingClientRect().right;
+        for (const el of main.querySelectorAll('p code, li code, td code'))
+            for (const r of el.getClientRects())
+                if (r.right > column + 1) { problems.clipped.push(describe(el)); break; }
+    }
     for (const el of boxes) {
         if (!el.getClientRects().length) continue;  // not displayed
         const right = el.getBoundingClientRect().left + el.scrollWidth;
