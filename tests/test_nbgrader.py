@@ -272,7 +272,7 @@ def _wrong_answer_checks(nb) -> list[str]:
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("solution") and cell.cell_type == "code":
-            wrong = _exercise_name(cell.source) in WRONG_ANSWERS and cell.source in WRONG_ANSWERS.values()
+            wrong = cell.source in WRONG_ANSWERS.values()  # carol_notebook put a wrong answer here
         elif meta.get("grade") and cell.cell_type == "code":
             if wrong:
                 ids.append(meta["grade_id"])
