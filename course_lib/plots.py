@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,48 @@ PIPELINE_STAGES = (
 MAX_FIGURE_WIDTH = 10.0  # inches: a wider figure is shrunk past legibility in the book's text column
 
 
+def compact_png(png: bytes) -> bytes:
+    """A figure's PNG re-encoded with a palette of 256 colours: about a third of the bytes.
+
+    A chart holds few colours; median cut without dithering keeps white white and moves the course's
+    figures by under 0.3/255 per channel on average. A PNG with see-through pixels, one already with a
+    palette, or one that would not shrink comes back unchanged (so applying it twice changes nothing)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    if image.mode == "P" or (image.mode == "RGBA" and image.getextrema()[3][0] < 255):
+        return png
+    palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, "PNG", optimize=True)
+    return out.getvalue() if out.tell() < len(png) else png
+
+
+def _show_figures_compact() -> None:
+    """In a Jupyter kernel, figures are shown as compact PNGs (the site stores every figure twice)."""
+    try:
+        from IPython import get_ipython
+    except ModuleNotFoundError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    import matplotlib
+    from IPython.core.pylabtools import print_figure
+
+    if "inline" in matplotlib.get_backend():  # load it now: at the first figure it registers its own PNGs
+        import matplotlib_inline.backend_inline  # noqa: F401
+
+    def png(fig: Figure) -> bytes | None:
+        raw = print_figure(fig, fmt="png", bbox_inches="tight")
+        return None if raw is None else compact_png(raw)  # None: an empty figure shows nothing
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, png)
+
+
 def use_course_style() -> None:
-    """One look for every figure of the course."""
+    """One look for every figure of the course (and, in a notebook, figures stored compactly)."""
+    _show_figures_compact()
     plt.rcParams.update(
         {
             "figure.figsize": (7.5, 4.0),

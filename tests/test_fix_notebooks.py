@@ -151,3 +151,77 @@ def test_clean_paths():
     assert fix.clean_paths("'/home/me/.cache/course_lib'") == "'<cache>'"
     assert fix.clean_paths("see /work/wt/x/solutions/01/a.py") == "see solutions/01/a.py"
     assert fix.clean_paths("keep <cache>/x and a/b/c") == "keep <cache>/x and a/b/c"
+
+
+def _figure_png(transparent: bool = False) -> bytes:
+    """A real chart (lines, text, a colour map) as the inline backend stores it."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(6, 3))
+    a.plot([0, 1, 2], [2, 0, 1], label="loss")
+    a.legend()
+    b.imshow([[0.0, 0.3], [0.7, 1.0]], cmap="viridis")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", transparent=transparent)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def test_figures_are_stored_compactly_and_look_the_same():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    raw = _figure_png()
+    cell = new_code_cell(
+        "plot()", outputs=[new_output("display_data", data={"image/png": base64.b64encode(raw).decode()})]
+    )
+    assert fix.fix_figures(cell)
+    small = base64.b64decode(cell.outputs[0]["data"]["image/png"])
+    assert len(small) < 0.6 * len(raw), (len(small), len(raw))
+    before = np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"), dtype=float)
+    after = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"), dtype=float)
+    assert before.shape == after.shape
+    assert np.abs(before - after).mean() < 1.0  # of 255: no visible change
+    assert (after[0, 0] == 255).all()  # white stays white
+    assert not fix.fix_figures(cell)  # idempotent
+
+
+def test_see_through_figures_are_left_alone():
+    import base64
+
+    raw = _figure_png(transparent=True)
+    cell = new_code_cell(
+        "plot()", outputs=[new_output("display_data", data={"image/png": base64.b64encode(raw).decode()})]
+    )
+    assert not fix.fix_figures(cell)
+    assert base64.b64decode(cell.outputs[0]["data"]["image/png"]) == raw
+
+
+def test_a_kernel_that_uses_the_course_style_stores_compact_figures():
+    """use_course_style() registers compact_png for figures, before the inline backend registers its own."""
+    import base64
+    import io
+
+    from nbclient import NotebookClient
+    from PIL import Image
+
+    nb = new_notebook(
+        cells=[
+            new_code_cell("import matplotlib.pyplot as plt\nfrom course_lib.plots import use_course_style"),
+            new_code_cell("use_course_style()"),
+            new_code_cell("plt.plot([1, 2], [3, 1])\nplt.show()"),
+            new_code_cell("fig, ax = plt.subplots()\nax.imshow([[0, 1], [1, 0]])\nfig"),
+        ]
+    )
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    pngs = [o["data"]["image/png"] for c in nb.cells for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 2
+    assert {Image.open(io.BytesIO(base64.b64decode(p))).mode for p in pngs} == {"P"}

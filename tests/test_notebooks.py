@@ -191,3 +191,25 @@ def test_solutions_pass_their_checks_and_blank_exercises_fail_with_a_helpful_mes
         return
     with pytest.raises(ExerciseFailure, match="not written yet"):
         exec(compile(blank + "\n" + check, f"{nb_path.name}-learner-{k}", "exec"), namespace)
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=_rel)
+def test_stored_figures_are_compact(nb_path):
+    """The site stores each figure twice (the page and the .ipynb download): palette PNGs."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    nb = jupytext.read(nb_path)
+    for i, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png is None:
+                continue
+            image = Image.open(io.BytesIO(base64.b64decode(png)))
+            see_through = image.mode == "RGBA" and image.getextrema()[3][0] < 255
+            assert image.mode == "P" or see_through, (
+                f"cell {i} stores a full-colour {image.mode} PNG: run `python tools/fix_notebooks.py` "
+                "(or call use_course_style() before plotting)"
+            )

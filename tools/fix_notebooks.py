@@ -15,6 +15,8 @@ b. Tables: ``print(format_table(...))``, ``print(results_table(...))`` and
 c. Machine paths: absolute paths into the cache or the repository in stored outputs become
    ``<cache>/...`` or repository-relative; a ``print`` argument that names a path or folder in a cell
    that printed one is wrapped in ``display_path(...)`` (imported from course_lib).
+d. Figures: a stored PNG output is re-encoded with a 256-colour palette (``course_lib.plots.compact_png``,
+   as ``use_course_style()`` makes a kernel store them): the site keeps every figure twice.
 
 Each solution notebook is read and written with jupytext as ``tools/classroom.py`` does (the
 ``.ipynb`` and its paired ``.py`` stay in sync), then its learner copy and the rubric are regenerated.
@@ -346,11 +348,33 @@ def _uses(cells: list[Any], name: str) -> bool:
     return False
 
 
+# -------------------------------------------------------------------------------------- d. figures
+
+
+def fix_figures(cell: Any) -> bool:
+    """Re-encode the cell's stored PNG outputs as compact palette PNGs."""
+    import base64
+
+    from course_lib.plots import compact_png
+
+    changed = False
+    for output in cell.get("outputs", []):
+        data = output.get("data", {})
+        if "image/png" not in data:
+            continue
+        raw = base64.b64decode(data["image/png"])
+        small = compact_png(raw)
+        if small != raw:
+            data["image/png"] = base64.b64encode(small).decode("ascii")
+            changed = True
+    return changed
+
+
 # ------------------------------------------------------------------------------------- notebooks
 
 
 def fix_notebook(nb: Any) -> list[str]:
-    """Apply a, b and c to a notebook node in place; returns what changed, for the log."""
+    """Apply a to d to a notebook node in place; returns what changed, for the log."""
     done = []
     cells = nb.cells
     shown: set[str] = set()
@@ -371,6 +395,8 @@ def fix_notebook(nb: Any) -> list[str]:
             if fix_path_prints(cell):
                 path_prints = True
                 done.append(f"cell {i}: print(display_path(...))")
+        if fix_figures(cell):
+            done.append(f"cell {i}: figures stored compactly")
     if "markdown" in shown:
         for name in ("Markdown", "display"):
             if not _uses(cells, name) and edit_import(cells, "IPython.display", remove=name):

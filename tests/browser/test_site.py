@@ -230,7 +230,8 @@ LAYOUT = r"""(legible) => {
     const main = document.querySelector('main');
     if (main) {  // code named in the text: past the text column's right edge is off a phone's screen
         const column = main.getBoundingClientRect().right;
-        for (const el of main.querySelectorAll('p code, li code, td code'))
+        const article = main.querySelector('article') || main;  // not the hidden "on this page" drawer
+        for (const el of article.querySelectorAll('p code, li code, td code'))
             for (const r of el.getClientRects())
                 if (r.right > column + 1) { problems.clipped.push(describe(el)); break; }
     }
