@@ -225,3 +225,46 @@ def test_a_kernel_that_uses_the_course_style_stores_compact_figures():
     pngs = [o["data"]["image/png"] for c in nb.cells for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(pngs) >= 2
     assert {Image.open(io.BytesIO(base64.b64decode(p))).mode for p in pngs} == {"P"}
+
+
+def _bar_notebook(value: float, top: float) -> nbformat.NotebookNode:
+    """A notebook with one stored tqdm bar: its text/plain as at creation, its saved state as at the end."""
+    ids = {"box": "b0", "left": "l0", "bar": "p0", "right": "r0"}
+    state = {
+        ids["box"]: {
+            "model_name": "HBoxModel",
+            "state": {"children": [f"IPY_MODEL_{ids[k]}" for k in ("left", "bar", "right")]},
+        },
+        ids["left"]: {"model_name": "HTMLModel", "state": {"value": "train:\u2007100%"}},
+        ids["bar"]: {"model_name": "FloatProgressModel", "state": {"value": value, "max": top}},
+        ids["right"]: {
+            "model_name": "HTMLModel",
+            "state": {"value": "\u20071000/1000\u2007[07:41&lt;00:00]"},
+        },
+    }
+    data = {
+        fix.WIDGET_VIEW: {"model_id": ids["box"], "version_major": 2, "version_minor": 0},
+        "text/plain": "train:   0%|          | 0/1000 [00:00<?, ?it/s]",
+    }
+    nb = new_notebook(cells=[new_code_cell("train()", outputs=[new_output("display_data", data=data)])])
+    nb.metadata["widgets"] = {fix.WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}}
+    return nb
+
+
+def test_a_stored_progress_bar_reads_as_it_ended():
+    nb = _bar_notebook(1000.0, 1000.0)
+    assert fix.fix_progress_text(nb) == 1
+    text = nb.cells[0].outputs[0]["data"]["text/plain"]
+    assert text == "train: 100%|██████████| 1000/1000 [07:41<00:00]"
+    assert fix.fix_progress_text(nb) == 0  # idempotent
+    half = _bar_notebook(500.0, 1000.0)  # an interrupted run keeps its partial bar
+    fix.fix_progress_text(half)
+    assert "|█████     |" in half.cells[0].outputs[0]["data"]["text/plain"]
+
+
+def test_a_widget_that_is_not_a_bar_keeps_its_text():
+    nb = _bar_notebook(1.0, 1.0)
+    state = nb.metadata["widgets"][fix.WIDGET_STATE]["state"]
+    state["p0"]["model_name"] = "IntSliderModel"
+    assert fix.fix_progress_text(nb) == 0
+    assert nb.cells[0].outputs[0]["data"]["text/plain"].startswith("train:   0%")

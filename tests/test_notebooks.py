@@ -213,3 +213,19 @@ def test_stored_figures_are_compact(nb_path):
                 f"cell {i} stores a full-colour {image.mode} PNG: run `python tools/fix_notebooks.py` "
                 "(or call use_course_style() before plotting)"
             )
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=_rel)
+def test_stored_progress_bars_read_as_they_ended(nb_path):
+    """A viewer without widgets shows a bar's plain text: it must not say 0% of a finished run."""
+    import json
+
+    from tools.fix_notebooks import fix_progress_text
+
+    nb = jupytext.read(nb_path)
+    before = json.dumps([c.get("outputs", []) for c in nb.cells], sort_keys=True)
+    fix_progress_text(nb)
+    after = json.dumps([c.get("outputs", []) for c in nb.cells], sort_keys=True)
+    assert before == after, (
+        "a progress bar's stored text is the 0% it began with: run `python tools/fix_notebooks.py`"
+    )

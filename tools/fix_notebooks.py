@@ -17,6 +17,9 @@ c. Machine paths: absolute paths into the cache or the repository in stored outp
    that printed one is wrapped in ``display_path(...)`` (imported from course_lib).
 d. Figures: a stored PNG output is re-encoded with a 256-colour palette (``course_lib.plots.compact_png``,
    as ``use_course_style()`` makes a kernel store them): the site keeps every figure twice.
+e. Progress bars: the plain-text form stored with a tqdm bar widget is the bar as it was created
+   ("train:   0%| | 0/1000"); it is rewritten from the widget's saved final state, which the site and
+   JupyterLab show ("train: 100%|██████████| 1000/1000 [...]"), so viewers without widgets agree.
 
 Each solution notebook is read and written with jupytext as ``tools/classroom.py`` does (the
 ``.ipynb`` and its paired ``.py`` stay in sync), then its learner copy and the rubric are regenerated.
@@ -370,11 +373,48 @@ def fix_figures(cell: Any) -> bool:
     return changed
 
 
+# ---------------------------------------------------------------------------------- e. progress bars
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def _bar_text(models: dict[str, Any], model_id: str) -> str | None:
+    """A tqdm bar's final text from saved widget state: HBox(HTML left, FloatProgress, HTML right)."""
+    import html
+
+    box = models.get(model_id, {})
+    children = box.get("state", {}).get("children", []) if box.get("model_name") == "HBoxModel" else []
+    parts = [models.get(str(c).removeprefix("IPY_MODEL_"), {}) for c in children]
+    if [p.get("model_name") for p in parts] != ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
+        return None
+    left, progress, right = (p.get("state", {}) for p in parts)
+    value, top = progress.get("value") or 0.0, progress.get("max") or 0.0
+    filled = min(10, round(10 * value / top)) if top else 0
+    text = f"{left.get('value', '')}|{'█' * filled}{' ' * (10 - filled)}|{right.get('value', '')}"
+    return html.unescape(text).replace("\u2007", " ")
+
+
+def fix_progress_text(nb: Any) -> int:
+    """Rewrite the plain-text form of every stored tqdm bar from its saved state; returns how many."""
+    models = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    fixed = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            view = data.get(WIDGET_VIEW)
+            text = _bar_text(models, view.get("model_id", "")) if view and models else None
+            if text is not None and data.get("text/plain") != text:
+                data["text/plain"] = text
+                fixed += 1
+    return fixed
+
+
 # ------------------------------------------------------------------------------------- notebooks
 
 
 def fix_notebook(nb: Any) -> list[str]:
-    """Apply a to d to a notebook node in place; returns what changed, for the log."""
+    """Apply a to e to a notebook node in place; returns what changed, for the log."""
     done = []
     cells = nb.cells
     shown: set[str] = set()
@@ -397,6 +437,8 @@ def fix_notebook(nb: Any) -> list[str]:
                 done.append(f"cell {i}: print(display_path(...))")
         if fix_figures(cell):
             done.append(f"cell {i}: figures stored compactly")
+    if bars := fix_progress_text(nb):
+        done.append(f"{bars} progress bar(s): plain text from the final state")
     if "markdown" in shown:
         for name in ("Markdown", "display"):
             if not _uses(cells, name) and edit_import(cells, "IPython.display", remove=name):

@@ -35,6 +35,8 @@
 # %% tags=["imports"]
 import time
 
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -44,6 +46,7 @@ from course_lib.chat_template import IM_END
 from course_lib.encoder import SentenceEncoder
 from course_lib.generation import continuation_nll, distinct_n
 from course_lib.metrics import bootstrap_interval, format_table
+from course_lib.plots import PALETTE, use_course_style
 from course_lib.rag import (
     QuestionTooLongError,
     answer,
@@ -59,6 +62,7 @@ from course_lib.semantic_search import SemanticIndex
 
 seed_everything(0)
 torch.set_num_threads(2)
+use_course_style()
 
 # %% [markdown]
 # ## 5.6.1 The model
@@ -154,26 +158,64 @@ print(f"distinct-2: greedy {by['greedy']['distinct-2']:.2f}, T=1.3 {by['T=1.3'][
 #
 # Without a cache, every new token runs the whole sequence so far through all 30 layers again; with
 # it, each step runs one position and reads the keys and values kept from earlier steps. We generate
-# the same greedy tokens both ways and time them (one run each: long runs; on a shared machine the
-# timings are noisy).
+# 512 greedy tokens with the cache and time every step. Without the cache, the step that writes token
+# $t$ is one forward pass over the $t$ tokens before it, so its cost grows with $t$. We run the first
+# steps both ways (they must give the same tokens), then time single uncached steps at five later
+# positions; the uncached total is the sum of the step times, read off a straight line through the
+# measured ones between those positions. (A full uncached run gives the same tokens and takes many
+# minutes of CPU.)
 
 # %%
-n_new = pick(16, 512)
-idx = torch.tensor([tok.encode("The history of the BBC began")])  # (1, T)
+n_new, n_both = pick(16, 512), pick(8, 48)
+idx = torch.tensor([tok.encode("The history of the BBC began")])  # (1, T0)
+T0 = idx.size(1)
 
 
-def timed(use_cache):
-    t0 = time.perf_counter()
-    out = model.generate(idx, n_new, temperature=0.0, use_cache=use_cache)
-    return out, time.perf_counter() - t0
+def step_times(use_cache, n):
+    """n greedy tokens after idx: the sequence (1, T0 + n) and the seconds each step took."""
+    new, times, t0 = [], [], time.perf_counter()
+    for column in model.generate_steps(idx, n, temperature=0.0, use_cache=use_cache):  # column: (1, 1)
+        new.append(column)
+        times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+    return torch.cat([idx, *new], dim=1), np.array(times)
+
+
+def one_uncached_step(t, repeats=2):
+    """Seconds for the uncached step that writes token t: one forward pass over seq[:, :t] (best of 2)."""
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.generate(seq[:, :t], 1, temperature=0.0, use_cache=False)
+        runs.append(time.perf_counter() - t0)
+    return min(runs)
 
 
 model.generate(idx, 4, temperature=0.0)  # warm-up
-with_cache, t_cache = timed(True)
-without_cache, t_plain = timed(False)
-print(f"{n_new} new tokens: with the KV cache {t_cache:.1f} s ({n_new / t_cache:.1f} tokens/s), "
-      f"without {t_plain:.1f} s ({n_new / t_plain:.1f} tokens/s): {t_plain / t_cache:.1f}x faster")
-print("the same tokens both ways:", torch.equal(with_cache, without_cache))
+seq, cached = step_times(True, n_new)
+seq_plain, plain_first = step_times(False, n_both)
+later = np.linspace(T0 + n_both, T0 + n_new - 1, 5).round().astype(int)  # positions of later steps
+plain_later = np.array([one_uncached_step(t) for t in later])
+measured_at = np.concatenate([np.arange(T0, T0 + n_both), later])  # step k writes position T0 + k
+measured = np.concatenate([plain_first, plain_later])
+plain = np.interp(np.arange(T0, T0 + n_new), measured_at, measured)
+plain[:n_both] = plain_first
+print(f"the first {n_both} tokens are the same both ways:", torch.equal(seq_plain, seq[:, : T0 + n_both]))
+print(f"{n_new} new tokens: with the KV cache {cached.sum():.1f} s ({n_new / cached.sum():.1f} tokens/s); "
+      f"without {plain.sum():.0f} s ({n_new / plain.sum():.2f} tokens/s): {plain.sum() / cached.sum():.0f}x "
+      "as long")
+print(f"per token at the last position: {cached[-1] * 1e3:.0f} ms with the cache, "
+      f"{plain_later[-1] * 1e3:.0f} ms without")
+
+# %%
+fig, ax = plt.subplots(figsize=(7.5, 4))
+ax.plot(np.arange(T0, T0 + n_new)[1:], cached[1:] * 1e3, lw=1, label="with the KV cache (every step)")
+ax.plot(np.arange(T0, T0 + n_new), plain * 1e3, color=PALETTE[1], lw=1, ls="--", label="without: interpolated")
+ax.plot(measured_at, measured * 1e3, "o", ms=3, color=PALETTE[1], label="without: measured steps")
+ax.set(xlabel="position of the new token", ylabel="ms for the step", yscale="log",
+       title=f"SmolLM2-135M on {torch.get_num_threads()} CPU threads: time per generated token")
+ax.legend()
+plt.show()
 
 # %% [markdown]
 # ## 5.6.4 A question set made from the articles
@@ -354,7 +396,8 @@ except ValueError as err:
 #
 # - On a real model the decoding knobs behave as on the small GPT: temperature trades the model's
 #   own likelihood for variety; top-k and top-p cut the unlikely tail.
-# - The KV cache is what makes long answers affordable: the same tokens, many times faster.
+# - The KV cache is what makes long answers affordable: the same tokens, and a step whose cost stays
+#   flat instead of growing with the length of the text.
 # - RAG is measurable end to end with questions made from the data: recall@k for the retriever,
 #   answer accuracy with intervals for the generator, and the gold-article ceiling to tell the two
 #   apart.
