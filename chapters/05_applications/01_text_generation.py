@@ -383,7 +383,7 @@ display(Markdown(
     f"{penalised['distinct-2']:.3f} and its NLL from {greedy['NLL (nats/token)']:.2f} to "
     f"{penalised['NLL (nats/token)']:.2f}. "
     f"These are {len(streams)} prompts and one sampling seed: neighbours whose distances differ in the "
-    "second decimal can swap places with another seed. Nucleus sampling with $p$ around 0.9 is also a "
+    "second decimal can swap places with another seed. Nucleus sampling with *p* around 0.9 is also a "
     "common default for large models."
 ))
 

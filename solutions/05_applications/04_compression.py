@@ -150,9 +150,9 @@ fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
 ax1.hist(w.flatten().numpy(), bins=100)
 ax1.set_title("weights of the first layer")
 ax1.set_xlabel("value")
-ax2.hist((err / w.abs().max()).flatten().numpy(), bins=100)
+ax2.hist((err / w.abs().max()).flatten().numpy() * 1e3, bins=100)
 ax2.set_title("rounding error, as a share of the largest weight")
-ax2.set_xlabel("|error| / max |w|")
+ax2.set_xlabel("|error| / max |w|  (x 1/1000)")  # short tick labels: they do not run together
 plt.show()
 print(f"mean error {float(err.mean()):.2e}, mean |weight| {float(w.abs().mean()):.2e}: "
       f"about {float(err.mean() / w.abs().mean()):.1%} of a typical weight")
@@ -224,8 +224,9 @@ ax.bar(pos - 0.2, [r["int8 MB"] / r["fp32 MB"] for r in rows], 0.4, label="size,
 ax.bar(pos + 0.2, [r["int8 ms"] / r["fp32 ms"] for r in rows], 0.4, label="latency, int8 / fp32")
 ax.axhline(1.0, color="k", lw=0.8)
 ax.axhline(0.25, color="grey", lw=0.8, ls="--")
-ax.text(len(rows) - 0.5, 0.27, "4x smaller", color="grey", ha="right", fontsize=8)
-ax.set_xticks(pos, names)
+ax.set_xlim(-0.6, len(rows) + 0.5)  # room right of the bars for the line's label
+ax.text(len(rows) - 0.45, 0.27, "4x\nsmaller", color="grey", ha="left", va="bottom", fontsize=8)
+ax.set_xticks(pos, [name.replace(" ", "\n", 1) for name in names])  # long names on two lines: no overlap
 ax.set_ylabel("int8 / fp32 (lower is better)")
 ax.set_title("Dynamic int8 quantization, measured on this CPU")
 ax.legend()
@@ -621,7 +622,8 @@ display(Markdown(
     "Taken together with 5.4.3, the lesson of this task is that the teacher was bigger than the digits need."
 ))
 structured_rows = rows
-#
+
+# %% [markdown]
 # ## Summary
 
 # %%
