@@ -467,7 +467,7 @@ check_dynamic_batches(dynamic_batches)
 # - **Privacy and access**: the inputs may be personal data, and the model file itself is an asset
 #   that can be copied once it is shipped to a device.
 #
-# ## 5.6 Where the field goes next
+# ## 5.5.6 Where the field goes next
 #
 # The articles this course follows end with a look ahead; these are the directions the field
 # itself has been taking, each tied to a chapter of this course.

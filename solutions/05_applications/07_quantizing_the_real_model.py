@@ -347,6 +347,17 @@ print(f"dynamic int8 stores {sizes['dynamic int8'] / 1e6:.0f} MB: its tied embed
 #   dequantize each block on the fly inside the matrix product and keep the activations in
 #   floating point.
 #
-# The test that the block formats are right is in `tests/test_gguf_file.py`: the bytes
-# `course_lib` writes equal those of the `gguf` package, and re-quantizing every tensor of the
-# real file gives back the file's own bytes.
+# How we know the block formats are right: the course's tests (`tests/test_gguf_file.py` in the
+# course repository) check that the bytes `course_lib` writes equal those of the `gguf` package,
+# and that re-quantizing every tensor of the real file gives back the file's own bytes.
+#
+# ## Summary
+#
+# - A GGUF file stores each matrix in blocks of 32 values: Q8_0 with one scale per block, Q4_0
+#   with one scale and 16 levels around zero, Q4_1 with a scale and a minimum. The exercises wrote
+#   the blocks; the course's quantizers reproduce the file byte for byte.
+# - On SmolLM2, Q8_0 costs next to no perplexity, Q4_1 (the file's own format) some and Q4_0 more;
+#   PyTorch's dynamic int8, which also rounds each layer's input, costs far more than any of them
+#   (the table and the `RESULT` line of 5.7.5).
+# - Size falls with bits per weight; what a format costs is measured, not assumed: a perplexity
+#   on held-out text with an interval, and a task score.
