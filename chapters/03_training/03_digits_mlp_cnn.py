@@ -251,16 +251,9 @@ print(f"chance of at least {wins} of {untied} untied seeds favouring the CNN if 
 # YOUR ANSWER HERE
 
 # %% [markdown]
-# Read the table with its intervals. With the budget matched, the CNN still finishes ahead of the
-# MLP in every seed (the seed-by-seed line), but by only one or two of the 179 test images, and the
-# 95% interval of a single run spans several points, so the intervals of all three models overlap.
-# The seed-by-seed differences are the fairest figure, because each pair shares its batch order;
-# the sign test on the last line says how often that many seeds would favour the CNN by luck alone
-# if the two were equally good. So the direction is fairly convincing, while the size of the gap,
-# about one percentage point, is not pinned down by 179 images. The first comparison (a CNN with
-# twice the parameters, scored once) suggested a larger gap than the fair one supports. The
-# CNN's design pays off more on larger images, where an MLP's parameter count grows with the square
-# of the number of pixels and a CNN's does not.
+# (The model answer, on the solutions page, reads the table.) A CNN's design pays off more on
+# larger images, where an MLP's parameter count grows with the square of the number of pixels and a
+# CNN's does not.
 #
 # ## 3.3.5 Batch normalisation
 #

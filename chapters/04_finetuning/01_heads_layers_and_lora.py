@@ -325,12 +325,6 @@ for mode, r in results.items():
 # YOUR ANSWER HERE
 
 # %% [markdown]
-# A frozen part of the model needs neither gradients nor optimiser state, and the activations
-# shrink too: autograd only saves what a trainable weight's gradient needs. `head` saves almost
-# nothing; `lora` still has to back-propagate through every block to reach the adapters in the
-# first layers, so its activations are close to full fine-tuning's, but its gradients and optimiser
-# state are tiny.
-#
 # At this size everything fits anywhere. The arithmetic becomes decisive for a real large model.
 # Take 7 billion parameters (the size of Llama 2 7B), trained with AdamW in mixed precision:
 

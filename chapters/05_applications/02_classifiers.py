@@ -526,13 +526,6 @@ for t in (0.5, 0.9):
 # YOUR ANSWER HERE
 
 # %% [markdown]
-# On the shifted digits the threshold works as intended: the fewer answers it keeps, the more of
-# them are right (the unshifted test digits are read almost or entirely without error anyway). It is
-# a weak guard against inputs from elsewhere: a share of pure-noise images clears even a high
-# threshold.
-# Deployed classifiers therefore check their inputs separately (is this an 8x8 digit at all?) and
-# monitor what they are sent.
-#
 # **Calibration.** A threshold on the confidence is only meaningful if the confidence means what
 # it says: among the answers given with probability about 0.8, about 80% should be right. The
 # **expected calibration error** (ECE) measures the gap. Sort the answers into $M$ equal bins by

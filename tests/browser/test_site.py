@@ -231,9 +231,14 @@ LAYOUT = r"""(legible) => {
     if (main) {  // code named in the text: past the text column's right edge is off a phone's screen
         const column = main.getBoundingClientRect().right;
         const article = main.querySelector('article') || main;  // not the hidden "on this page" drawer
+        const scrolls = el => {  // inside a box that scrolls sideways (a table's container): nothing is lost
+            for (let a = el.parentElement; a && a !== article; a = a.parentElement)
+                if (['auto', 'scroll'].includes(getComputedStyle(a).overflowX)) return true;
+            return false;
+        };
         for (const el of article.querySelectorAll('p code, li code, td code'))
             for (const r of el.getClientRects())
-                if (r.right > column + 1) { problems.clipped.push(describe(el)); break; }
+                if (r.right > column + 1 && !scrolls(el)) { problems.clipped.push(describe(el)); break; }
     }
     for (const el of boxes) {
         if (!el.getClientRects().length) continue;  // not displayed
