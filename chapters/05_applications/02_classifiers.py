@@ -556,7 +556,7 @@ check_ece(expected_calibration_error)
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown("\n".join([
     f"- A frozen MiniLM encoder with a {n_probe:,}-parameter linear probe classifies BBC topics well "
     f"({probe_acc:.1%} of the {n_test} test articles, 95% interval {interval(probe_acc)}); TF-IDF with logistic "

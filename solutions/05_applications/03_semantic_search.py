@@ -420,7 +420,7 @@ for bad in (lambda: SemanticIndex(encoder).search("football", k=3),
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown("\n".join([
     "- A semantic index is a matrix of unit vectors, one per document; a query is one encoder pass and one "
     "matrix-vector product. It can be saved and loaded like any data, and it refuses an empty index or an "
