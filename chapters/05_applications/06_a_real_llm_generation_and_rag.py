@@ -396,7 +396,7 @@ except ValueError as err:
 #
 # - On a real model the decoding knobs behave as on the small GPT: temperature trades the model's
 #   own likelihood for variety; top-k and top-p cut the unlikely tail.
-# - The KV cache is what makes long answers affordable: the same tokens, and a step whose cost stays
+# - The KV cache is what makes long answers affordable: the same tokens, and a step whose cost stays nearly
 #   flat instead of growing with the length of the text.
 # - RAG is measurable end to end with questions made from the data: recall@k for the retriever,
 #   answer accuracy with intervals for the generator, and the gold-article ceiling to tell the two
