@@ -71,7 +71,10 @@ book() {
 browser() {
     bash tools/setup_browser.sh || return 1
     if [ "$what" = browser ] || [ ! -f _build/html/index.html ]; then book || return 1; fi
-    COURSE_BROWSER_TESTS=1 run_pytest tests/browser -q -p no:cacheprovider
+    # Two Chromiums at once (one per core): 463 s one page at a time on the CI machine. The workers share
+    # the screenshot folder, so it is cleared here, before they start.
+    rm -f _build/screenshots/*.png _build/screenshots/*.jpg
+    COURSE_BROWSER_TESTS=1 run_pytest tests/browser -q -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist load
 }
 
 stage lint lint

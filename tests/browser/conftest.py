@@ -37,7 +37,7 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
 ]
 
-_saved: list[Path] = []
+_STARTED = time.time()  # the screenshots of this run are the ones written after it (xdist workers included)
 
 
 def missing(what: str, fix: str) -> None:
@@ -91,8 +91,9 @@ def screenshot() -> Iterator[object]:
     """``screenshot(page_or_element, name)`` saves ``_build/screenshots/<name>.png`` and returns its path;
     ``full_page=True`` (pages only) saves the whole page, top to bottom, as ``<name>.jpg``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for old in [*SCREENSHOTS.glob("*.png"), *SCREENSHOTS.glob("*.jpg")]:  # only this run's pictures
-        old.unlink()
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # with workers the stage clears the folder before they start
+        for old in [*SCREENSHOTS.glob("*.png"), *SCREENSHOTS.glob("*.jpg")]:  # only this run's pictures
+            old.unlink()
 
     def save(target, name: str, full_page: bool = False) -> Path:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
@@ -102,7 +103,6 @@ def screenshot() -> Iterator[object]:
         else:
             path = SCREENSHOTS / (stem + ".png")
             target.screenshot(path=str(path))
-        _saved.append(path)
         return path
 
     yield save
@@ -177,7 +177,10 @@ def watch():
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if _saved:
-        terminalreporter.write_sep("-", f"browser screenshots ({len(_saved)}) in {SCREENSHOTS}")
-        for path in _saved:
+    saved = sorted(
+        p for p in SCREENSHOTS.glob("*.*") if p.suffix in (".png", ".jpg") and p.stat().st_mtime >= _STARTED
+    )
+    if saved:
+        terminalreporter.write_sep("-", f"browser screenshots ({len(saved)}) in {SCREENSHOTS}")
+        for path in saved:
             terminalreporter.write_line(str(path.relative_to(ROOT)))
