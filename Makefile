@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_gpt_step.py
 	$(BIN)/python benchmarks/bench_bpe.py
 	$(BIN)/python benchmarks/bench_compress.py
+	$(BIN)/python benchmarks/bench_frozen_trunk.py
 	$(BIN)/python benchmarks/bench_llm.py
 
 clean:

@@ -41,6 +41,7 @@ Fine-tuning
     instruct         instruction tuning with the prompt masked out of the loss
     preference       preference tuning: the DPO loss and the log-probabilities of answers
     post_training    chat-format SFT examples, held-out splits, label log-likelihoods, DPO loss_fn, adapters
+    frozen_trunk     training only the top blocks: the frozen blocks' output cached, SFT and DPO on it
     config           run configs for the command line: sections, files, --set overrides
     runs             pretrain / fine-tune / generate from a config (what the command line runs)
 

@@ -222,6 +222,44 @@ class ChatModel:
         )
         return "".join(pieces)
 
+    @torch.no_grad()
+    def sample(
+        self,
+        messages: Sequence[Message],
+        n: int,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        """``n`` answers to one conversation, sampled as one batch of n rows (e.g. to rank them and
+        build preference pairs). Each stops at ``<|im_end|>`` or ``<|endoftext|>``; ``temperature=0``
+        gives n copies of :meth:`chat`'s greedy answer."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r} must be a positive integer: the number of answers to sample")
+        prompt = self.encode_prompt(messages, max_new_tokens)
+        specials = self.tokenizer.special_tokens
+        stop_ids = {specials[s] for s in (IM_END, EOS) if s in specials}
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        idx = torch.tensor([prompt] * n, dtype=torch.long, device=self.device)  # (n, T)
+        out = self.model.generate(
+            idx,
+            min(max_new_tokens, self.block_size - len(prompt)),
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            eos_id=specials.get(IM_END),
+            generator=generator,
+        )[:, len(prompt) :]  # (n, new)
+        answers = []
+        for row in out.tolist():
+            ends = [k for k, t in enumerate(row) if t in stop_ids]
+            answers.append(self.tokenizer.decode(row[: ends[0]] if ends else row))
+        return answers
+
     def __repr__(self) -> str:
         return f"ChatModel(name={self.name!r}, block_size={self.block_size}, device={self.device})"
 

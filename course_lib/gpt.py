@@ -413,25 +413,61 @@ class GPT(nn.Module):
         """
         offset = kv_caches[0].length if kv_caches else 0
         self._check_idx(idx, offset)
-        B, T = idx.shape
-        x = self._embed_tokens(idx)  # (B, T, d)
-        if "wpe" in self.transformer:
-            pos = torch.arange(offset, offset + T, device=idx.device)  # (T,)
-            x = x + self.transformer.wpe(pos)  # (B, T, d) + (T, d)
-        x = self.transformer.drop(x)
-
-        mask = None
-        if attention_mask is not None:
-            if attention_mask.shape != (B, offset + T):
-                raise ValueError(
-                    f"attention_mask has shape {tuple(attention_mask.shape)} but idx needs "
-                    f"({B}, {offset + T}) (batch, cached + new positions); pass the tokenizer's mask for "
-                    "the whole sequence"
-                )
-            mask = padding_mask(attention_mask.to(idx.device))  # (B, 1, 1, T_k)
+        x = self._embed(idx, offset)  # (B, T, d)
+        mask = self._key_mask(attention_mask, x.shape[0], offset + x.shape[1])
         for i, block in enumerate(self.transformer.h):
             x = block(x, mask, self.rope, kv_caches[i] if kv_caches else None)
         return self.transformer.ln_f(x)  # (B, T, d)
+
+    # Training only the top blocks: the frozen bottom ones can run once and be cached
+    # (course_lib.frozen_trunk). hidden_states(idx) == upper_hidden_states(residual_stream(idx, k), k).
+
+    def residual_stream(self, idx: Tensor, n_blocks: int, attention_mask: Tensor | None = None) -> Tensor:
+        """idx (B, T) -> the residual stream (B, T, d_model) after the first ``n_blocks`` blocks."""
+        self._check_block_index(n_blocks)
+        self._check_idx(idx, 0)
+        x = self._embed(idx, 0)  # (B, T, d)
+        mask = self._key_mask(attention_mask, *idx.shape)
+        for block in self.transformer.h[:n_blocks]:
+            x = block(x, mask, self.rope)
+        return x
+
+    def upper_hidden_states(self, x: Tensor, start: int, attention_mask: Tensor | None = None) -> Tensor:
+        """The residual stream x (B, T, d) after ``start`` blocks -> the remaining blocks and the final
+        norm: (B, T, d), the input of the output layer."""
+        self._check_block_index(start)
+        if x.dim() != 3 or x.shape[-1] != self.config.d_model:
+            raise ValueError(
+                f"x must be a (B, T, {self.config.d_model}) residual stream, got shape {tuple(x.shape)}"
+            )
+        mask = self._key_mask(attention_mask, x.shape[0], x.shape[1])
+        for block in self.transformer.h[start:]:
+            x = block(x, mask, self.rope)
+        return self.transformer.ln_f(x)  # (B, T, d)
+
+    def _check_block_index(self, k: int) -> None:
+        if not isinstance(k, int) or not 0 <= k <= self.config.n_layer:
+            raise ValueError(f"a block index must be an int in [0, {self.config.n_layer}], got {k!r}")
+
+    def _embed(self, idx: Tensor, offset: int) -> Tensor:
+        """Token embeddings plus learned/sinusoidal positions (RoPE acts inside attention): (B, T, d)."""
+        x = self._embed_tokens(idx)  # (B, T, d)
+        if "wpe" in self.transformer:
+            pos = torch.arange(offset, offset + idx.size(1), device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(pos)  # (B, T, d) + (T, d)
+        return self.transformer.drop(x)
+
+    def _key_mask(self, attention_mask: Tensor | None, B: int, T_k: int) -> Tensor | None:
+        """The 0/1 attention_mask (B, T_k) as an additive mask over keys (B, 1, 1, T_k), checked."""
+        if attention_mask is None:
+            return None
+        if attention_mask.shape != (B, T_k):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but the input needs "
+                f"({B}, {T_k}) (batch, cached + new positions); pass the tokenizer's mask for the whole "
+                "sequence"
+            )
+        return padding_mask(attention_mask.to(self.lm_head.weight.device))  # (B, 1, 1, T_k)
 
     def forward(
         self,

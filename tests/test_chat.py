@@ -228,3 +228,16 @@ def test_cli_repl_warns_when_it_drops_old_turns(monkeypatch, capsys):
     assert main(["chat", "--model", "tiny", "--temperature", "0", "--max-new-tokens", "30"]) == 0
     err = capsys.readouterr().err
     assert "warning: the conversation" in err and "dropped its" in err and "Traceback" not in err
+
+
+def test_sample_gives_n_answers_greedy_equals_chat_and_a_seed_repeats():
+    cm = tiny_chat_model()
+    msgs = user("Hello there")
+    greedy = cm.chat(msgs, max_new_tokens=12)
+    assert cm.sample(msgs, n=3, max_new_tokens=12, temperature=0.0) == [greedy] * 3
+    a = cm.sample(msgs, n=4, max_new_tokens=12, temperature=1.5, seed=7)
+    assert len(a) == 4 and len(set(a)) > 1  # a random model at temperature 1.5: the samples differ
+    assert cm.sample(msgs, n=4, max_new_tokens=12, temperature=1.5, seed=7) == a
+    assert all("<|im_end|>" not in s for s in a)
+    with pytest.raises(ValueError, match="positive integer"):
+        cm.sample(msgs, n=0)

@@ -195,7 +195,7 @@ def test_input_errors_name_the_problem_and_the_fix():
         model(torch.tensor([[1, 200]]))
     with pytest.raises(ValueError, match="targets shape"):
         model(tokens(2, 5), targets=tokens(2, 4))
-    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4\) but idx needs \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4\) but the input needs \(2, 5\)"):
         model(tokens(2, 5), attention_mask=torch.ones(2, 4))
 
 
