@@ -159,8 +159,8 @@ lead_scores = [rouge_l(lead(a.body, 8), a.headline) for a in test_articles]
 # weight is frozen. So the residual stream entering the first adapted block is a fixed function of
 # each example's tokens: `cached_examples` runs the frozen blocks once per example and keeps it, and
 # `CachedSFTLoss` runs only the adapted blocks, and the output layer only at the answer's positions
-# (a tenth of them). The loss and the gradients are the ones the whole model gives (the tests check
-# both to 1e-5); section 4.6.5 measures what it saves.
+# (the unmasked share printed above). The loss and the gradients are the ones the whole model gives
+# (the tests check both to 1e-5); section 4.6.5 measures what it saves.
 # The Trainer writes its checkpoint to `out_dir`; `resume=True` continues an interrupted run.
 
 # %%
