@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib.lm_data import IGNORE_INDEX
+from course_lib.lm_data import IGNORE_INDEX, pad_collate, prompt_completion_example
 from course_lib.preference import DPOOutput, dpo_loss
 
 Item = dict[str, Any]
@@ -72,13 +72,9 @@ def cache_residuals(
         batches = tqdm(batches, desc=f"caching blocks 0-{start - 1}", unit="batch")
     try:
         for chunk in batches:
-            T = max(len(rows[i]) for i in chunk)
-            ids = torch.zeros(len(chunk), T, dtype=torch.long)
-            mask = torch.zeros(len(chunk), T, dtype=torch.long)
-            for b, i in enumerate(chunk):
-                ids[b, : len(rows[i])] = torch.as_tensor(rows[i])
-                mask[b, : len(rows[i])] = 1
-            x = model.residual_stream(ids.to(device), start, mask.to(device))  # (B, T, d)
+            batch = pad_collate([(rows[i], 0) for i in chunk], pad_id=0)  # right-padded (B, T)
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            x = model.residual_stream(ids, start, mask)  # (B, T, d)
             for b, i in enumerate(chunk):
                 out[i] = x[b, : len(rows[i])].cpu().clone()
     finally:
@@ -117,12 +113,11 @@ def cached_pairs(
     """Preference pairs (``prompt``, ``chosen``, ``rejected`` id lists, as
     :func:`~course_lib.post_training.preference_example` makes them) -> ``{"chosen": item, "rejected":
     item}``, each row prompt + answer with labels on the answer's tokens only."""
-    rows = []
-    for p in pairs:
-        for side in ("chosen", "rejected"):
-            full = [*p["prompt"], *p[side]]
-            labels = [IGNORE_INDEX] * len(p["prompt"]) + list(p[side])
-            rows.append((full[:-1], labels[1:]))  # shifted: position t predicts token t + 1
+    rows = [  # each answer ends with its <|im_end|>, the example's closing token
+        prompt_completion_example(p["prompt"], p[side][:-1], p[side][-1], shift=True)
+        for p in pairs
+        for side in ("chosen", "rejected")
+    ]
     items = cached_examples(model, rows, start, batch_size, progress)
     return [{"chosen": items[2 * k], "rejected": items[2 * k + 1]} for k in range(len(pairs))]
 
@@ -130,26 +125,17 @@ def cached_pairs(
 def trunk_collate(items: Sequence[Item], pad_id: int = 0) -> dict[str, Tensor]:
     """Right-pad items into ``input_ids``, ``labels``, ``attention_mask`` (B, T) and ``residual`` (B, T, d);
     any other key (a number per item, such as ``ref_logp``) is stacked into (B,)."""
-    if not items:
-        raise ValueError("cannot collate an empty batch")
-    B, T = len(items), max(len(it["input_ids"]) for it in items)
+    batch = pad_collate(items, pad_id)  # input_ids, attention_mask, labels (B, T); checks the lengths
+    B, T = batch["input_ids"].shape
     d = items[0]["residual"].shape[-1]
-    batch = {
-        "input_ids": torch.full((B, T), pad_id, dtype=torch.long),
-        "labels": torch.full((B, T), IGNORE_INDEX, dtype=torch.long),
-        "attention_mask": torch.zeros(B, T, dtype=torch.long),
-        "residual": torch.zeros(B, T, d, dtype=items[0]["residual"].dtype),
-    }
+    batch["residual"] = torch.zeros(B, T, d, dtype=items[0]["residual"].dtype)
     for b, it in enumerate(items):
         n = len(it["input_ids"])
-        if it["residual"].shape != (n, d) or len(it["labels"]) != n:
+        if it["residual"].shape != (n, d):
             raise ValueError(
-                f"item {b}: input_ids ({n},), labels ({len(it['labels'])},) and residual "
-                f"{tuple(it['residual'].shape)} disagree; expected residual ({n}, {d})"
+                f"item {b}: input_ids ({n},) and residual {tuple(it['residual'].shape)} disagree; "
+                f"expected residual ({n}, {d})"
             )
-        batch["input_ids"][b, :n] = it["input_ids"]
-        batch["labels"][b, :n] = it["labels"]
-        batch["attention_mask"][b, :n] = 1
         batch["residual"][b, :n] = it["residual"]
     for key in items[0].keys() - batch.keys():
         batch[key] = torch.stack([torch.as_tensor(it[key]) for it in items])  # (B,)
