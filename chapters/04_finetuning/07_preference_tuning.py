@@ -65,6 +65,7 @@ from course_lib.post_training import (
     load_adapter,
     preference_example,
 )
+from course_lib.preference import dpo_loss
 from course_lib.smollm2 import load_smollm2, load_smollm2_tokenizer
 from course_lib.trainer import TrainConfig, Trainer
 from course_lib.training_plots import plot_curves, smooth
@@ -245,7 +246,7 @@ def margins(items):
     policy = sequence_logprobs(model, batch, first)  # (2B,)
     ref = batch["ref_logp"]  # (2B,)
     b = len(items)
-    return (BETA * ((policy[:b] - ref[:b]) - (policy[b:] - ref[b:]))).tolist()
+    return dpo_loss(policy[:b], policy[b:], ref[:b], ref[b:], beta=BETA).margins.tolist()
 
 
 train_margins, test_margins = margins(train_items), margins(heldout_items)
@@ -254,6 +255,7 @@ sft_scores = [rouge_l(w, a.headline) for w, a in zip(sft_lines, test_articles)]
 dpo_scores = [rouge_l(w, a.headline) for w, a in zip(dpo_lines, test_articles)]
 lead_scores = [rouge_l(lead(a.body, 8), a.headline) for a in test_articles]
 wins = [1.0 if d > s else 0.5 if d == s else 0.0 for d, s in zip(dpo_scores, sft_scores)]
+diffs = [d - s for d, s in zip(dpo_scores, sft_scores)]  # paired: the same article's two scores
 for s, d, a in list(zip(sft_lines, dpo_lines, test_articles))[:3]:
     print(f"real: {a.headline}\nSFT:  {s}\nDPO:  {d}\n")
 
@@ -271,7 +273,7 @@ format_table([
     {"measure": "pairs ranked right (held-out)", "value [95% CI]": interval([float(m > 0) for m in test_margins])[1]},
     {"measure": "win rate of DPO over SFT (ROUGE-L)", "value [95% CI]": interval(wins)[1]},
     {"measure": "ROUGE-L, DPO minus SFT (paired)",
-     "value [95% CI]": interval([d - s for d, s in zip(dpo_scores, sft_scores)])[1]},
+     "value [95% CI]": interval(diffs)[1]},
     {"measure": "SFT headline length (words)", "value [95% CI]": interval([len(w.split()) for w in sft_lines])[1]},
     {"measure": "DPO headline length (words)", "value [95% CI]": interval([len(w.split()) for w in dpo_lines])[1]},
     {"measure": "ROUGE-L lead-8", "value [95% CI]": interval(lead_scores)[1]},
@@ -312,7 +314,6 @@ def where(lo, hi, null):
 
 
 win_lo, win_hi = bootstrap_interval(wins, seed=0)
-diffs = [d - s for d, s in zip(dpo_scores, sft_scores)]
 diff_lo, diff_hi = bootstrap_interval(diffs, seed=0)
 win_side, diff_side = where(win_lo, win_hi, 0.5), where(diff_lo, diff_hi, 0.0)
 if win_side == diff_side == "above":
